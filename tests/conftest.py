@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.fakes.openai_server",
     "tests.fakes.discord_server",
     "tests.fakes.slack_server",
+    "tests.fakes.app_fixtures",
 ]
 
 _WATCHED = ("discord", "slack_bolt", "slack_sdk", "bot", "adapters")
