@@ -13,7 +13,8 @@
     │   ├── ProviderMisconfigured    a bad key / missing permission: the operator must act
     │   ├── JobNotFound              a button or reply points at a job the store does not know
     │   ├── NotAllowed               the user may not do this (delete someone else's image)
-    │   └── JobInterrupted           the bot restarted while the job ran
+    │   ├── JobInterrupted           the bot restarted while the job ran
+    │   └── InternalError            an unexpected failure, already logged with ``job_id``
     └── ConfigError                  a setting is missing or invalid (``variable``)
 
 Anything else that escapes is a bug: log it with the job id and show a generic message.
@@ -183,6 +184,17 @@ class JobInterrupted(UserFacingError):
         super().__init__(
             "This request was interrupted because the bot restarted. Nothing was charged; "
             "please try again."
+        )
+
+
+class InternalError(UserFacingError):
+    """Something unexpected broke a job; the cause is logged under ``job_id``."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(
+            f"Something went wrong on the bot's side (job {job_id}); it has been logged. "
+            "Nothing was charged; please try again."
         )
 
 

@@ -171,7 +171,7 @@ class JobResult:
 
 @dataclass(frozen=True)
 class Queued:
-    """The job is admitted and waits for a provider slot; position 1 is next in line."""
+    """The job is admitted; ``position`` 0 means a provider slot is free, 1 is next in line."""
 
     job_id: str
     position: int

@@ -1,0 +1,40 @@
+"""The composition root: wires settings, store, provider and service together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.config import Settings
+from bot.provider import ImageProvider, OpenAIImages
+from bot.service import ImageService
+from bot.store import Store
+
+
+@dataclass
+class App:
+    """Everything an adapter or the CLI needs, built once per process."""
+
+    settings: Settings
+    store: Store
+    provider: ImageProvider
+    service: ImageService
+
+    async def aclose(self) -> None:
+        """Close the provider's connections and the database."""
+        try:
+            await self.provider.aclose()
+        finally:
+            await self.store.close()
+
+
+async def build(settings: Settings, *, provider: ImageProvider | None = None) -> App:
+    """Open the store and connect the real parts (or the given provider)."""
+    if provider is None:
+        settings.require_openai_key()
+    store = await Store.open(settings.database_path)
+    try:
+        chosen = provider if provider is not None else OpenAIImages.from_settings(settings)
+    except BaseException:
+        await store.close()
+        raise
+    return App(settings=settings, store=store, provider=chosen, service=ImageService(settings, store, chosen))

@@ -1,0 +1,284 @@
+"""The ``imagine-bot`` command: run the chat adapters, or make and edit images from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot.app import App, build
+from bot.config import Settings, load_settings
+from bot.errors import ConfigError, UserFacingError
+from bot.models import (
+    Finished,
+    ImageRequest,
+    PartialImage,
+    ProgressEvent,
+    Queued,
+    Requester,
+    SourceImage,
+    Started,
+)
+
+logger = logging.getLogger("bot.cli")
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _image_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--size", help="auto, 1024x1024, 1536x1024, 1024x1536 or a custom WxH")
+    parser.add_argument("--quality", choices=["auto", "low", "medium", "high"])
+    parser.add_argument("-n", type=int, dest="n", metavar="N", help="how many images (default 1)")
+    parser.add_argument("--background", choices=["auto", "opaque", "transparent"])
+    parser.add_argument("--format", dest="output_format", choices=["png", "jpeg", "webp"])
+    parser.add_argument(
+        "--compression", dest="output_compression", type=int, metavar="0-100",
+        help="jpeg/webp compression level",
+    )
+    parser.add_argument(
+        "--partials", dest="partial_images", type=int, choices=[0, 1, 2, 3],
+        help="partial previews to stream (default IMAGINE_PARTIAL_IMAGES)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("."), help="folder to write images into (default: here)"
+    )
+    parser.add_argument("--user", help="whose limits to count against (default: your OS user)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="imagine-bot",
+        description="Generate and edit images with OpenAI's gpt-image-2 from Discord, Slack "
+        "or this shell.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="start the Discord and/or Slack bot")
+    run.add_argument(
+        "platform", nargs="?", choices=["discord", "slack"],
+        help="start only this one (default: every platform whose tokens are set)",
+    )
+
+    imagine = commands.add_parser("imagine", help="generate images from a prompt")
+    imagine.add_argument("prompt")
+    _image_options(imagine)
+
+    edit = commands.add_parser("edit", help="edit one or more images with a prompt")
+    edit.add_argument("prompt")
+    edit.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    edit.add_argument("--mask", type=Path, help="PNG whose transparent pixels mark what to change")
+    _image_options(edit)
+
+    usage = commands.add_parser("usage", help="images and dollars per user, today and this month")
+    usage.add_argument("--user", help="only this requester id (e.g. discord:1234, cli:alice)")
+
+    commands.add_parser("discord-invite", help="print the link that adds the bot to a server")
+    commands.add_parser("slack-manifest", help="print the Slack app manifest (YAML)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``imagine-bot`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        _setup_logging(settings, quiet=args.command in {"imagine", "edit", "usage"})
+        return asyncio.run(_dispatch(args, settings))
+    except ConfigError as exc:
+        print(f"imagine-bot: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except UserFacingError as exc:
+        print(f"imagine-bot: {exc.user_message}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        logger.debug("unexpected failure", exc_info=True)
+        print(f"imagine-bot: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _setup_logging(settings: Settings, *, quiet: bool) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else settings.imagine_log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # httpx logs every request URL at INFO; keep that for debugging only.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    command: str = args.command
+    if command == "discord-invite":
+        return _discord_invite(settings)
+    if command == "slack-manifest":
+        from adapters.slack_manifest import slack_manifest
+
+        print(slack_manifest(), end="")
+        return 0
+    if command == "usage":
+        return await _usage(settings, args.user)
+    if command == "run":
+        return await _run(settings, args.platform)
+    return await _imagine(settings, args)
+
+
+def _discord_invite(settings: Settings) -> int:
+    from adapters.discord_invite import application_id_from_token, discord_invite_url
+
+    token = settings.discord_token.get_secret_value() if settings.discord_token else ""
+    application_id = application_id_from_token(token) if token else None
+    if application_id is None:
+        raise ConfigError("DISCORD_TOKEN", "not set or not a bot token; copy it from the Bot page")
+    print(discord_invite_url(application_id))
+    return 0
+
+
+async def _usage(settings: Settings, user: str | None) -> int:
+    from bot.store import Store
+
+    store = await Store.open(settings.database_path)
+    try:
+        rows = await store.usage_summary(user)
+    finally:
+        await store.close()
+    if not rows:
+        print("No images made yet." if user is None else f"No images made by {user} yet.")
+        return 0
+    print(f"{'user':<32} {'today':>7} {'$ today':>9} {'month':>7} {'$ month':>9}")
+    for row in rows:
+        print(
+            f"{row.user_key:<32} {row.images_today:>7} {row.cost_today:>9.4f} "
+            f"{row.images_month:>7} {row.cost_month:>9.4f}"
+        )
+    return 0
+
+
+async def _run(settings: Settings, platform: str | None) -> int:
+    discord_ready = settings.discord_token is not None
+    slack_ready = settings.slack_bot_token is not None
+    wanted = {"discord": discord_ready, "slack": slack_ready}
+    if platform is not None:
+        if not wanted[platform]:
+            variable = "DISCORD_TOKEN" if platform == "discord" else "SLACK_BOT_TOKEN"
+            raise ConfigError(variable, f"not set; it is needed to run the {platform} bot")
+        wanted = {platform: True}
+    chosen = [name for name, ready in wanted.items() if ready]
+    if not chosen:
+        raise ConfigError(
+            "DISCORD_TOKEN / SLACK_BOT_TOKEN",
+            "neither is set, so there is nothing to run; set DISCORD_TOKEN for Discord, "
+            "SLACK_BOT_TOKEN plus SLACK_APP_TOKEN (or SLACK_SIGNING_SECRET) for Slack",
+        )
+    app = await build(settings)
+    # Before any adapter admits a job: what a previous process left running is now interrupted.
+    await app.service.recover_interrupted()
+    main_task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    if main_task is not None:
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGTERM, main_task.cancel)
+    logger.info("starting: %s", ", ".join(chosen))
+    try:
+        async with asyncio.TaskGroup() as group:
+            if "discord" in chosen:
+                from adapters.discord_bot import run_discord
+
+                group.create_task(run_discord(app))
+            if "slack" in chosen:
+                from adapters.slack_bot import run_slack
+
+                group.create_task(run_slack(app))
+    except asyncio.CancelledError:
+        logger.info("stopping")
+    except* UserFacingError as group_error:
+        raise group_error.exceptions[0] from None
+    except* ConfigError as group_error:
+        raise group_error.exceptions[0] from None
+    finally:
+        await app.aclose()
+    return 0
+
+
+async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
+    sources: list[SourceImage] = []
+    mask: SourceImage | None = None
+    if args.command == "edit":
+        for path in args.images:
+            sources.append(_read_image(path))
+        if args.mask is not None:
+            mask = _read_image(args.mask)
+    app = await build(settings)
+    try:
+        requester = Requester(platform="cli", user_id=args.user or getpass.getuser())
+        options = app.service.options(
+            size=args.size,
+            quality=args.quality,
+            n=args.n,
+            background=args.background,
+            output_format=args.output_format,
+            output_compression=args.output_compression,
+            partial_images=args.partial_images,
+        )
+        request = ImageRequest(
+            requester=requester, prompt=args.prompt, options=options,
+            sources=tuple(sources), mask=mask,
+        )
+        reporter = _StderrProgress()
+        result = await app.service.run(request, reporter)
+        out_dir: Path = args.out
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for image in result.images:
+            target = out_dir / image.path.name.replace("out_", f"{result.job_id}_")
+            target.write_bytes(image.read_bytes())
+            print(target)
+        reporter.line(
+            f"done in {result.elapsed_s:.1f}s, cost ${result.cost_usd:.4f} (job {result.job_id})"
+        )
+    finally:
+        await app.aclose()
+    return 0
+
+
+def _read_image(path: Path) -> SourceImage:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserFacingError(f"Can't read {path}: {exc.strerror or exc}") from None
+    return SourceImage(data=data, filename=path.name, mime="")
+
+
+class _StderrProgress:
+    """Prints the job's progress on stderr so stdout holds only the image paths."""
+
+    def __init__(self) -> None:
+        self._start = time.monotonic()
+
+    def line(self, text: str) -> None:
+        elapsed = time.monotonic() - self._start
+        print(f"[{elapsed:6.1f}s] {text}", file=sys.stderr, flush=True)
+
+    async def __call__(self, event: ProgressEvent) -> None:
+        if isinstance(event, Queued):
+            if event.position:
+                self.line(f"queued, position {event.position}")
+        elif isinstance(event, Started):
+            self.line(f"generating (job {event.job_id})")
+        elif isinstance(event, PartialImage):
+            self.line(f"preview {event.index + 1} received ({len(event.data) // 1024} KB)")
+        elif isinstance(event, Finished) and event.status != "succeeded":
+            self.line(f"job {event.status}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

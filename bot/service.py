@@ -1,0 +1,352 @@
+"""The one use case: validate -> admit -> wait for a slot -> provider -> save -> result."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING
+
+from bot import images
+from bot.errors import InternalError, InvalidRequest, JobNotFound, UserFacingError
+from bot.models import (
+    Finished,
+    ImageOptions,
+    ImageRequest,
+    JobRecord,
+    JobResult,
+    PartialImage,
+    ProgressCallback,
+    ProgressEvent,
+    Queued,
+    Requester,
+    SourceImage,
+    Started,
+)
+from bot.pricing import cost_from_usage, estimate_cost
+from bot.provider import ImageProvider, check_options
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+    from bot.store import Store
+
+logger = logging.getLogger("bot.service")
+
+MAX_SOURCES = 16
+
+
+@dataclass
+class _Waiter:
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    granted: bool = False
+
+
+class SlotQueue:
+    """A first-come-first-served semaphore that tells each waiter its place in line."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiters: deque[_Waiter] = deque()
+
+    @property
+    def waiting(self) -> int:
+        """How many callers are in line."""
+        return len(self._waiters)
+
+    async def acquire(self, report: Callable[[int], Awaitable[None]]) -> None:
+        """Take a slot; ``report(position)`` hears 0 for no wait, else each new place in line."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            await report(0)
+            return
+        waiter = _Waiter()
+        self._waiters.append(waiter)
+        last = 0
+        try:
+            while not waiter.granted:
+                position = self._waiters.index(waiter) + 1
+                if position != last:
+                    last = position
+                    await report(position)
+                if waiter.granted:
+                    break
+                await waiter.wake.wait()
+                waiter.wake.clear()
+        except BaseException:
+            if waiter.granted:
+                self.release()
+            else:
+                self._waiters.remove(waiter)
+                self._wake_all()
+            raise
+
+    def release(self) -> None:
+        """Give the slot to the next in line, or back to the pool."""
+        if self._waiters:
+            waiter = self._waiters.popleft()
+            waiter.granted = True
+            waiter.wake.set()
+            self._wake_all()
+        else:
+            self._free += 1
+
+    def _wake_all(self) -> None:
+        for waiter in self._waiters:
+            waiter.wake.set()
+
+
+class ImageService:
+    """Runs image requests for every platform through the same limits, queue and store."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        provider: ImageProvider,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.provider = provider
+        self._clock = clock
+        self._slots = SlotQueue(settings.imagine_max_concurrency)
+        self._recovered: list[JobRecord] | None = None
+        self._recover_lock = asyncio.Lock()
+
+    @property
+    def queue_length(self) -> int:
+        """Jobs admitted and waiting for a provider slot."""
+        return self._slots.waiting
+
+    def options(self, **overrides: object) -> ImageOptions:
+        """The operator's defaults, with the non-None overrides applied."""
+        settings = self.settings
+        base = ImageOptions(
+            model=settings.imagine_model,
+            size=settings.imagine_size,
+            quality=settings.imagine_quality,
+            output_format=settings.imagine_output_format,
+            moderation=settings.imagine_moderation,
+            partial_images=settings.imagine_partial_images,
+        )
+        known = {f.name for f in fields(ImageOptions)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(f"unknown image options: {', '.join(sorted(unknown))}")
+        chosen = {k: v for k, v in overrides.items() if v is not None}
+        return replace(base, **chosen)  # type: ignore[arg-type]
+
+    async def run(
+        self, request: ImageRequest, progress: ProgressCallback | None = None
+    ) -> JobResult:
+        """Make or edit images for one request, reporting progress; raises UserFacingError."""
+        request = await self.validate(request)
+        settings = self.settings
+        requester = request.requester
+        job = await self.store.admit(
+            request,
+            limits=settings.user_limits,
+            budgets=settings.user_budgets,
+            estimated_cost=estimate_cost(
+                request.options, len(request.sources), len(request.prompt)
+            ),
+            exempt=settings.is_admin(requester.platform, requester.user_id),
+        )
+        started = self._clock()
+        emit = _SafeEmitter(progress, job.id)
+        try:
+            result = await self._execute(job, request, emit)
+        except UserFacingError as exc:
+            await self._fail(job.id, exc.user_message, emit)
+            raise
+        except asyncio.CancelledError:
+            await asyncio.shield(self._fail(job.id, "cancelled", emit))
+            raise
+        except Exception as exc:
+            logger.exception("job %s failed unexpectedly", job.id)
+            await self._fail(job.id, f"internal error: {type(exc).__name__}", emit)
+            raise InternalError(job.id) from exc
+        await emit(Finished(job.id, "succeeded"))
+        return replace(result, elapsed_s=self._clock() - started)
+
+    async def _execute(self, job: JobRecord, request: ImageRequest, emit: _SafeEmitter) -> JobResult:
+        await self._slots.acquire(lambda position: emit(Queued(job.id, position)))
+        try:
+            await self.store.mark_running(job.id)
+            await emit(Started(job.id))
+
+            async def on_partial(index: int, data: bytes, output_format: str) -> None:
+                await emit(PartialImage(job.id, index, data, output_format))
+
+            wants_partials = request.options.partial_images > 0 and emit.listening
+            provided = await self.provider.create_images(
+                request, on_partial=on_partial if wants_partials else None
+            )
+        finally:
+            self._slots.release()
+        if not provided.images:
+            raise InvalidRequest("The image service returned no image for this request.")
+        model = request.options.model
+        cost = (
+            cost_from_usage(model, provided.usage)
+            if provided.usage is not None
+            else estimate_cost(request.options, len(request.sources), len(request.prompt))
+        )
+        stored = await self.store.finish(job.id, provided, cost)
+        return JobResult(
+            job_id=job.id,
+            request=request,
+            images=stored,
+            usage=provided.usage,
+            cost_usd=cost,
+            elapsed_s=0.0,
+            size=provided.size,
+            quality=provided.quality,
+        )
+
+    async def _fail(self, job_id: str, error: str, emit: _SafeEmitter) -> None:
+        await self.store.fail(job_id, error)
+        await emit(Finished(job_id, "failed"))
+
+    async def validate(self, request: ImageRequest) -> ImageRequest:
+        """Check options and turn raw attachments into API-ready images (off the event loop)."""
+        prompt = request.prompt.strip()
+        if not prompt:
+            raise InvalidRequest("Please describe the image you want.", param="prompt")
+        request = replace(request, prompt=prompt)
+        if request.options.n > self.settings.imagine_max_images:
+            raise InvalidRequest(
+                f"You can ask for at most {self.settings.imagine_max_images} images at once.",
+                param="n",
+            )
+        if len(request.sources) > MAX_SOURCES:
+            raise InvalidRequest(
+                f"You attached {len(request.sources)} images; at most {MAX_SOURCES} can be edited "
+                "together.",
+                param="image",
+            )
+        check_options(request)
+        if not request.sources:
+            if request.mask is not None:
+                raise InvalidRequest("A mask needs an image to apply to.", param="mask")
+            return request
+        max_bytes = self.settings.max_attachment_bytes
+        max_pixels = self.settings.imagine_max_input_pixels
+        sources = tuple(
+            await asyncio.gather(
+                *(
+                    asyncio.to_thread(
+                        images.normalise_source,
+                        source.data,
+                        source.filename,
+                        max_bytes=max_bytes,
+                        max_pixels=max_pixels,
+                    )
+                    for source in request.sources
+                )
+            )
+        )
+        mask = request.mask
+        if mask is not None:
+            mask = await asyncio.to_thread(
+                images.prepare_mask,
+                mask.data,
+                mask.filename,
+                sources[0],
+                max_bytes=max_bytes,
+                max_pixels=max_pixels,
+            )
+        return replace(request, sources=sources, mask=mask)
+
+    async def regenerate_request(self, job_id: str, requester: Requester) -> ImageRequest:
+        """The same prompt, options and inputs as a stored job, asked by ``requester``."""
+        job = await self.store.get_job(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        sources, mask = await self.store.job_sources(job_id)
+        if job.source_count and not sources:
+            raise JobNotFound(job_id)
+        return ImageRequest(
+            requester=requester,
+            prompt=job.prompt,
+            options=job.options,
+            sources=sources,
+            mask=mask,
+            parent_job_id=job.parent_job_id,
+        )
+
+    async def edit_request(
+        self,
+        job_id: str,
+        requester: Requester,
+        prompt: str,
+        extra: Sequence[SourceImage] = (),
+        mask: SourceImage | None = None,
+    ) -> ImageRequest:
+        """An edit whose first input is the stored job's first output image."""
+        job = await self.store.get_job(job_id)
+        stored = await self.store.job_images(job_id) if job is not None else ()
+        if job is None or not stored:
+            raise JobNotFound(job_id)
+        first = stored[0]
+        try:
+            data = await asyncio.to_thread(first.read_bytes)
+        except OSError:
+            raise JobNotFound(job_id) from None
+        source = SourceImage(data=data, filename=first.path.name, mime=first.mime)
+        # An edit keeps the result's look (size, quality, format) but makes one image.
+        options = replace(job.options, n=1, partial_images=self.settings.imagine_partial_images)
+        return ImageRequest(
+            requester=requester,
+            prompt=prompt,
+            options=options,
+            sources=(source, *extra),
+            mask=mask,
+            parent_job_id=job_id,
+        )
+
+    async def recover_interrupted(self) -> list[JobRecord]:
+        """Mark jobs a previous process left unfinished as interrupted (refunded); return them.
+
+        Done once per process: every adapter that asks gets the same list and picks its own.
+        """
+        async with self._recover_lock:
+            if self._recovered is None:
+                self._recovered = await self.store.recover_interrupted()
+                if self._recovered:
+                    logger.warning(
+                        "marked %d unfinished job(s) from a previous run as interrupted",
+                        len(self._recovered),
+                    )
+            return list(self._recovered)
+
+
+class _SafeEmitter:
+    """Delivers progress events; a broken progress display never fails the job itself."""
+
+    def __init__(self, progress: ProgressCallback | None, job_id: str) -> None:
+        self._progress = progress
+        self._job_id = job_id
+
+    @property
+    def listening(self) -> bool:
+        return self._progress is not None
+
+    async def __call__(self, event: ProgressEvent) -> None:
+        if self._progress is None:
+            return
+        try:
+            await self._progress(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.warning(
+                "progress display failed for job %s (%s)",
+                self._job_id,
+                type(event).__name__,
+                exc_info=True,
+            )
