@@ -18,9 +18,13 @@ class App:
     store: Store
     provider: ImageProvider
     service: ImageService
+    closed: bool = False
 
     async def aclose(self) -> None:
-        """Close the provider's connections and the database."""
+        """Close the provider's connections and the database (once)."""
+        if self.closed:
+            return
+        self.closed = True
         try:
             await self.provider.aclose()
         finally:
