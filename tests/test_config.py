@@ -1,0 +1,83 @@
+"""Settings: parsing, defaults, and one clear line for a bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.config import Settings, WindowRule, load_settings, parse_rules
+from bot.errors import ConfigError
+
+
+def test_limit_rules_are_parsed_with_their_windows() -> None:
+    assert parse_rules("5/minute, 100/day", whole=True) == (
+        WindowRule(5, 60, "minute"),
+        WindowRule(100, 86400, "day"),
+    )
+    assert parse_rules("20 per hour", whole=True) == (WindowRule(20, 3600, "hour"),)
+    assert parse_rules("$1.50/day", whole=False) == (WindowRule(1.5, 86400, "day"),)
+    assert parse_rules("", whole=True) == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("20", "write it like '20/hour'"),
+        ("20/fortnight", "unknown unit 'fortnight'"),
+        ("2.5/hour", "not a whole number of images"),
+        ("0/hour", "must be above zero"),
+    ],
+)
+def test_bad_limit_stops_start_up_naming_the_variable(
+    text: str, problem: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("IMAGINE_USER_LIMIT", text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value).startswith("IMAGINE_USER_LIMIT: ")
+    assert problem in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_env_file_and_lists(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(
+        "OPENAI_API_KEY=sk-from-file\nIMAGINE_ADMIN_USERS=1234, slack:U99\n"
+        "DISCORD_GUILD_IDS=1,2\nIMAGINE_USER_LIMIT=5/minute,100/day\n"
+    )
+    settings = load_settings()
+    assert settings.require_openai_key() == "sk-from-file"
+    assert settings.is_admin("discord", "1234")
+    assert settings.is_admin("slack", "U99")
+    assert not settings.is_admin("discord", "U99")
+    assert settings.discord_guild_ids == [1, 2]
+    assert [rule.amount for rule in settings.user_limits] == [5, 100]
+    assert settings.database_path == Path("data/imagine.sqlite3")
+
+
+def test_missing_key_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match="^OPENAI_API_KEY: not set"):
+        Settings(_env_file=None).require_openai_key()  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("IMAGINE_PARTIAL_IMAGES", "5", "IMAGINE_PARTIAL_IMAGES: "),
+        ("IMAGINE_SIZE", "huge", "IMAGINE_SIZE: use 'auto' or WIDTHxHEIGHT"),
+        ("OPENAI_BASE_URL", "api.openai.com", "OPENAI_BASE_URL: must start with http"),
+        ("IMAGINE_QUALITY", "ultra", "IMAGINE_QUALITY: "),
+    ],
+)
+def test_other_bad_values_name_their_variable(
+    variable: str, value: str, expected: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value).startswith(expected)

@@ -1,0 +1,52 @@
+"""Cost accounting: settled from usage, estimated generously for reservations."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.models import ImageOptions, Usage
+from bot.pricing import cost_from_usage, estimate_cost, output_tokens_per_image, price_for
+
+
+@pytest.mark.parametrize(("quality", "tokens"), [("low", 196), ("medium", 1756), ("high", 7024)])
+def test_gpt_image_2_output_tokens_match_the_published_calculator(quality: str, tokens: int) -> None:
+    assert output_tokens_per_image("gpt-image-2", "1024x1024", quality) == tokens
+
+
+def test_gpt_image_1_uses_the_table() -> None:
+    assert output_tokens_per_image("gpt-image-1", "1024x1536", "medium") == 1584
+    assert output_tokens_per_image("gpt-image-1-mini", "1536x1024", "high") == 6208
+
+
+def test_snapshot_names_price_like_their_model() -> None:
+    assert price_for("gpt-image-2-2026-04-21") is price_for("gpt-image-2")
+    assert price_for("gpt-image-1-mini") is not price_for("gpt-image-1")
+
+
+def test_cost_from_usage_splits_text_image_and_cached_tokens() -> None:
+    usage = Usage(
+        input_tokens=1_100,
+        output_tokens=1_000,
+        total_tokens=2_100,
+        input_text_tokens=100,
+        input_image_tokens=1_000,
+        cached_input_tokens=500,
+        cached_image_tokens=500,
+    )
+    # 100 text * $5 + 500 image * $8 + 500 cached image * $2 + 1000 out * $30, per million.
+    assert cost_from_usage("gpt-image-2", usage) == pytest.approx(0.0355)
+
+
+def test_cost_without_details_bills_input_as_text() -> None:
+    assert cost_from_usage("gpt-image-2", Usage(input_tokens=200, output_tokens=196)) == (
+        pytest.approx((200 * 5 + 196 * 30) / 1e6)
+    )
+
+
+def test_estimate_reserves_at_least_the_real_cost_of_a_high_square() -> None:
+    options = ImageOptions(size="1024x1024", quality="high", n=2)
+    real = cost_from_usage("gpt-image-2", Usage(input_tokens=20, output_tokens=2 * 7024))
+    assert estimate_cost(options, prompt_chars=60) >= real
+    assert estimate_cost(ImageOptions(quality="auto", n=1)) >= estimate_cost(
+        ImageOptions(quality="low", n=1)
+    )
