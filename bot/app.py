@@ -41,4 +41,9 @@ async def build(settings: Settings, *, provider: ImageProvider | None = None) ->
     except BaseException:
         await store.close()
         raise
-    return App(settings=settings, store=store, provider=chosen, service=ImageService(settings, store, chosen))
+    return App(
+        settings=settings,
+        store=store,
+        provider=chosen,
+        service=ImageService(settings, store, chosen),
+    )

@@ -13,12 +13,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bot.app import App, build
+from bot.app import build
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError, UserFacingError
 from bot.models import (
     Finished,
     ImageRequest,
+    JobResult,
     PartialImage,
     ProgressEvent,
     Queued,
@@ -40,11 +41,17 @@ def _image_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--background", choices=["auto", "opaque", "transparent"])
     parser.add_argument("--format", dest="output_format", choices=["png", "jpeg", "webp"])
     parser.add_argument(
-        "--compression", dest="output_compression", type=int, metavar="0-100",
+        "--compression",
+        dest="output_compression",
+        type=int,
+        metavar="0-100",
         help="jpeg/webp compression level",
     )
     parser.add_argument(
-        "--partials", dest="partial_images", type=int, choices=[0, 1, 2, 3],
+        "--partials",
+        dest="partial_images",
+        type=int,
+        choices=[0, 1, 2, 3],
         help="partial previews to stream (default IMAGINE_PARTIAL_IMAGES)",
     )
     parser.add_argument(
@@ -64,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="start the Discord and/or Slack bot")
     run.add_argument(
-        "platform", nargs="?", choices=["discord", "slack"],
+        "platform",
+        nargs="?",
+        choices=["discord", "slack"],
         help="start only this one (default: every platform whose tokens are set)",
     )
 
@@ -189,23 +198,28 @@ async def _run(settings: Settings, platform: str | None) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signal.SIGTERM, main_task.cancel)
     logger.info("starting: %s", ", ".join(chosen))
+    tasks: list[asyncio.Task[None]] = []
     try:
-        async with asyncio.TaskGroup() as group:
-            if "discord" in chosen:
-                from adapters.discord_bot import run_discord
+        if "discord" in chosen:
+            from adapters.discord_bot import run_discord
 
-                group.create_task(run_discord(app))
-            if "slack" in chosen:
-                from adapters.slack_bot import run_slack
+            tasks.append(asyncio.create_task(run_discord(app), name="discord"))
+        if "slack" in chosen:
+            from adapters.slack_bot import run_slack
 
-                group.create_task(run_slack(app))
+            tasks.append(asyncio.create_task(run_slack(app), name="slack"))
+        # One platform failing to start (a bad token) stops the whole process with its reason.
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            error = task.exception()
+            if error is not None:
+                raise error
     except asyncio.CancelledError:
         logger.info("stopping")
-    except* UserFacingError as group_error:
-        raise group_error.exceptions[0] from None
-    except* ConfigError as group_error:
-        raise group_error.exceptions[0] from None
     finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await app.aclose()
     return 0
 
@@ -231,16 +245,15 @@ async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
             partial_images=args.partial_images,
         )
         request = ImageRequest(
-            requester=requester, prompt=args.prompt, options=options,
-            sources=tuple(sources), mask=mask,
+            requester=requester,
+            prompt=args.prompt,
+            options=options,
+            sources=tuple(sources),
+            mask=mask,
         )
         reporter = _StderrProgress()
         result = await app.service.run(request, reporter)
-        out_dir: Path = args.out
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for image in result.images:
-            target = out_dir / image.path.name.replace("out_", f"{result.job_id}_")
-            target.write_bytes(image.read_bytes())
+        for target in await asyncio.to_thread(_save_images, result, args.out):
             print(target)
         reporter.line(
             f"done in {result.elapsed_s:.1f}s, cost ${result.cost_usd:.4f} (job {result.job_id})"
@@ -248,6 +261,16 @@ async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         await app.aclose()
     return 0
+
+
+def _save_images(result: JobResult, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    targets = []
+    for image in result.images:
+        target = out_dir / f"{result.job_id}_{image.index}{image.path.suffix}"
+        target.write_bytes(image.read_bytes())
+        targets.append(target)
+    return targets
 
 
 def _read_image(path: Path) -> SourceImage:

@@ -129,8 +129,11 @@ class Settings(BaseSettings):
     slack_allowed_channels: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     @field_validator(
-        "imagine_admin_users", "discord_guild_ids", "discord_allowed_channels",
-        "slack_allowed_channels", mode="before",
+        "imagine_admin_users",
+        "discord_guild_ids",
+        "discord_allowed_channels",
+        "slack_allowed_channels",
+        mode="before",
     )
     @classmethod
     def _comma_list(cls, value: object) -> object:

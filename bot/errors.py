@@ -5,8 +5,8 @@
     │   ├── InvalidRequest           a bad option, prompt or size (``param`` names it)
     │   │   └── InvalidSize          a custom WxH size that breaks a rule
     │   ├── AttachmentRejected       an input image or mask was refused (``filename``, ``reason``)
-    │   ├── LimitExceeded            the user's image limit is used up (``retry_after``, ``resets_at``)
-    │   ├── BudgetExceeded           the user's dollar budget is used up (``retry_after``, ``resets_at``)
+    │   ├── LimitExceeded            image limit used up (``retry_after``, ``resets_at``)
+    │   ├── BudgetExceeded           dollar budget used up (``retry_after``, ``resets_at``)
     │   ├── ContentBlocked           the safety system refused (``categories``)
     │   ├── QuotaExhausted           the operator's OpenAI account is out of credit
     │   ├── ProviderUnavailable      the image service failed after retries (``retry_after``)
@@ -146,9 +146,7 @@ class ProviderUnavailable(UserFacingError):
     def __init__(self, detail: str = "", *, retry_after: float | None = None) -> None:
         self.detail = detail
         self.retry_after = retry_after
-        when = (
-            f"in {format_duration(retry_after)}" if retry_after else "in a minute or two"
-        )
+        when = f"in {format_duration(retry_after)}" if retry_after else "in a minute or two"
         super().__init__(
             f"The image service is unavailable right now. Nothing was charged; try again {when}."
         )

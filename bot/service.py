@@ -173,7 +173,9 @@ class ImageService:
         await emit(Finished(job.id, "succeeded"))
         return replace(result, elapsed_s=self._clock() - started)
 
-    async def _execute(self, job: JobRecord, request: ImageRequest, emit: _SafeEmitter) -> JobResult:
+    async def _execute(
+        self, job: JobRecord, request: ImageRequest, emit: _SafeEmitter
+    ) -> JobResult:
         await self._slots.acquire(lambda position: emit(Queued(job.id, position)))
         try:
             await self.store.mark_running(job.id)

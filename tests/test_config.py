@@ -60,7 +60,7 @@ def test_env_file_and_lists(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 def test_missing_key_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    with pytest.raises(ConfigError, match="^OPENAI_API_KEY: not set"):
+    with pytest.raises(ConfigError, match=r"^OPENAI_API_KEY: not set"):
         Settings(_env_file=None).require_openai_key()  # type: ignore[call-arg]
 
 
