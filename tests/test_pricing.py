@@ -9,7 +9,9 @@ from bot.pricing import cost_from_usage, estimate_cost, output_tokens_per_image,
 
 
 @pytest.mark.parametrize(("quality", "tokens"), [("low", 196), ("medium", 1756), ("high", 7024)])
-def test_gpt_image_2_output_tokens_match_the_published_calculator(quality: str, tokens: int) -> None:
+def test_gpt_image_2_output_tokens_match_the_published_calculator(
+    quality: str, tokens: int
+) -> None:
     assert output_tokens_per_image("gpt-image-2", "1024x1024", quality) == tokens
 
 

@@ -1,0 +1,197 @@
+"""The installed ``imagine-bot`` command, run as a real process against the fake OpenAI server."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.fakes.openai_server import FakeOpenAI
+
+# The console script from this environment; fall back to the module for a bare checkout.
+_SCRIPT = shutil.which("imagine-bot", path=str(Path(sys.executable).parent))
+COMMAND = [_SCRIPT] if _SCRIPT else [sys.executable, "-m", "bot.cli"]
+
+
+@dataclass
+class Ran:
+    code: int
+    out: str
+    err: str
+
+
+async def imagine_bot(*args: str, cwd: Path, fake: FakeOpenAI | None = None, **env: str) -> Ran:
+    """Run the command with a clean environment (no secrets from the developer's shell)."""
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPENAI_", "IMAGINE_", "DISCORD_", "SLACK_"))
+    }
+    if fake is not None:
+        clean.update(OPENAI_API_KEY=fake.api_key, OPENAI_BASE_URL=fake.base_url)
+    clean.update(IMAGINE_DATA_DIR=str(cwd / "data"), IMAGINE_PARTIAL_IMAGES="0")
+    clean.update(env)
+    process = await asyncio.create_subprocess_exec(
+        *COMMAND,
+        *args,
+        cwd=cwd,
+        env=clean,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return Ran(process.returncode, out.decode(), err.decode())
+
+
+def png(width: int, height: int, mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height), (10, 200, 30, 255) if mode == "RGBA" else "green").save(
+        buffer, "PNG"
+    )
+    return buffer.getvalue()
+
+
+async def test_imagine_writes_images_and_prints_their_paths(
+    openai_fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    ran = await imagine_bot(
+        "imagine",
+        "a red fox",
+        "--size",
+        "1024x1536",
+        "-n",
+        "2",
+        "--format",
+        "webp",
+        "--out",
+        "pictures",
+        "--partials",
+        "1",
+        cwd=tmp_path,
+        fake=openai_fake,
+    )
+    assert ran.code == 0, ran.err
+    paths = ran.out.splitlines()
+    assert len(paths) == 2
+    for line in paths:
+        path = tmp_path / line
+        assert path.parent == tmp_path / "pictures"
+        with Image.open(path) as image:
+            assert image.format == "WEBP"
+            assert image.size == (1024, 1536)
+    assert "preview 1 received" in ran.err
+    assert "cost $" in ran.err
+    assert "Traceback" not in ran.err
+    body = openai_fake.requests[-1].json
+    assert body is not None
+    assert body["output_format"] == "webp"
+    assert body["stream"] is True
+    assert body["partial_images"] == 1
+
+
+async def test_edit_sends_every_image_and_the_mask(openai_fake: FakeOpenAI, tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(png(256, 256))
+    (tmp_path / "b.png").write_bytes(png(128, 128))
+    mask = Image.new("RGBA", (256, 256), (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (0, 0, 128, 128))
+    mask.save(tmp_path / "mask.png")
+    ran = await imagine_bot(
+        "edit",
+        "put a hat on it",
+        "a.png",
+        "b.png",
+        "--mask",
+        "mask.png",
+        cwd=tmp_path,
+        fake=openai_fake,
+    )
+    assert ran.code == 0, ran.err
+    sent = openai_fake.requests[-1]
+    assert sent.path == "/v1/images/edits"
+    assert [f.field for f in sent.files].count("image[]") == 2
+    assert [f.field for f in sent.files].count("mask") == 1
+    assert sent.form["prompt"] == "put a hat on it"
+    assert Path(tmp_path / ran.out.strip()).exists()
+
+
+async def test_limit_holds_across_separate_runs(openai_fake: FakeOpenAI, tmp_path: Path) -> None:
+    first = await imagine_bot(
+        "imagine",
+        "one",
+        "--user",
+        "alice",
+        cwd=tmp_path,
+        fake=openai_fake,
+        IMAGINE_USER_LIMIT="1/hour",
+    )
+    assert first.code == 0, first.err
+    second = await imagine_bot(
+        "imagine",
+        "two",
+        "--user",
+        "alice",
+        cwd=tmp_path,
+        fake=openai_fake,
+        IMAGINE_USER_LIMIT="1/hour",
+    )
+    assert second.code == 1
+    assert second.out == ""
+    assert second.err.startswith("imagine-bot: You've reached your limit of 1 images per hour")
+    assert len(second.err.strip().splitlines()) == 1
+    assert len(openai_fake.requests) == 1
+
+    usage = await imagine_bot("usage", cwd=tmp_path)
+    assert usage.code == 0
+    [row] = [line for line in usage.out.splitlines() if line.startswith("cli:alice")]
+    assert row.split()[1] == "1"
+
+
+async def test_a_blocked_prompt_is_one_plain_line(openai_fake: FakeOpenAI, tmp_path: Path) -> None:
+    openai_fake.fail_next("moderation_blocked", categories=["self-harm"])
+    ran = await imagine_bot("imagine", "bad things", cwd=tmp_path, fake=openai_fake)
+    assert ran.code == 1
+    assert "safety system" in ran.err
+    assert "self-harm" in ran.err
+    assert "Traceback" not in ran.err
+
+
+async def test_bad_usage_exits_2(tmp_path: Path) -> None:
+    ran = await imagine_bot("imagine", "--quality", "ultra", "x", cwd=tmp_path)
+    assert ran.code == 2
+    assert "invalid choice" in ran.err
+
+
+async def test_bad_setting_is_one_line_naming_it(tmp_path: Path) -> None:
+    ran = await imagine_bot("usage", cwd=tmp_path, IMAGINE_USER_LIMIT="lots")
+    assert ran.code == 1
+    assert ran.err.startswith("imagine-bot: IMAGINE_USER_LIMIT: can't read 'lots'")
+    assert len(ran.err.strip().splitlines()) == 1
+
+
+async def test_missing_key_and_missing_tokens_say_what_to_set(tmp_path: Path) -> None:
+    ran = await imagine_bot("imagine", "a fox", cwd=tmp_path)
+    assert ran.code == 1
+    assert ran.err.startswith("imagine-bot: OPENAI_API_KEY: not set")
+    ran = await imagine_bot("run", cwd=tmp_path, OPENAI_API_KEY="sk-x")
+    assert ran.code == 1
+    assert "DISCORD_TOKEN" in ran.err
+    assert "SLACK_BOT_TOKEN" in ran.err
+    assert "Traceback" not in ran.err
+
+
+@pytest.mark.parametrize("args", [("imagine", "x", "--size", "1000x1000")])
+async def test_an_invalid_size_is_refused_before_any_call(
+    args: tuple[str, ...], openai_fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    ran = await imagine_bot(*args, cwd=tmp_path, fake=openai_fake)
+    assert ran.code == 1
+    assert "divisible by 16" in ran.err
+    assert openai_fake.requests == []
