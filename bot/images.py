@@ -1,0 +1,424 @@
+"""Pillow work on attachments: sniff, validate and normalise inputs, check masks, fit outputs.
+
+Every function is synchronous and CPU-bound; callers run them with ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from pathlib import PurePath
+
+from PIL import Image, ImageCms, ImageOps
+
+from bot.errors import AttachmentRejected
+from bot.models import MIME_BY_FORMAT, SourceImage
+
+MIB = 1024 * 1024
+MASK_LIMIT_BYTES = 4 * MIB  # the edits endpoint refuses masks of 4 MB or more
+
+# Formats with a reliable signature. Loose-signature formats (TGA, PCX, SGI...) would claim random
+# bytes, and EPS would run Ghostscript on untrusted input.
+_OPENABLE = (
+    "PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "AVIF", "ICO", "ICNS", "PSD", "JPEG2000",
+    "QOI", "PPM", "DDS",
+)  # fmt: skip
+_KEPT_AS_IS = {"png", "jpeg", "webp"}
+_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
+_MIME_EXTRA = {"gif": "image/gif", "bmp": "image/bmp", "tiff": "image/tiff", "avif": "image/avif"}
+# Outputs and previews have no operator limit; this keeps one call's decode bounded anyway.
+_WORK_PIXEL_CAP = 100_000_000
+_ORIENTATION = 0x0112
+
+_IMAGE_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+)
+_UNSUPPORTED = ", which isn't supported; please send it as PNG, JPEG or WebP"
+_NOT_IMAGE_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"%PDF-", "a PDF document, not an image"),
+    (b"%!PS", "a PostScript file, not an image"),
+    (b"PK\x03\x04", "a ZIP archive (or Office document), not an image"),
+    (b"\x1f\x8b", "a gzip archive, not an image"),
+    (b"Rar!\x1a\x07", "a RAR archive, not an image"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive, not an image"),
+    (b"\x1a\x45\xdf\xa3", "a WebM/Matroska video, not an image"),
+    (b"OggS", "an Ogg audio or video file, not an image"),
+    (b"ID3", "an MP3 audio file, not an image"),
+    (b"fLaC", "a FLAC audio file, not an image"),
+    (b"MZ", "a Windows program, not an image"),
+    (b"\x7fELF", "a program, not an image"),
+    (b"\xff\x0a", "a JPEG XL image" + _UNSUPPORTED),
+    (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "a JPEG XL image" + _UNSUPPORTED),
+)
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The image format the bytes really hold ("png", "jpeg", ...), or None."""
+    try:
+        with Image.open(io.BytesIO(data), formats=_OPENABLE) as im:
+            return _format_name(im)
+    except Exception:
+        return _magic_format(data)
+
+
+def normalise_source(data: bytes, filename: str, *, max_bytes: int, max_pixels: int) -> SourceImage:
+    """Check an input image and return it in a form the edits endpoint accepts."""
+    im = _open_checked(data, filename, max_bytes=max_bytes, max_pixels=max_pixels)
+    fmt = _format_name(im)
+    width, height = im.size
+    if fmt == "jpeg" and _keepable(im, fmt):
+        # DCT scaling still walks the whole entropy stream, so a truncated file still fails,
+        # at 1/64 of the memory of a full decode.
+        im.draft(im.mode, (math.ceil(width / 8), math.ceil(height / 8)))
+        _load(im, filename)
+        return SourceImage(data, _named(filename, fmt), MIME_BY_FORMAT[fmt], width, height)
+    # Load before looking at EXIF: a PNG may carry its eXIf chunk after the pixels.
+    _load(im, filename)
+    if _keepable(im, fmt):
+        return SourceImage(data, _named(filename, fmt), MIME_BY_FORMAT[fmt], width, height)
+    ImageOps.exif_transpose(im, in_place=True)
+    out = _api_mode(im)
+    del im
+    if fmt == "jpeg":
+        encoded, out_fmt = _encode(out, "jpeg", 95), "jpeg"
+    else:
+        encoded, out_fmt = _encode(out, "png"), "png"
+    if len(encoded) > max_bytes:
+        encoded, out_fmt, out = _shrink_to_fit(out, max_bytes, filename)
+    return SourceImage(
+        encoded, _named(filename, out_fmt), MIME_BY_FORMAT[out_fmt], out.width, out.height
+    )
+
+
+def prepare_mask(
+    data: bytes, filename: str, first: SourceImage, *, max_bytes: int, max_pixels: int
+) -> SourceImage:
+    """Check a mask against the first image and return it as a same-size PNG with alpha."""
+    im = _open_checked(data, filename, max_bytes=max_bytes, max_pixels=max_pixels)
+    _load(im, filename)
+    if not im.has_transparency_data:
+        raise AttachmentRejected(
+            filename, "has no transparency; the transparent areas mark what to change"
+        )
+    ImageOps.exif_transpose(im, in_place=True)
+    mask = _api_mode(im)
+    del im
+    if mask.mode != "RGBA":
+        mask = mask.convert("RGBA")
+    target = (first.width, first.height)
+    if first.width <= 0 or first.height <= 0:
+        target = _header_size(first.data)
+    if mask.size != target:
+        (mw, mh), (tw, th) = mask.size, target
+        if abs(mw * th - mh * tw) > 0.01 * tw * mh:
+            raise AttachmentRejected(
+                filename,
+                f"is {mw}×{mh} but the image it masks is {tw}×{th}; "
+                "the mask must have the same size as the image",
+            )
+        mask = mask.resize(target, Image.Resampling.LANCZOS)
+    alpha = mask.getchannel("A")
+    if alpha.getextrema()[0] != 0:
+        raise AttachmentRejected(
+            filename,
+            "nothing to edit: no transparent pixels (the transparent areas mark what to change)",
+        )
+    encoded = _encode(mask, "png")
+    if len(encoded) > MASK_LIMIT_BYTES:
+        # Only alpha matters to the API, so drop the colours, then any partial transparency.
+        mask = Image.merge("RGBA", (*(Image.new("L", mask.size, 0),) * 3, alpha))
+        encoded = _encode(mask, "png")
+    if len(encoded) > MASK_LIMIT_BYTES:
+        binary = alpha.point(lambda a: 0 if a == 0 else 255)
+        mask.putalpha(binary)
+        encoded = _encode(mask, "png")
+    if len(encoded) > MASK_LIMIT_BYTES:
+        raise AttachmentRejected(filename, "is too detailed: the mask must be smaller than 4 MB")
+    return SourceImage(encoded, _named(filename, "png"), "image/png", mask.width, mask.height)
+
+
+def fit_for_upload(data: bytes, filename: str, limit_bytes: int) -> tuple[bytes, str, str]:
+    """Return the image (re-encoded and shrunk if needed) within a platform's upload limit."""
+    if len(data) <= limit_bytes:
+        return data, filename, _mime(sniff_format(data))
+    im = _open_checked(data, filename, max_bytes=len(data), max_pixels=_WORK_PIXEL_CAP)
+    _load(im, filename)
+    flat = _api_mode(im)
+    del im
+    encoded, fmt, _ = _shrink_to_fit(flat, limit_bytes, filename)
+    return encoded, _named(filename, fmt, force=True), MIME_BY_FORMAT[fmt]
+
+
+def preview_jpeg(data: bytes, max_side: int = 512) -> bytes:
+    """A small JPEG of the image, for progress previews."""
+    name = "preview image"
+    im = _open_checked(data, name, max_bytes=len(data), max_pixels=_WORK_PIXEL_CAP)
+    if im.format == "JPEG":
+        im.draft("RGB", (max_side, max_side))
+    _load(im, name)
+    ImageOps.exif_transpose(im, in_place=True)
+    small = _api_mode(im)
+    del im
+    small.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return _encode(_on_white(small), "jpeg", 80)
+
+
+# --- intake ------------------------------------------------------------------------------
+
+
+def _open_checked(data: bytes, filename: str, *, max_bytes: int, max_pixels: int) -> Image.Image:
+    """Open lazily (header only) and refuse what is too big before any pixel is decoded."""
+    if len(data) > max_bytes:
+        size, limit = _megabytes(len(data), max_bytes), _trim(max_bytes / MIB)
+        raise AttachmentRejected(filename, f"is {size} MB; the limit is {limit} MB")
+    try:
+        im = Image.open(io.BytesIO(data), formats=_OPENABLE)
+    except Image.DecompressionBombError as exc:
+        # Pillow's own guard fires during open for absurd sizes; report it in our terms.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"about {_trim(int(found.group(1)) / 1e6)} megapixels" if found else "too large"
+        raise AttachmentRejected(
+            filename, f"is {size}; the limit is {_trim(max_pixels / 1e6)} megapixels"
+        ) from None
+    except Exception:
+        raise AttachmentRejected(filename, _describe_unreadable(data)) from None
+    width, height = im.size
+    if width <= 0 or height <= 0:
+        raise AttachmentRejected(filename, _DAMAGED)
+    if width * height > max_pixels:
+        raise AttachmentRejected(
+            filename,
+            f"is {width}×{height} pixels ({_trim(width * height / 1e6)} megapixels); "
+            f"the limit is {_trim(max_pixels / 1e6)} megapixels",
+        )
+    return im
+
+
+_DAMAGED = "looks damaged (it may be incomplete); try saving or exporting it again"
+
+
+def _load(im: Image.Image, filename: str) -> None:
+    """Decode the first frame, turning any decoder complaint into a plain refusal."""
+    try:
+        im.load()
+    except Image.DecompressionBombError:
+        raise AttachmentRejected(filename, "is too large to open safely") from None
+    except Exception:
+        raise AttachmentRejected(filename, _DAMAGED) from None
+
+
+def _describe_unreadable(data: bytes) -> str:
+    """Why bytes that Pillow cannot open are refused, naming what they are when we can tell."""
+    if _magic_format(data) is not None:
+        return _DAMAGED
+    for magic, what in _NOT_IMAGE_MAGIC:
+        if data.startswith(magic):
+            return f"is {what}"
+    if data[4:8] == b"ftyp":
+        brand = data[8:12]
+        if brand in _HEIF_BRANDS:
+            return "is a HEIC/HEIF photo" + _UNSUPPORTED
+        if brand in (b"avif", b"avis"):
+            return _DAMAGED
+        if brand.startswith(b"M4A"):
+            return "is an audio file, not an image"
+        return "is a video, not an image"
+    if data[:4] == b"RIFF" and data[8:12] in (b"AVI ", b"WAVE"):
+        kind = "an AVI video" if data[8:12] == b"AVI " else "a WAV audio file"
+        return f"is {kind}, not an image"
+    head = data[:1024].lstrip().lower()
+    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head):
+        return "is an SVG drawing" + _UNSUPPORTED
+    if head.startswith((b"<!doctype html", b"<html")):
+        return "is a web page, not an image"
+    try:
+        text = data[:4096].decode("utf-8")
+    except UnicodeDecodeError:
+        return "is not an image file"
+    if text and all(ch.isprintable() or ch in "\r\n\t" for ch in text):
+        return "is a text file, not an image"
+    return "is not an image file"
+
+
+def _magic_format(data: bytes) -> str | None:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    for magic, fmt in _IMAGE_MAGIC:
+        if data.startswith(magic):
+            return fmt
+    return None
+
+
+def _format_name(im: Image.Image) -> str:
+    # Phone cameras write MPO (a JPEG with extra frames appended); it is a JPEG to everyone else.
+    fmt = (im.format or "").lower()
+    return "jpeg" if fmt == "mpo" else fmt
+
+
+def _keepable(im: Image.Image, fmt: str) -> bool:
+    if fmt not in _KEPT_AS_IS or _orientation(im) not in (None, 1):
+        return False
+    if fmt == "jpeg":
+        return im.mode == "RGB"
+    if getattr(im, "is_animated", False):
+        return False
+    return im.mode == "RGBA" or (im.mode == "RGB" and "transparency" not in im.info)
+
+
+def _orientation(im: Image.Image) -> int | None:
+    value = im.getexif().get(_ORIENTATION)
+    return value if isinstance(value, int) else None
+
+
+def _header_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data), formats=_OPENABLE) as im:
+        return im.size
+
+
+# --- conversion and encoding ----------------------------------------------------------------
+
+
+def _api_mode(im: Image.Image) -> Image.Image:
+    """The image as 8-bit RGB, or RGBA when it has transparency (what the API expects)."""
+    mode = im.mode
+    if mode in ("RGB", "RGBA") and "transparency" not in im.info:
+        return im
+    if mode == "CMYK":
+        return _cmyk_to_rgb(im)
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return _to_eight_bit(im).convert("RGB")
+    if im.has_transparency_data:
+        return im.convert("RGBA")
+    return im.convert("RGB")
+
+
+def _to_eight_bit(im: Image.Image) -> Image.Image:
+    """Scale 16-bit, 32-bit and float greyscale to 0-255 (a plain convert would clip at 255)."""
+    extrema = im.getextrema()
+    high = float(extrema[1]) if isinstance(extrema[1], (int, float)) else 0.0
+    if im.mode.startswith("I;16"):
+        top = 65535.0
+    else:
+        ceilings = (1.0, 255.0, 65535.0) if im.mode == "F" else (255.0, 65535.0)
+        top = next((c for c in ceilings if high <= c), high)
+    return im.convert("F").point(lambda v: v * (255.0 / top)).convert("L")
+
+
+def _cmyk_to_rgb(im: Image.Image) -> Image.Image:
+    icc = im.info.get("icc_profile")
+    if icc:
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            converted = ImageCms.profileToProfile(
+                im, source, ImageCms.createProfile("sRGB"), outputMode="RGB"
+            )
+            if converted is not None:
+                return converted
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            pass  # a broken profile: the plain conversion below is close enough
+    return im.convert("RGB")
+
+
+def _on_white(im: Image.Image) -> Image.Image:
+    if im.mode != "RGBA":
+        return im.convert("RGB") if im.mode != "RGB" else im
+    background = Image.new("RGB", im.size, (255, 255, 255))
+    background.paste(im, mask=im.getchannel("A"))
+    return background
+
+
+def _encode(im: Image.Image, fmt: str, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "png":
+        im.save(buf, "PNG")
+    elif fmt == "jpeg":
+        im.save(buf, "JPEG", quality=quality, optimize=True)
+    else:
+        im.save(buf, "WEBP", quality=quality)
+    return buf.getvalue()
+
+
+_QUALITIES = (90, 80, 70, 60, 50)
+_WEBP_MAX_SIDE = 16383
+
+
+def _shrink_to_fit(
+    im: Image.Image, limit_bytes: int, filename: str
+) -> tuple[bytes, str, Image.Image]:
+    """Lossy re-encode at falling quality, then smaller sizes, until the bytes fit the limit."""
+    keep_alpha = im.mode == "RGBA"
+    # JPEG would drop transparency, so images with alpha only shrink in size as WebP.
+    formats = ("webp",) if keep_alpha else ("webp", "jpeg")
+    opaque = None if keep_alpha else _on_white(im)
+    current = im
+    while True:
+        smallest = math.inf
+        for fmt in formats:
+            if fmt == "webp" and max(current.size) > _WEBP_MAX_SIDE:
+                continue
+            source = current if fmt == "webp" or opaque is None else opaque
+            for quality in _QUALITIES:
+                encoded = _encode(source, fmt, quality)
+                if len(encoded) <= limit_bytes:
+                    return encoded, fmt, source
+                smallest = min(smallest, len(encoded))
+                # WebP is slow on large images; far off the limit, only the lowest quality can help.
+                if len(encoded) > 2 * limit_bytes and quality > _QUALITIES[-1]:
+                    encoded = _encode(source, fmt, _QUALITIES[-1])
+                    if len(encoded) <= limit_bytes:
+                        return encoded, fmt, source
+                    smallest = min(smallest, len(encoded))
+                    break
+        width, height = current.size
+        if width <= 16 and height <= 16:
+            raise AttachmentRejected(filename, "can't be made small enough to upload here")
+        # Bytes scale roughly with area: take as many 0.75 steps as the overshoot asks for.
+        steps = 1
+        if math.isfinite(smallest):
+            steps = max(1, math.ceil(math.log(limit_bytes * 0.9 / smallest) / (2 * math.log(0.75))))
+        factor = 0.75**steps
+        size = (max(1, round(width * factor)), max(1, round(height * factor)))
+        current = im.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        if opaque is not None:
+            opaque = _on_white(current)
+
+
+# --- names and numbers ----------------------------------------------------------------------
+
+
+def _named(filename: str, fmt: str, *, force: bool = False) -> str:
+    """The filename with an extension matching ``fmt`` (kept if it already matches)."""
+    path = PurePath(filename or "image")
+    suffix = path.suffix.lower()
+    if not force and suffix in {"png": (".png",), "jpeg": (".jpg", ".jpeg", ".jpe")}.get(
+        fmt, (_EXTENSIONS.get(fmt, ""),)
+    ):
+        return path.name
+    return (path.stem or "image") + _EXTENSIONS.get(fmt, "." + fmt)
+
+
+def _mime(fmt: str | None) -> str:
+    if fmt is None:
+        return "application/octet-stream"
+    return MIME_BY_FORMAT.get(fmt) or _MIME_EXTRA.get(fmt) or f"image/{fmt}"
+
+
+def _trim(value: float) -> str:
+    return f"{value:.1f}".removesuffix(".0")
+
+
+def _megabytes(size: int, limit: int) -> str:
+    """The size in MB with enough decimals that it never reads as equal to the limit."""
+    for decimals in (1, 2, 3):
+        text = f"{size / MIB:.{decimals}f}"
+        if float(text) > limit / MIB:
+            return text.removesuffix(".0") if decimals == 1 else text
+    return f"{size / MIB:.3f}"
