@@ -126,9 +126,9 @@ def map_error(
     elif should_retry == "false":
         retryable = False
     else:
-        retryable = (
-            status is None and etype in ("server_error", "requests", "")
-        ) or (status is not None and (status in _RETRY_STATUSES or status >= 500))
+        retryable = (status is None and etype in ("server_error", "requests", "")) or (
+            status is not None and (status in _RETRY_STATUSES or status >= 500)
+        )
     if retryable:
         if retry_after is not None and retry_after > MAX_RETRY_AFTER:
             return ProviderUnavailable(detail, retry_after=retry_after)
