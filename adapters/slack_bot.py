@@ -1,0 +1,148 @@
+"""The Slack bot: a slack-bolt AsyncApp over Socket Mode or HTTP, wired to the image service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters import slack_blocks as blocks
+from adapters.slack_files import SlackFiles
+from adapters.slack_handlers import SlackHandlers
+from adapters.slack_jobs import INTERRUPTED_STATE, SlackJobs
+from bot.errors import ConfigError
+
+if TYPE_CHECKING:
+    from bot.app import App
+
+logger = logging.getLogger("adapters.slack")
+
+EVENTS_PATH = "/slack/events"
+
+
+def api_base_url(url: str) -> str:
+    """The Web API base with a trailing slash: slack_sdk joins method names with urljoin."""
+    return url if url.endswith("/") else url + "/"
+
+
+class SlackBot:
+    """One Slack connection: build it, ``start_socket_mode()`` or ``start_http()``, ``stop()``."""
+
+    def __init__(self, app: App) -> None:
+        settings = app.settings
+        if settings.slack_bot_token is None or not settings.slack_bot_token.get_secret_value():
+            raise ConfigError("SLACK_BOT_TOKEN", "not set; copy the Bot User OAuth Token (xoxb-…)")
+        token = settings.slack_bot_token.get_secret_value()
+        secret = settings.slack_signing_secret
+        self.app = app
+        self.client = AsyncWebClient(token=token, base_url=api_base_url(settings.slack_api_url))
+        self.bolt = AsyncApp(
+            client=self.client,
+            signing_secret=secret.get_secret_value() if secret is not None else "",
+            name="imagine-bot",
+        )
+        self.files = SlackFiles(
+            self.client,
+            token=token,
+            api_url=settings.slack_api_url,
+            max_bytes=settings.max_attachment_bytes,
+        )
+        self.jobs = SlackJobs(app.service, self.client, interval=settings.imagine_progress_interval)
+        self.handlers = SlackHandlers(settings, app.service, self.jobs, self.files)
+        self.handlers.register(self.bolt)
+        self._socket: AsyncSocketModeHandler | None = None
+        self._runner: web.AppRunner | None = None
+
+    async def prepare(self) -> None:
+        """Check the token (auth.test) and repair placeholders of jobs a restart interrupted."""
+        try:
+            auth = await self.client.auth_test()
+        except SlackApiError as exc:
+            raise ConfigError(
+                "SLACK_BOT_TOKEN", f"Slack refused it ({exc.response.get('error')})"
+            ) from None
+        self.handlers.bot_user_id = str(auth.get("user_id") or "")
+        await self._mark_interrupted()
+
+    async def _mark_interrupted(self) -> None:
+        for job in await self.app.service.recover_interrupted():
+            ref = job.platform_ref
+            channel, ts = ref.get("channel"), ref.get("ts")
+            if job.requester.platform != "slack" or not channel or not ts:
+                continue
+            text = blocks.headline(job.requester.user_id, job.prompt, INTERRUPTED_STATE)
+            try:
+                await self.client.chat_update(
+                    channel=str(channel),
+                    ts=str(ts),
+                    text=text,
+                    blocks=blocks.progress_blocks(text, None),
+                )
+            except SlackApiError as exc:
+                logger.warning(
+                    "couldn't mark job %s interrupted: %s", job.id, exc.response.get("error")
+                )
+
+    async def start_socket_mode(self, app_token: str | None = None) -> None:
+        """Connect over Socket Mode (``SLACK_APP_TOKEN``); no public URL needed."""
+        if app_token is None:
+            secret = self.app.settings.slack_app_token
+            app_token = secret.get_secret_value() if secret is not None else ""
+        if not app_token:
+            raise ConfigError("SLACK_APP_TOKEN", "not set; create an app-level token (xapp-…)")
+        await self.prepare()
+        self._socket = AsyncSocketModeHandler(self.bolt, app_token)
+        await self._socket.connect_async()  # type: ignore[no-untyped-call]
+        logger.info("Slack: connected over Socket Mode")
+
+    async def start_http(self, host: str = "0.0.0.0", port: int | None = None) -> int:
+        """Serve the Events API on ``host:port`` at /slack/events; returns the bound port."""
+        secret = self.app.settings.slack_signing_secret
+        if secret is None or not secret.get_secret_value():
+            raise ConfigError(
+                "SLACK_SIGNING_SECRET",
+                "not set; HTTP mode needs it (or set SLACK_APP_TOKEN for Socket Mode)",
+            )
+        await self.prepare()
+        chosen = self.app.settings.imagine_http_port if port is None else port
+        self._runner = web.AppRunner(self.bolt.web_app(path=EVENTS_PATH, port=chosen))
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, chosen)
+        await site.start()
+        bound = int(self._runner.addresses[0][1])
+        logger.info("Slack: listening for events on port %d at %s", bound, EVENTS_PATH)
+        return bound
+
+    async def start(self) -> None:
+        """Socket Mode when SLACK_APP_TOKEN is set, otherwise HTTP mode."""
+        if self.app.settings.slack_app_token is not None:
+            await self.start_socket_mode()
+        else:
+            await self.start_http()
+
+    async def stop(self) -> None:
+        """Disconnect, stop jobs in flight and close connections."""
+        if self._socket is not None:
+            await self._socket.close_async()  # type: ignore[no-untyped-call]
+            self._socket = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.handlers.aclose()
+        await self.files.aclose()
+
+
+async def run_slack(app: App) -> None:
+    """Run the Slack bot until cancelled."""
+    bot = SlackBot(app)
+    try:
+        await bot.start()
+        await asyncio.Event().wait()
+    finally:
+        await bot.stop()

@@ -1,0 +1,312 @@
+"""Running one image job in Slack: placeholder, throttled progress, upload, final state, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from adapters import slack_blocks as blocks
+from bot import images
+from bot.errors import UserFacingError
+from bot.models import (
+    Finished,
+    ImageRequest,
+    JobResult,
+    PartialImage,
+    ProgressEvent,
+    Queued,
+    Started,
+)
+
+if TYPE_CHECKING:
+    from bot.service import ImageService
+
+logger = logging.getLogger("adapters.slack")
+
+FAILED_STATE = "not made — nothing was charged"
+INTERRUPTED_STATE = "interrupted because the bot restarted — nothing was charged; please try again"
+
+
+def generic_error(job_id: str | None) -> str:
+    """The message for a failure with no user-facing explanation (details are in the log)."""
+    ref = f" (job {job_id})" if job_id else ""
+    return (
+        f"Sorry, something went wrong on the bot's side{ref}; it has been logged. "
+        "Please try again, and tell the bot's operator if it keeps happening."
+    )
+
+
+class SlackJobs:
+    """Runs requests through the service and shows them in a channel or thread."""
+
+    def __init__(self, service: ImageService, client: AsyncWebClient, *, interval: float) -> None:
+        self.service = service
+        self.client = client
+        self.interval = interval
+
+    async def tell(
+        self,
+        user: str,
+        channel: str,
+        text: str,
+        *,
+        thread_ts: str | None = None,
+        response_url: str | None = None,
+    ) -> None:
+        """Show ``text`` to one user only (ephemeral), falling back to the response URL."""
+        try:
+            await self.client.chat_postEphemeral(
+                channel=channel, user=user, text=text, thread_ts=thread_ts
+            )
+            return
+        except SlackApiError as exc:
+            if not response_url:
+                logger.warning(
+                    "couldn't tell %s in %s: %s", user, channel, exc.response.get("error")
+                )
+                return
+        # Outside channels the bot is in, only the command's response URL reaches the user.
+        response = await AsyncWebhookClient(response_url).send(text=text, response_type="ephemeral")
+        if response.status_code != 200:
+            logger.warning("couldn't tell %s via response_url: HTTP %s", user, response.status_code)
+
+    async def run(
+        self,
+        request: ImageRequest,
+        *,
+        channel: str,
+        thread_ts: str | None,
+        response_url: str | None = None,
+    ) -> None:
+        """Run one request end to end; every failure ends with words the user can read."""
+        user = request.requester.user_id
+        display = _Display(self.client, self.service, request, channel, thread_ts, self.interval)
+        try:
+            result = await self.service.run(request, display.on_event)
+        except UserFacingError as exc:
+            await display.close(FAILED_STATE)
+            await self.tell(
+                user, channel, exc.user_message, thread_ts=thread_ts, response_url=response_url
+            )
+            return
+        except Exception:
+            logger.exception("Slack job %s failed", display.job_id or "(not admitted)")
+            await display.close(FAILED_STATE)
+            await self.tell(
+                user,
+                channel,
+                generic_error(display.job_id),
+                thread_ts=thread_ts,
+                response_url=response_url,
+            )
+            return
+        try:
+            await display.deliver(result)
+        except Exception:
+            logger.exception("Slack job %s: posting the result failed", result.job_id)
+            await self.tell(
+                user,
+                channel,
+                f"Your image was made, but I couldn't post it here (job {result.job_id}); "
+                "it has been logged.",
+                thread_ts=thread_ts,
+                response_url=response_url,
+            )
+
+
+class _Display:
+    """One job's placeholder message: posted on Queued, then updated at most once per interval."""
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        service: ImageService,
+        request: ImageRequest,
+        channel: str,
+        thread_ts: str | None,
+        interval: float,
+    ) -> None:
+        self.client = client
+        self.service = service
+        self.store = service.store
+        self.request = request
+        self.channel = channel
+        self.thread_ts = thread_ts
+        self.interval = interval
+        # Elapsed time should tick even when no event arrives, but not spam chat.update.
+        self.tick = max(interval, 1.0) * 5
+        self.job_id: str | None = None
+        self.ts: str | None = None
+        self.position = 0
+        self.started: float | None = None
+        self.previews = 0
+        self.pending_preview: bytes | None = None
+        self.preview_file: str | None = None
+        self.images_ok = True
+        self._wake = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last = -math.inf
+
+    @property
+    def user(self) -> str:
+        return self.request.requester.user_id
+
+    def _headline(self, state: str) -> str:
+        return blocks.headline(self.user, self.request.prompt, state)
+
+    async def on_event(self, event: ProgressEvent) -> None:
+        """Progress callback: cheap, so the provider's stream is never held up by Slack."""
+        if isinstance(event, Queued):
+            self.job_id = event.job_id
+            self.position = event.position
+            if self.ts is None:
+                await self._post_placeholder()
+        elif isinstance(event, Started):
+            self.started = asyncio.get_running_loop().time()
+        elif isinstance(event, PartialImage):
+            self.previews += 1
+            self.pending_preview = event.data
+        elif isinstance(event, Finished):
+            return
+        self._wake.set()
+
+    async def _post_placeholder(self) -> None:
+        text = self._headline(blocks.queued_state(self.position))
+        response = await self.client.chat_postMessage(
+            channel=self.channel,
+            thread_ts=self.thread_ts,
+            text=text,
+            blocks=blocks.progress_blocks(text, None),
+        )
+        self.ts = str(response["ts"])
+        self._last = asyncio.get_running_loop().time()
+        assert self.job_id is not None
+        await self.store.set_platform_ref(
+            self.job_id, {"channel": self.channel, "ts": self.ts, "thread_ts": self.thread_ts}
+        )
+        self._task = asyncio.create_task(self._loop(), name=f"slack-progress-{self.job_id}")
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.tick)
+            delay = self._last + self.interval - loop.time()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), delay)
+            if self._closing.is_set():
+                return
+            self._wake.clear()
+            try:
+                await self._render_progress()
+            except Exception as exc:  # progress is cosmetic; the job goes on
+                logger.warning("progress update for job %s failed: %s", self.job_id, exc)
+            self._last = loop.time()
+
+    async def _render_progress(self) -> None:
+        if self.pending_preview is not None:
+            data, self.pending_preview = self.pending_preview, None
+            if self.images_ok:
+                small = await asyncio.to_thread(images.preview_jpeg, data)
+                uploaded = await self.client.files_upload_v2(
+                    file=small, filename=f"preview-{self.job_id}.jpg", title="Preview"
+                )
+                self.preview_file = str(uploaded["files"][0]["id"])
+        if self.started is None:
+            state = blocks.queued_state(self.position)
+        else:
+            elapsed = asyncio.get_running_loop().time() - self.started
+            state = blocks.running_state(elapsed, self.previews)
+        text = self._headline(state)
+        await self._update(text, blocks.progress_blocks(text, self.preview_file))
+
+    async def _update(self, text: str, content: list[blocks.Block]) -> None:
+        assert self.ts is not None
+        try:
+            await self.client.chat_update(
+                channel=self.channel, ts=self.ts, text=text, blocks=content
+            )
+        except SlackApiError as exc:
+            # Slack can refuse an image block while it still processes the file: show text.
+            if exc.response.get("error") != "invalid_blocks" or content == blocks.text_only(
+                content
+            ):
+                raise
+            self.images_ok = False
+            await self.client.chat_update(
+                channel=self.channel, ts=self.ts, text=text, blocks=blocks.text_only(content)
+            )
+
+    async def _stop(self) -> None:
+        self._closing.set()
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def close(self, state: str) -> None:
+        """Put the placeholder (if any) in a final, non-result state."""
+        await self._stop()
+        if self.ts is None:
+            return
+        text = self._headline(state)
+        try:
+            await self._update(text, blocks.progress_blocks(text, None))
+        except SlackApiError as exc:
+            logger.warning("couldn't update placeholder of job %s: %s", self.job_id, exc)
+
+    async def deliver(self, result: JobResult) -> None:
+        """Upload the images into the thread, finish the placeholder, link both to the job."""
+        await self._stop()
+        if self.ts is None:  # the service always reports Queued first; this is a safety net
+            self.job_id = result.job_id
+            await self._post_placeholder()
+            await self._stop()
+        assert self.ts is not None
+        root = self.thread_ts or self.ts
+        uploads: list[dict[str, Any]] = []
+        for stored in result.images:
+            data = await asyncio.to_thread(stored.read_bytes)
+            name = f"imagine-{result.job_id}-{stored.index + 1}{stored.path.suffix}"
+            uploads.append({"file": data, "filename": name, "title": self.request.prompt[:200]})
+        response = await self.client.files_upload_v2(
+            file_uploads=uploads,
+            channel=self.channel,
+            thread_ts=root,
+            initial_comment=self._headline(_count(len(uploads))),
+        )
+        file_ids = [str(f["id"]) for f in response.get("files") or []]
+        text = self._headline(f"done in {result.elapsed_s:.0f} s")
+        content = blocks.result_blocks(
+            text, self._details(result), result.job_id, file_ids[0] if file_ids else None
+        )
+        await self._update(text, content if self.images_ok else blocks.text_only(content))
+        await self.store.link_message("slack", f"{self.channel}:{self.ts}", result.job_id)
+        # The thread root points at the newest image, so a reply edits that one.
+        await self.store.link_message("slack", f"{self.channel}:{root}", result.job_id)
+        await self.store.set_platform_ref(result.job_id, {"files": file_ids, "root": root})
+
+    def _details(self, result: JobResult) -> str:
+        parts = [
+            result.size or self.request.options.size,
+            f"{result.quality or self.request.options.quality} quality",
+            _count(len(result.images)),
+            f"${result.cost_usd:.3f}",
+            f"job {result.job_id}",
+        ]
+        if self.request.is_edit:
+            parts.insert(0, "edit")
+        return " · ".join(parts)
+
+
+def _count(n: int) -> str:
+    return "1 image" if n == 1 else f"{n} images"

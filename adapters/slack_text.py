@@ -1,0 +1,174 @@
+"""Slack text in and out: /imagine flags, prompt clean-up, and mrkdwn escaping."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+HELP = (
+    "*Make an image:* `/imagine <prompt> [options]`\n"
+    "• `--size 1024x1024` (also `1536x1024`, `1024x1536`, any size the model takes, "
+    "`square`, `landscape`, `portrait` or `auto`)\n"
+    "• `--quality low|medium|high`\n"
+    "• `--n 2` — how many images\n"
+    "• `--transparent` — transparent background (PNG or WebP)\n"
+    "• `--format png|jpeg|webp`\n"
+    "*Edit images:* mention me with images attached (a file named `mask…` marks what to "
+    "change), reply in the thread of one of my images, or use the *Edit image* shortcut on "
+    "any message with an image. Slash commands don't work in threads; mention me there instead."
+)
+
+_QUALITIES = {"low", "medium", "high", "auto"}
+_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "webp": "webp"}
+_SIZE_WORDS = {"square": "1024x1024", "landscape": "1536x1024", "portrait": "1024x1536"}
+_NAMES = {
+    "size": "size",
+    "s": "size",
+    "quality": "quality",
+    "q": "quality",
+    "n": "n",
+    "count": "n",
+    "number": "n",
+    "transparent": "transparent",
+    "t": "transparent",
+    "format": "format",
+    "f": "format",
+}
+_SHORT = {"-s", "-q", "-n", "-t", "-f"}
+_SIZE = re.compile(r"^(\d{2,5})\s*[x×*]\s*(\d{2,5})$", re.IGNORECASE)
+# Slack (and macOS autocorrect) turn a typed "--" into an en or em dash.
+_DASHES = re.compile(r"^[\u2013\u2014\u2012\u2015]")
+
+
+class FlagError(Exception):
+    """An option the user typed can't be understood; ``str()`` says which and why."""
+
+
+@dataclass(frozen=True)
+class ParsedPrompt:
+    """A prompt with the options typed after it (None = the operator's default)."""
+
+    prompt: str
+    size: str | None = None
+    quality: str | None = None
+    n: int | None = None
+    background: str | None = None
+    output_format: str | None = None
+
+    def overrides(self) -> dict[str, object]:
+        """The chosen options as ImageOptions field names."""
+        return {
+            "size": self.size,
+            "quality": self.quality,
+            "n": self.n,
+            "background": self.background,
+            "output_format": self.output_format,
+        }
+
+
+def parse_prompt(text: str) -> ParsedPrompt:
+    """Split ``a fox --size 1536x1024 --n 2`` into the prompt and its options, leniently."""
+    words = text.split()
+    prompt: list[str] = []
+    chosen: dict[str, str] = {}
+    i = 0
+    while i < len(words):
+        word = _DASHES.sub("--", words[i])
+        if not _looks_like_flag(word):
+            prompt.append(words[i])
+            i += 1
+            continue
+        name, _, value = word.lstrip("-").partition("=")
+        key = _NAMES.get(name.lower())
+        if key is None:
+            raise FlagError(f"I don't know the option `--{name}`.")
+        if key == "transparent":
+            chosen[key] = value or "yes"
+            i += 1
+            continue
+        if not value:
+            if i + 1 >= len(words):
+                raise FlagError(f"`--{name}` needs a value, like `--{name} {_EXAMPLE[key]}`.")
+            value = words[i + 1]
+            i += 1
+        chosen[key] = value
+        i += 1
+    return _convert(" ".join(prompt), chosen)
+
+
+_EXAMPLE = {"size": "1024x1024", "quality": "high", "n": "2", "format": "png"}
+
+
+def _looks_like_flag(word: str) -> bool:
+    if word.startswith("--") and len(word) > 2 and word[2].isalpha():
+        return True
+    return word.lower() in _SHORT or word.lower().split("=")[0] in _SHORT
+
+
+def _convert(prompt: str, chosen: dict[str, str]) -> ParsedPrompt:
+    out = ParsedPrompt(prompt)
+    if "size" in chosen:
+        raw = chosen["size"].strip().lower()
+        match = _SIZE.match(raw)
+        if match:
+            out = replace(out, size=f"{match.group(1)}x{match.group(2)}")
+        elif raw in _SIZE_WORDS or raw == "auto":
+            out = replace(out, size=_SIZE_WORDS.get(raw, "auto"))
+        else:
+            raise FlagError(f"`--size {chosen['size']}` isn't a size; use `auto` or WIDTHxHEIGHT.")
+    if "quality" in chosen:
+        quality = chosen["quality"].lower()
+        if quality not in _QUALITIES:
+            raise FlagError(f"`--quality {chosen['quality']}` isn't one of low, medium, high.")
+        out = replace(out, quality=quality)
+    if "n" in chosen:
+        if not chosen["n"].isdigit() or int(chosen["n"]) < 1:
+            raise FlagError(f"`--n {chosen['n']}` should be a number of images, like `--n 2`.")
+        out = replace(out, n=int(chosen["n"]))
+    if "transparent" in chosen:
+        if chosen["transparent"].lower() not in ("yes", "true", "1", "on"):
+            raise FlagError("`--transparent` takes no value.")
+        out = replace(out, background="transparent")
+    if "format" in chosen:
+        fmt = _FORMATS.get(chosen["format"].lower().lstrip("."))
+        if fmt is None:
+            raise FlagError(f"`--format {chosen['format']}` isn't one of png, jpeg, webp.")
+        out = replace(out, output_format=fmt)
+    return out
+
+
+_LINK = re.compile(r"<([^<>|]+)(?:\|([^<>]*))?>")
+
+
+def clean_prompt(text: str, bot_user_id: str | None = None) -> str:
+    """Turn Slack's message markup into the plain words the image model should read."""
+    if bot_user_id:
+        text = re.sub(rf"<@{re.escape(bot_user_id)}(\|[^>]*)?>", " ", text)
+
+    def plain(match: re.Match[str]) -> str:
+        target, label = match.group(1), match.group(2)
+        if label:
+            sigil = target[0] if target[0] in "@#" else ""
+            return sigil + label
+        if target.startswith(("@", "#")):
+            return target
+        if target.startswith("!"):
+            return ""
+        return target
+
+    text = _LINK.sub(plain, text)
+    text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    return " ".join(text.split())
+
+
+def escape(text: str) -> str:
+    """Escape text for mrkdwn, so a prompt can't ping a channel or break the markup."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def shorten(text: str, limit: int = 200) -> str:
+    """Cut text to ``limit`` characters at a word boundary, with an ellipsis."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1].rsplit(" ", 1)[0] or text[: limit - 1]
+    return cut + "…"
