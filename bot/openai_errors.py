@@ -105,7 +105,10 @@ def map_error(
     detail = f"{label} {code or etype or 'error'}: {redact(message) or 'no message'}"
     if request_id:
         detail += f" (request {request_id})"
-    if code == "moderation_blocked" or etype == "image_generation_user_error":
+    # the same error type also covers other input problems; only safety refusals name violations
+    if code == "moderation_blocked" or (
+        etype == "image_generation_user_error" and "safety" in message.lower()
+    ):
         return ContentBlocked(safety_categories(message))
     if code == "insufficient_quota" or etype == "insufficient_quota":
         logger.warning("OpenAI account is out of credit: %s", detail)

@@ -56,7 +56,7 @@ class ImageProvider(Protocol):
 
 def _size_rule_broken(width: int, height: int) -> str | None:
     if width % 16 or height % 16:
-        return "Width and height must both be multiples of 16"
+        return "Width and height must both be divisible by 16"
     if max(width, height) > 3 * min(width, height):
         return "The shape can be at most 3 times as wide as tall (or as tall as wide)"
     if max(width, height) > MAX_EDGE:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import io
@@ -353,6 +354,8 @@ async def test_wait_for_counts_matching_requests(openai_fake: FakeOpenAI) -> Non
             await http.post("/images/generations", json={"model": "gpt-image-2", "prompt": prompt})
     found = await openai_fake.wait_for(lambda r: r.json is not None, count=2)
     assert [r.json["prompt"] for r in found if r.json] == ["a", "b"]
+    [b] = await openai_fake.wait_for(lambda r: r.json is not None and r.json["prompt"] == "b")
+    assert b.status == 200
     with pytest.raises(TimeoutError):
         await openai_fake.wait_for(count=3, timeout=0.05)
 
@@ -371,3 +374,24 @@ async def test_an_invalid_request_fails_the_test_unless_expected(openai_fake: Fa
         assert_all_valid(openai_fake)
     openai_fake.expect_invalid = True
     assert_all_valid(openai_fake)
+
+
+async def test_unknown_endpoints_are_404_and_recorded(openai_fake: FakeOpenAI) -> None:
+    openai_fake.expect_invalid = True
+    async with client(openai_fake) as http:
+        response = await http.post("/images/variations", json={"model": "gpt-image-2"})
+    assert response.status_code == 404
+    assert openai_fake.requests[0].problems == ["no such endpoint: POST /v1/images/variations"]
+
+
+async def test_wait_for_sees_a_request_that_arrives_later(openai_fake: FakeOpenAI) -> None:
+    async def send() -> None:
+        async with client(openai_fake) as http:
+            await http.post("/images/generations", json={"model": "gpt-image-2", "prompt": "late"})
+
+    waiter = asyncio.create_task(
+        openai_fake.wait_for(lambda r: r.json is not None and r.json["prompt"] == "late")
+    )
+    await send()
+    [late] = await waiter
+    assert late.path == "/v1/images/generations"

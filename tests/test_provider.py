@@ -454,7 +454,7 @@ async def test_usage_from_the_api(provider: OpenAIImages) -> None:
 @pytest.mark.parametrize(
     ("size", "words", "suggestion"),
     [
-        ("1000x1000", "multiples of 16", "992x992"),
+        ("1000x1000", "divisible by 16", "992x992"),
         ("3072x768", "3 times", None),
         ("4096x2304", "3840", None),
         ("640x640", "at least 655,360", None),

@@ -26,7 +26,7 @@ from typing import Any
 import jsonschema
 import pytest
 import pytest_asyncio
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from PIL import Image
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "contracts" / "openai_images_schema.json"
@@ -42,34 +42,18 @@ _SAFETY = (
     "Your request was rejected by the safety system. If you believe this is an error, contact "
     "us at help.openai.com and include the request ID req_{req}. safety_violations=[{categories}]."
 )
-_ERROR_FAULTS: dict[str, tuple[int, str, str | None, str]] = {
-    "rate_limit": (
-        429,
-        "requests",
-        "rate_limit_exceeded",
-        "Rate limit reached for images per minute. Please try again shortly.",
-    ),
-    "insufficient_quota": (
-        429,
-        "insufficient_quota",
-        "insufficient_quota",
-        "You exceeded your current quota, please check your plan and billing details.",
-    ),
-    "server_error": (
-        500,
-        "server_error",
-        None,
-        "The server had an error while processing your request. Sorry about that!",
-    ),
-    "permission_denied": (
-        403,
-        "invalid_request_error",
-        "model_not_found",
-        "Project does not have access to model gpt-image-2.",
-    ),
+_SERVER_ERROR = "The server had an error while processing your request. Sorry about that!"
+_ERROR_FAULTS: dict[str, tuple[int, str, str | None, str]] = {  # status, type, code, message
+    "rate_limit": (429, "requests", "rate_limit_exceeded", "Rate limit reached for images."),
+    "insufficient_quota": (429, "insufficient_quota", "insufficient_quota", "You exceeded your "
+                           "current quota, please check your plan and billing details."),
+    "server_error": (500, "server_error", None, _SERVER_ERROR),
+    "permission_denied": (403, "invalid_request_error", "model_not_found", "No access to model."),
     "moderation_blocked": (400, "image_generation_user_error", "moderation_blocked", _SAFETY),
     "invalid_value": (400, "invalid_request_error", "invalid_value", "Invalid value."),
-}
+}  # fmt: skip
+_BAD_KEY = "Incorrect API key provided. You can find your API key at platform.openai.com."
+_ENDPOINTS = ("/v1/images/generations", "/v1/images/edits")
 _NO_INPUT = {"text_tokens": 0, "image_tokens": 0}
 FAULTS = frozenset(_ERROR_FAULTS) | {"timeout", "malformed_json", "stream_cut", "stream_error"}
 
@@ -223,8 +207,7 @@ class FakeOpenAI:
     async def start(self) -> None:
         """Listen on 127.0.0.1, a free port."""
         app = web.Application(client_max_size=200 * 1024 * 1024)
-        app.router.add_post("/v1/images/generations", self._handle)
-        app.router.add_post("/v1/images/edits", self._handle)
+        app.router.add_route("*", "/v1/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -251,29 +234,35 @@ class FakeOpenAI:
             path=request.path,
             headers={k.lower(): v for k, v in request.headers.items()},
         )
-        self.requests.append(rec)
-        self._changed.set()
-        response = await self._answer(request, rec)
-        rec.status = response.status
-        return response
-
-    async def _answer(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         is_edit = request.path.endswith("/edits")
+        body: dict[str, Any] | None = None
         try:
+            if request.method != "POST" or request.path not in _ENDPOINTS:
+                raise _Problem(f"no such endpoint: {request.method} {request.path}")
             body = await (
                 self._read_edit(request, rec) if is_edit else self._read_json(request, rec)
             )
         except _Problem as exc:
             rec.problems.append(str(exc))
-            body = None
+        # recorded once its body is read, so wait_for predicates can look at it
+        self.requests.append(rec)
+        self._changed.set()
+        response = await self._answer(request, rec, body, is_edit)
+        rec.status = response.status
+        self._changed.set()
+        return response
+
+    async def _answer(
+        self,
+        request: web.Request,
+        rec: RecordedRequest,
+        body: dict[str, Any] | None,
+        is_edit: bool,
+    ) -> web.StreamResponse:
+        if request.method != "POST" or request.path not in _ENDPOINTS:
+            return _error(404, rec.problems[0], "invalid_request_error", "unknown_url")
         if rec.headers.get("authorization") != f"Bearer {self.api_key}":
-            return _error(
-                401,
-                "Incorrect API key provided. You can find your API key at "
-                "https://platform.openai.com/account/api-keys.",
-                "invalid_request_error",
-                "invalid_api_key",
-            )
+            return _error(401, _BAD_KEY, "invalid_request_error", "invalid_api_key")
         if body is not None:
             self._check(body, rec, is_edit)
             body["_edit"] = is_edit
@@ -287,7 +276,7 @@ class FakeOpenAI:
             answer = await self._fault(request, fault, params, body)
             if answer is not None:
                 return answer
-        if body.get("stream") and body.get("partial_images") is not None:
+        if body.get("stream") is True:
             return await self._stream(request, body)
         return self._json_answer(await asyncio.to_thread(self._result, body, is_edit))
 
@@ -308,16 +297,16 @@ class FakeOpenAI:
             raise _Problem(f"edits must be multipart/form-data, got {request.content_type}")
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
-            if not isinstance(part, type(part)) or part.name is None:  # pragma: no cover
-                raise _Problem("multipart part without a name")
+            if not isinstance(part, BodyPartReader) or part.name is None:
+                raise _Problem("nested or unnamed multipart part")
             if part.filename is not None:
                 ctype = part.headers.get("Content-Type", "")
-                data = bytes(await part.read())  # type: ignore[union-attr]
+                data = bytes(await part.read())
                 rec.files.append(RecordedFile(part.name, part.filename, ctype, data))
             else:
                 if part.name in rec.form:
                     rec.problems.append(f"form field {part.name!r} sent twice")
-                rec.form[part.name] = await part.text()  # type: ignore[union-attr]
+                rec.form[part.name] = await part.text()
         body: dict[str, Any] = {}
         for key, text in rec.form.items():
             body[key] = self._typed(key, text, rec)
@@ -340,7 +329,7 @@ class FakeOpenAI:
         sizes = [self._check_image(f, rec) for f in images]
         for mask in (f for f in rec.files if f.field == "mask"):
             body["mask"] = mask.filename
-            self._check_mask(mask, sizes[0] if sizes else None, rec)
+            self._check_image(mask, rec, sizes[0] if sizes else None)
         body["_first_size"] = sizes[0] if sizes else None
         return body
 
@@ -359,40 +348,29 @@ class FakeOpenAI:
         return text
 
     @staticmethod
-    def _check_image(part: RecordedFile, rec: RecordedRequest) -> tuple[int, int] | None:
+    def _check_image(
+        part: RecordedFile, rec: RecordedRequest, first: tuple[int, int] | None = None
+    ) -> tuple[int, int] | None:
+        """Decode an input image (or, given ``first``, the mask) and note what is wrong."""
+        is_mask = part.field == "mask"
         try:
             with Image.open(io.BytesIO(part.data)) as img:
                 fmt, size = img.format, img.size
+                has_alpha = "A" in img.mode or "transparency" in img.info
                 img.load()
         except Exception as exc:
             rec.problems.append(f"{part.filename}: not a decodable image ({exc})")
             return None
-        if fmt not in ("PNG", "JPEG", "WEBP"):
-            rec.problems.append(f"{part.filename}: {fmt} is not png, jpeg or webp")
-        if len(part.data) >= 50 * 1024 * 1024:
-            rec.problems.append(f"{part.filename}: larger than 50 MB")
-        return size
-
-    @staticmethod
-    def _check_mask(
-        part: RecordedFile, first: tuple[int, int] | None, rec: RecordedRequest
-    ) -> None:
-        try:
-            with Image.open(io.BytesIO(part.data)) as img:
-                fmt, size, mode = img.format, img.size, img.mode
-                has_alpha = "A" in mode or "transparency" in img.info
-                img.load()
-        except Exception as exc:
-            rec.problems.append(f"mask: not a decodable image ({exc})")
-            return
-        if fmt != "PNG":
-            rec.problems.append(f"mask must be a PNG, got {fmt}")
-        if not has_alpha:
+        allowed = ("PNG",) if is_mask else ("PNG", "JPEG", "WEBP")
+        if fmt not in allowed:
+            rec.problems.append(f"{part.filename}: {fmt} is not one of {allowed}")
+        if len(part.data) >= (4 if is_mask else 50) * 1024 * 1024:
+            rec.problems.append(f"{part.filename}: too large")
+        if is_mask and not has_alpha:
             rec.problems.append("mask has no alpha channel")
-        if first is not None and size != first:
+        if is_mask and first is not None and size != first:
             rec.problems.append(f"mask is {size}, the first image is {first}")
-        if len(part.data) >= 4 * 1024 * 1024:
-            rec.problems.append("mask larger than 4 MB")
+        return size
 
     def _check(self, body: dict[str, Any], rec: RecordedRequest, is_edit: bool) -> None:
         name = "CreateImageEditRequest" if is_edit else "CreateImageRequest"
@@ -561,7 +539,7 @@ class FakeOpenAI:
         if fault == "malformed_json":
             broken = b'{"created": 1, "data": [{"b64_json": "iVBO'
             return web.Response(body=broken, content_type="application/json")
-        if body.get("stream") and body.get("partial_images"):
+        if body.get("stream") is True:
             return await self._stream(request, body, cut=fault)
         # stream_cut without streaming: the connection drops halfway through the JSON body
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
