@@ -235,6 +235,16 @@ async def test_a_cut_stream_after_a_preview_is_not_retried(
     assert len(partials.got) == 1
 
 
+async def test_a_stream_cut_before_any_preview_is_retried(
+    openai_fake: FakeOpenAI, provider: OpenAIImages
+) -> None:
+    openai_fake.fail_next("stream_cut", after=0)
+    partials = Partials()
+    result = await provider.create_images(request(partial_images=2), on_partial=partials)
+    assert len(openai_fake.requests) == 2 and len(result.images) == 1
+    assert [i for i, _, _ in partials.got] == [0, 1]
+
+
 async def test_an_error_frame_in_the_stream(
     openai_fake: FakeOpenAI, provider: OpenAIImages
 ) -> None:

@@ -180,7 +180,14 @@ class FakeOpenAI:
 
     # --- control -------------------------------------------------------------------------
     def fail_next(self, fault: str, *, times: int = 1, **params: Any) -> None:
-        """Answer the next ``times`` valid requests with ``fault``."""
+        """Answer the next ``times`` valid requests with ``fault``.
+
+        Parameters by fault: rate_limit ``retry_after`` (seconds, default 0) and/or
+        ``retry_after_ms``; moderation_blocked ``categories`` (list); invalid_value ``message``,
+        ``param``; timeout ``seconds`` (default: until the server closes); stream_cut and
+        stream_error ``after`` (previews sent first, default 1); any error fault ``status``.
+        stream_cut on a request that does not stream drops the connection mid-body.
+        """
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; use one of {sorted(FAULTS)}")
         self._faults.extend((fault, params) for _ in range(times))
@@ -465,7 +472,7 @@ class FakeOpenAI:
         return web.json_response(body, headers={"x-request-id": _request_id()})
 
     async def _stream(
-        self, request: web.Request, body: dict[str, Any], cut: str | None = None
+        self, request: web.Request, body: dict[str, Any], cut: str | None = None, after: int = 1
     ) -> web.StreamResponse:
         is_edit = bool(body.get("_edit"))
         result = await asyncio.to_thread(self._result, body, is_edit)
@@ -479,12 +486,11 @@ class FakeOpenAI:
         usage = result["usage"]
         per_image = usage["output_tokens"] // len(result["_images"])
         for index, data in enumerate(result["_images"]):
-            for p in range(body.get("partial_images") or 0):
+            partials = body.get("partial_images") or 0
+            for p in range(min(partials, after) if cut else partials):
                 preview = render_image(small, result["output_format"], index * 10 + p, False, False)
                 partial = {"b64_json": _b64(preview), "partial_image_index": p, **common}
                 await _event(response, f"{prefix}.partial_image", partial)
-                if cut:
-                    break
             if cut == "stream_error":
                 error = {
                     "message": "The server had an error while processing your request.",
@@ -540,7 +546,7 @@ class FakeOpenAI:
             broken = b'{"created": 1, "data": [{"b64_json": "iVBO'
             return web.Response(body=broken, content_type="application/json")
         if body.get("stream") is True:
-            return await self._stream(request, body, cut=fault)
+            return await self._stream(request, body, cut=fault, after=params.get("after", 1))
         # stream_cut without streaming: the connection drops halfway through the JSON body
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.content_length = 10_000
