@@ -1,0 +1,224 @@
+"""The Discord bot: connection, command registration, restart recovery, and the invite link."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import time
+
+import discord
+import yarl
+from discord import app_commands
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+from adapters import discord_render as render
+from adapters.discord_commands import COMMANDS, DYNAMIC_ITEMS, handle_modal_submit, result_view
+from adapters.discord_handlers import DiscordImagine
+from bot.app import App
+from bot.errors import ConfigError
+from bot.models import JobRecord
+
+logger = logging.getLogger("adapters.discord")
+
+# What the bot does in a channel, and nothing more (the invite asks for exactly this):
+#   View Channel            1 << 10  see the channels it answers in
+#   Send Messages           1 << 11  reply to messages (reply-to-edit) and post restart notices
+#   Embed Links             1 << 14  the result embed
+#   Attach Files            1 << 15  the images and previews
+#   Read Message History    1 << 16  fetch the message behind a reply or the "Edit image" menu
+#   Send Messages in Threads 1 << 38 the same inside threads
+# Manage Messages is not needed: the bot only ever deletes its own messages. Total 274878024704.
+BOT_PERMISSIONS = discord.Permissions(
+    view_channel=True,
+    send_messages=True,
+    embed_links=True,
+    attach_files=True,
+    read_message_history=True,
+    send_messages_in_threads=True,
+)
+INVITE_SCOPES = ("bot", "applications.commands")
+# Interaction tokens work for 15 minutes; leave a margin for the edit itself.
+INTERACTION_TOKEN_LIFETIME = 15 * 60 - 30
+
+
+def discord_invite_url(application_id: str) -> str:
+    """The OAuth2 URL that adds the bot to a server with exactly the permissions it needs."""
+    return discord.utils.oauth_url(
+        application_id, permissions=BOT_PERMISSIONS, scopes=INVITE_SCOPES
+    )
+
+
+def application_id_from_token(token: str) -> str | None:
+    """The bot's user (= application) id from its token's first segment, or None."""
+    first = token.strip().removeprefix("Bot ").split(".", 1)[0]
+    try:
+        decoded = base64.urlsafe_b64decode(first + "=" * (-len(first) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    return decoded if decoded.isdigit() else None
+
+
+def point_at(api_base_url: str, gateway_url: str) -> None:
+    """Send discord.py's REST and gateway traffic to the configured (proxy) URLs.
+
+    discord.py keeps both as class attributes, so this applies to the whole process.
+    """
+    Route.BASE = api_base_url.rstrip("/")
+    DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+
+
+class ImagineDiscordBot(discord.Client):
+    """discord.py client wired to the core app."""
+
+    def __init__(self, app: App, *, guild_ready_timeout: float = 2.0) -> None:
+        settings = app.settings
+        intents = discord.Intents.none()
+        intents.guilds = True
+        intents.guild_messages = True
+        intents.dm_messages = True
+        # Privileged: without it, only replies that mention the bot carry their text.
+        intents.message_content = settings.discord_message_content_intent
+        super().__init__(
+            intents=intents,
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+            guild_ready_timeout=guild_ready_timeout,
+            max_messages=None,
+        )
+        self.app = app
+        self.imagine = DiscordImagine(app, result_view)
+        self.tree = app_commands.CommandTree(self)
+        for command in COMMANDS:
+            self.tree.add_command(command)
+        self.tree.on_error = self._command_error  # type: ignore[method-assign]
+        self._gateway_task: asyncio.Task[None] | None = None
+        self._recovery: asyncio.Task[None] | None = None
+
+    async def setup_hook(self) -> None:
+        """Register buttons and commands, then tell users about jobs a restart cut short."""
+        self.add_dynamic_items(*DYNAMIC_ITEMS)
+        guild_ids = self.app.settings.discord_guild_ids
+        if guild_ids:
+            # Guild commands appear at once; global ones can take a while to reach every client.
+            for guild_id in guild_ids:
+                guild = discord.Object(id=guild_id)
+                self.tree.copy_global_to(guild=guild)
+                await self.tree.sync(guild=guild)
+        else:
+            await self.tree.sync()
+        self._recovery = asyncio.create_task(self.recover_interrupted())
+
+    async def start_bot(self, *, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+        """Log in, connect in the background and wait until the gateway says READY."""
+        token = self.app.settings.discord_token
+        if token is None or not token.get_secret_value().strip():
+            raise ConfigError("DISCORD_TOKEN", "not set; copy the bot token into .env")
+        settings = self.app.settings
+        point_at(settings.discord_api_base_url, settings.discord_gateway_url)
+        await self.login(token.get_secret_value().strip())
+        self._gateway_task = asyncio.create_task(self.connect(reconnect=True))
+        ready = asyncio.create_task(self.wait_until_ready())
+        done, _ = await asyncio.wait(
+            {ready, self._gateway_task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if ready not in done:
+            ready.cancel()
+            if self._gateway_task in done:
+                self._gateway_task.result()  # raises the connection's error
+            raise TimeoutError("Discord did not say READY in time")
+
+    async def wait_closed(self) -> None:
+        """Until the gateway connection ends (raises what ended it)."""
+        if self._gateway_task is not None:
+            await self._gateway_task
+
+    async def close(self) -> None:
+        """Disconnect and release everything the bot opened."""
+        await super().close()
+        for task in (self._recovery, self._gateway_task):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        await self.imagine.aclose()
+
+    async def on_message(self, message: discord.Message) -> None:
+        """Replies to results (and mentions on images) start edits."""
+        if self.user is not None:
+            await self.imagine.on_message(message, self.user)
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """Modal submissions are routed by custom_id, so they survive restarts."""
+        if interaction.type is discord.InteractionType.modal_submit:
+            await handle_modal_submit(interaction)
+
+    async def _command_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        logger.error("command %s failed", interaction.command, exc_info=error)
+        text = render.generic_error(None)
+        with contextlib.suppress(discord.HTTPException):
+            if interaction.response.is_done():
+                await interaction.followup.send(text, ephemeral=True)
+            else:
+                await interaction.response.send_message(text, ephemeral=True)
+
+    # --- restart recovery ------------------------------------------------------------------------
+    async def recover_interrupted(self) -> None:
+        """Edit (or, once the token expired, post) a notice for each interrupted Discord job."""
+        try:
+            jobs = await self.app.service.recover_interrupted()
+        except Exception:
+            logger.exception("could not look up interrupted jobs")
+            return
+        for job in jobs:
+            if job.requester.platform != "discord":
+                continue
+            try:
+                await self._tell_interrupted(job)
+            except discord.HTTPException as exc:
+                logger.warning("could not tell the user about interrupted job %s: %s", job.id, exc)
+
+    async def _tell_interrupted(self, job: JobRecord) -> None:
+        ref = job.platform_ref
+        text = render.interrupted_message(job.prompt)
+        message_id = str(ref.get("message_id") or "")
+        channel_id = str(ref.get("channel_id") or job.requester.channel_id or "")
+        token = str(ref.get("interaction_token") or "")
+        created = float(str(ref.get("created_at") or 0))
+        fresh = time.time() - created < INTERACTION_TOKEN_LIFETIME
+        if ref.get("kind") == "interaction" and token and message_id.isdigit() and fresh:
+            webhook = discord.Webhook.partial(int(str(ref["application_id"])), token, client=self)
+            with contextlib.suppress(discord.HTTPException):
+                await webhook.edit_message(
+                    int(message_id), content=text, embeds=[], attachments=[], view=None
+                )
+                return
+        if not channel_id.isdigit():
+            return
+        channel = self.get_partial_messageable(int(channel_id))
+        if ref.get("kind") == "message" and message_id.isdigit():
+            with contextlib.suppress(discord.HTTPException):
+                await channel.get_partial_message(int(message_id)).edit(
+                    content=text, embeds=[], attachments=[], view=None
+                )
+                return
+        await channel.send(f"<@{job.requester.user_id}> {text}")
+
+
+async def run_discord(app: App) -> None:
+    """Run the Discord bot until cancelled (or the connection fails), then close it cleanly."""
+    bot = ImagineDiscordBot(app)
+    try:
+        await bot.start_bot()
+        logger.info(
+            "Discord bot ready as %s; invite it with %s",
+            bot.user,
+            discord_invite_url(str(bot.application_id)),
+        )
+        await bot.wait_closed()
+    finally:
+        await bot.close()

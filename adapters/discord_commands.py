@@ -1,0 +1,249 @@
+"""Discord's side of the commands: /imagine, the "Edit image" menu, result buttons and modals."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import discord
+from discord import app_commands
+
+from adapters.discord_files import split_mask
+from adapters.discord_handlers import NO_IMAGE, DiscordImagine
+
+JOB = r"(?P<job>[0-9a-z]{1,40})"
+EDIT_MODAL = re.compile(rf"^imagine:edit:{JOB}$")
+MESSAGE_MODAL = re.compile(r"^imagine:msgedit:(?P<channel>\d+):(?P<message>\d+)$")
+PROMPT_FIELD = "prompt"
+SIZE_SUGGESTIONS = ("auto", "1024x1024", "1536x1024", "1024x1536", "2048x2048", "3840x2160")
+SIZE_TEXT = re.compile(r"^\s*(\d{2,5})\s*[xX×]\s*(\d{2,5})\s*$")
+
+
+def imagine_of(client: discord.Client) -> DiscordImagine:
+    """The adapter object a client carries (buttons and modals only get the client)."""
+    found = getattr(client, "imagine", None)
+    if not isinstance(found, DiscordImagine):
+        raise RuntimeError("this client was not built by adapters.discord_bot")
+    return found
+
+
+# --- buttons: the job id lives in the custom_id, so they work after a restart ------------------
+class RegenerateButton(
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=rf"imagine:regen:{JOB}",
+):
+    """🔁 Regenerate: the same prompt and options, counted against whoever clicks."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Regenerate",
+                emoji="🔁",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"imagine:regen:{job_id}",
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction,
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> RegenerateButton:
+        return cls(match["job"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await imagine_of(interaction.client).regenerate(interaction, self.job_id)
+
+
+class EditButton(
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=rf"imagine:edit:{JOB}",
+):
+    """✏️ Edit: a modal asks what to change, then the result is edited."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Edit",
+                emoji="✏️",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"imagine:edit:{job_id}",
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction,
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> EditButton:
+        return cls(match["job"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await interaction.response.send_modal(PromptModal(f"imagine:edit:{self.job_id}"))
+
+
+class DeleteButton(
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=rf"imagine:delete:{JOB}",
+):
+    """🗑 Delete: for the requester, or a member who can manage messages."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Delete",
+                emoji="🗑️",
+                style=discord.ButtonStyle.danger,
+                custom_id=f"imagine:delete:{job_id}",
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction,
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> DeleteButton:
+        return cls(match["job"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await imagine_of(interaction.client).delete(interaction, self.job_id)
+
+
+DYNAMIC_ITEMS = (RegenerateButton, EditButton, DeleteButton)
+
+
+def result_view(job_id: str) -> discord.ui.View:
+    """The buttons under a result."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(RegenerateButton(job_id))
+    view.add_item(EditButton(job_id))
+    view.add_item(DeleteButton(job_id))
+    # Stopped views are sent but not kept in memory: the dynamic items above answer the clicks.
+    view.stop()
+    return view
+
+
+class PromptModal(discord.ui.Modal):
+    """Asks what to change. Submissions are handled by custom_id (see handle_modal_submit)."""
+
+    prompt: discord.ui.TextInput[PromptModal] = discord.ui.TextInput(
+        label="What should change?",
+        custom_id=PROMPT_FIELD,
+        style=discord.TextStyle.paragraph,
+        placeholder="make it night, add falling snow",
+        max_length=4000,
+    )
+
+    def __init__(self, custom_id: str) -> None:
+        super().__init__(title="Edit image", custom_id=custom_id, timeout=None)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        # The client's on_interaction handles it, so a modal opened before a restart still works.
+        return
+
+
+def modal_prompt(data: dict[str, Any]) -> str:
+    """The prompt typed into a submitted modal."""
+    for row in data.get("components", []):
+        inner = row.get("components") or [row.get("component", {})]
+        for component in inner:
+            if component.get("custom_id") == PROMPT_FIELD:
+                return str(component.get("value", "")).strip()
+    return ""
+
+
+async def handle_modal_submit(interaction: discord.Interaction) -> None:
+    """Route a submitted imagine modal by its custom_id."""
+    data: dict[str, Any] = dict(interaction.data or {})
+    custom_id = str(data.get("custom_id", ""))
+    imagine = imagine_of(interaction.client)
+    if match := EDIT_MODAL.match(custom_id):
+        await imagine.edit_job(interaction, match["job"], modal_prompt(data))
+    elif match := MESSAGE_MODAL.match(custom_id):
+        await imagine.edit_message_images(
+            interaction, int(match["channel"]), int(match["message"]), modal_prompt(data)
+        )
+
+
+# --- application commands -------------------------------------------------------------------------
+async def size_autocomplete(
+    interaction: discord.Interaction, current: str
+) -> list[app_commands.Choice[str]]:
+    """Suggest the standard sizes; a typed WxH is offered as is (the core checks it)."""
+    typed = SIZE_TEXT.match(current)
+    choices = [f"{typed[1]}x{typed[2]}"] if typed else []
+    choices += [s for s in SIZE_SUGGESTIONS if current.lower() in s and s not in choices]
+    return [app_commands.Choice(name=s, value=s) for s in choices[:25]]
+
+
+@app_commands.command(name="imagine", description="Make an image, or edit attached images")
+@app_commands.describe(
+    prompt="What to make, or what to change in the attached images",
+    size="auto, 1024x1024, 1536x1024, 1024x1536 or any WIDTHxHEIGHT",
+    quality="Higher quality takes longer and costs more",
+    count="How many images (1-4)",
+    background="transparent needs png or webp",
+    output_format="File format of the result",
+    image="An image to edit",
+    image2="A second image to use",
+    image3="A third image to use",
+    mask="PNG whose transparent areas mark what to change in the first image",
+)
+@app_commands.rename(output_format="format")
+@app_commands.autocomplete(size=size_autocomplete)
+async def imagine_command(
+    interaction: discord.Interaction,
+    prompt: app_commands.Range[str, 1, 4000],
+    size: str | None = None,
+    quality: Literal["auto", "low", "medium", "high"] | None = None,
+    count: app_commands.Range[int, 1, 4] | None = None,
+    background: Literal["auto", "opaque", "transparent"] | None = None,
+    output_format: Literal["png", "jpeg", "webp"] | None = None,
+    image: discord.Attachment | None = None,
+    image2: discord.Attachment | None = None,
+    image3: discord.Attachment | None = None,
+    mask: discord.Attachment | None = None,
+) -> None:
+    """/imagine"""
+    await imagine_of(interaction.client).imagine(
+        interaction,
+        prompt,
+        attachments=[a for a in (image, image2, image3) if a is not None],
+        mask=mask,
+        size=size.strip().lower().replace("×", "x") if size else None,
+        quality=quality,
+        n=count,
+        background=background,
+        output_format=output_format,
+    )
+
+
+@app_commands.context_menu(name="Edit image")
+async def edit_image_menu(interaction: discord.Interaction, message: discord.Message) -> None:
+    """Message menu: edit the images of any message (asks for the prompt in a modal)."""
+    imagine = imagine_of(interaction.client)
+    linked = await imagine.app.store.job_for_message("discord", str(message.id))
+    if linked is None and not split_mask(message.attachments)[0]:
+        await interaction.response.send_message(NO_IMAGE, ephemeral=True)
+        return
+    await interaction.response.send_modal(
+        PromptModal(f"imagine:msgedit:{message.channel.id}:{message.id}")
+    )
+
+
+COMMANDS: tuple[app_commands.Command[Any, ..., Any] | app_commands.ContextMenu, ...] = (
+    imagine_command,
+    edit_image_menu,
+)

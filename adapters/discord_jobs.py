@@ -1,0 +1,286 @@
+"""One job on Discord: where it is shown, throttled progress, the result and errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import discord
+
+from adapters import discord_render as render
+from adapters.discord_files import DEFAULT_UPLOAD_LIMIT, preview_file, result_files
+from bot.app import App
+from bot.errors import UserFacingError
+from bot.models import (
+    Finished,
+    ImageRequest,
+    PartialImage,
+    ProgressEvent,
+    Queued,
+    Requester,
+    Started,
+)
+
+logger = logging.getLogger("adapters.discord")
+
+ViewFactory = Callable[[str], discord.ui.View]
+
+
+class Target(Protocol):
+    """A message a job's progress and result are drawn on."""
+
+    upload_limit: int
+
+    async def show(
+        self,
+        content: str | None,
+        *,
+        embed: discord.Embed | None = None,
+        files: list[discord.File] | None = None,
+        view: discord.ui.View | None = None,
+    ) -> int:
+        """Replace what the message shows; returns the message id."""
+        ...
+
+    async def fail(self, text: str) -> None:
+        """Tell the requester the job did not work."""
+        ...
+
+    def platform_ref(self) -> dict[str, object]:
+        """What a later process needs to find this message again."""
+        ...
+
+
+def requester_of(user: discord.User | discord.Member, channel_id: int | None) -> Requester:
+    """The core's Requester for a Discord user in a channel."""
+    guild = getattr(user, "guild", None)
+    return Requester(
+        platform="discord",
+        user_id=str(user.id),
+        team_id=str(guild.id) if guild is not None else "",
+        channel_id=str(channel_id or ""),
+        display_name=user.display_name,
+    )
+
+
+class InteractionTarget:
+    """The deferred response of a slash command, button or modal."""
+
+    def __init__(self, interaction: discord.Interaction, message_id: int | None) -> None:
+        self.interaction = interaction
+        self.message_id = message_id
+        self.upload_limit = interaction.filesize_limit or DEFAULT_UPLOAD_LIMIT
+
+    async def show(
+        self,
+        content: str | None,
+        *,
+        embed: discord.Embed | None = None,
+        files: list[discord.File] | None = None,
+        view: discord.ui.View | None = None,
+    ) -> int:
+        message = await self.interaction.edit_original_response(
+            content=content,
+            embed=embed,
+            attachments=files or [],
+            view=view,
+        )
+        self.message_id = message.id
+        return message.id
+
+    async def fail(self, text: str) -> None:
+        # Errors are private: the public "thinking" message goes, an ephemeral one replaces it.
+        with contextlib.suppress(discord.NotFound):
+            await self.interaction.delete_original_response()
+        await self.interaction.followup.send(text, ephemeral=True)
+
+    def platform_ref(self) -> dict[str, object]:
+        interaction = self.interaction
+        return {
+            "kind": "interaction",
+            "application_id": str(interaction.application_id),
+            "interaction_token": interaction.token,
+            "channel_id": str(interaction.channel_id or ""),
+            "message_id": str(self.message_id) if self.message_id else "",
+            "user_id": str(interaction.user.id),
+            "created_at": interaction.created_at.timestamp(),
+        }
+
+
+class MessageTarget:
+    """The bot's reply to a user's message (reply-to-edit), edited as the job moves."""
+
+    def __init__(self, status: discord.Message, requester: discord.abc.User) -> None:
+        self.status = status
+        self.requester = requester
+        guild = status.guild
+        self.upload_limit = guild.filesize_limit if guild is not None else DEFAULT_UPLOAD_LIMIT
+
+    async def show(
+        self,
+        content: str | None,
+        *,
+        embed: discord.Embed | None = None,
+        files: list[discord.File] | None = None,
+        view: discord.ui.View | None = None,
+    ) -> int:
+        self.status = await self.status.edit(
+            content=content, embed=embed, attachments=files or [], view=view
+        )
+        return self.status.id
+
+    async def fail(self, text: str) -> None:
+        await self.status.edit(content=text, embed=None, attachments=[], view=None)
+
+    def platform_ref(self) -> dict[str, object]:
+        return {
+            "kind": "message",
+            "channel_id": str(self.status.channel.id),
+            "message_id": str(self.status.id),
+            "user_id": str(self.requester.id),
+            "created_at": self.status.created_at.timestamp(),
+        }
+
+
+class ProgressRenderer:
+    """Turns progress events into message edits, at most one per ``interval`` seconds."""
+
+    def __init__(
+        self,
+        target: Target,
+        prompt: str,
+        interval: float,
+        on_admitted: Callable[[str], Awaitable[None]],
+    ) -> None:
+        self.target = target
+        self.prompt = prompt
+        self.interval = interval
+        self.job_id: str | None = None
+        self._on_admitted = on_admitted
+        self._position = 0
+        self._started_at: float | None = None
+        self._preview: bytes | None = None
+        self._previews = 0
+        self._dirty = False
+        self._closed = False
+        self._editing = False
+        self._last_edit = -float("inf")
+        self._task: asyncio.Task[None] | None = None
+
+    async def on_event(self, event: ProgressEvent) -> None:
+        """The service's progress callback."""
+        if isinstance(event, Queued):
+            if self.job_id is None:
+                self.job_id = event.job_id
+                await self._on_admitted(event.job_id)
+            self._position = event.position
+        elif isinstance(event, Started):
+            self._started_at = time.time()
+        elif isinstance(event, PartialImage):
+            self._preview = event.data
+            self._previews += 1
+        elif isinstance(event, Finished):
+            return
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._closed:
+            return
+        self._dirty = True
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._dirty and not self._closed:
+            delay = self._last_edit + self.interval - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if self._closed:
+                return
+            self._dirty = False
+            self._last_edit = loop.time()
+            self._editing = True
+            try:
+                await self._edit()
+            except discord.HTTPException as exc:
+                logger.warning("progress edit failed for job %s: %s", self.job_id, exc)
+            finally:
+                self._editing = False
+
+    async def _edit(self) -> None:
+        if self._started_at is None:
+            await self.target.show(render.status_queued(self.prompt, self._position))
+            return
+        text = render.status_generating(self.prompt, self._started_at, time.time(), self._previews)
+        files = [await preview_file(self._preview)] if self._preview is not None else []
+        await self.target.show(text, files=files)
+
+    async def close(self) -> None:
+        """Stop editing; an edit already on the wire finishes first so the order holds."""
+        self._closed = True
+        task = self._task
+        if task is None or task.done():
+            return
+        if not self._editing:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+class JobRunner:
+    """Runs requests through the core and draws them on a Target."""
+
+    def __init__(self, app: App, result_view: ViewFactory) -> None:
+        self.app = app
+        self.result_view = result_view
+
+    async def run(
+        self,
+        target: Target,
+        *,
+        prompt: str,
+        requester_label: str,
+        build: Callable[[], Awaitable[ImageRequest]],
+    ) -> str | None:
+        """Build the request, run it with live progress, show the result; the job id or None."""
+        store = self.app.store
+
+        async def admitted(job_id: str) -> None:
+            await store.set_platform_ref(job_id, target.platform_ref())
+
+        renderer = ProgressRenderer(
+            target, prompt, self.app.settings.imagine_progress_interval, admitted
+        )
+        try:
+            request = await build()
+            result = await self.app.service.run(request, renderer.on_event)
+            await renderer.close()
+            files = await result_files(result.images, result.job_id, target.upload_limit)
+            message_id = await target.show(
+                None,
+                embed=render.result_embed(result, requester_label),
+                files=files,
+                view=self.result_view(result.job_id),
+            )
+            await store.link_message("discord", str(message_id), result.job_id)
+            return result.job_id
+        except UserFacingError as exc:
+            await renderer.close()
+            await self._tell(target, render.error_message(exc), renderer.job_id)
+        except Exception:
+            logger.exception("Discord job %s failed", renderer.job_id or "(not admitted)")
+            await renderer.close()
+            await self._tell(target, render.generic_error(renderer.job_id), renderer.job_id)
+        return None
+
+    @staticmethod
+    async def _tell(target: Target, text: str, job_id: str | None) -> None:
+        try:
+            await target.fail(text)
+        except discord.HTTPException:
+            logger.warning("could not tell the user about job %s", job_id, exc_info=True)
