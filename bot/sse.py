@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 from httpx_sse import EventSource, SSEError
@@ -122,7 +122,8 @@ async def read_stream(
                 )
                 previews += 1
             elif kind.endswith(".completed"):
-                # n > 1 streams one completed event per image, each with its own usage share
+                # How n > 1 streams is undocumented: keep every completed event and add up their
+                # usage, so a repeated total over-counts the bill rather than under-counting it
                 images.append(
                     GeneratedImage(_b64_image(payload), _text(payload, "output_format") or fmt)
                 )
@@ -143,7 +144,7 @@ async def read_stream(
     )
 
 
-def _stream_failed(exc: Exception | None, previews: int, request_id: str | None) -> None:
+def _stream_failed(exc: Exception | None, previews: int, request_id: str | None) -> NoReturn:
     """Raise for a stream that broke or ended before its completed event.
 
     A stream cut before any preview reached the user is retried like a dropped connection.
