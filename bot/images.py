@@ -85,12 +85,14 @@ def normalise_source(data: bytes, filename: str, *, max_bytes: int, max_pixels: 
     if _keepable(im, fmt):
         return SourceImage(data, _named(filename, fmt), MIME_BY_FORMAT[fmt], width, height)
     ImageOps.exif_transpose(im, in_place=True)
+    # Keep an RGB colour profile (phones tag photos Display P3); a CMYK or grey one no longer fits.
+    icc = im.info.get("icc_profile") if im.mode in ("RGB", "RGBA", "P") else None
     out = _api_mode(im)
     del im
     if fmt == "jpeg":
-        encoded, out_fmt = _encode(out, "jpeg", 95), "jpeg"
+        encoded, out_fmt = _encode(out, "jpeg", 95, icc), "jpeg"
     else:
-        encoded, out_fmt = _encode(out, "png"), "png"
+        encoded, out_fmt = _encode(out, "png", icc=icc), "png"
     if len(encoded) > max_bytes:
         encoded, out_fmt, out = _shrink_to_fit(out, max_bytes, filename)
     return SourceImage(
@@ -335,14 +337,15 @@ def _on_white(im: Image.Image) -> Image.Image:
     return background
 
 
-def _encode(im: Image.Image, fmt: str, quality: int = 90) -> bytes:
+def _encode(im: Image.Image, fmt: str, quality: int = 90, icc: bytes | None = None) -> bytes:
     buf = io.BytesIO()
+    extra = {"icc_profile": icc} if icc else {}
     if fmt == "png":
-        im.save(buf, "PNG")
+        im.save(buf, "PNG", **extra)
     elif fmt == "jpeg":
-        im.save(buf, "JPEG", quality=quality, optimize=True)
+        im.save(buf, "JPEG", quality=quality, optimize=True, **extra)
     else:
-        im.save(buf, "WEBP", quality=quality)
+        im.save(buf, "WEBP", quality=quality, **extra)
     return buf.getvalue()
 
 

@@ -9,7 +9,7 @@ import zlib
 from functools import partial
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
 from bot.errors import AttachmentRejected
 from bot.images import (
@@ -161,6 +161,17 @@ def test_exif_orientation_is_applied_to_a_jpeg() -> None:
     assert red > 200 and blue < 60
     red, _, blue = out.getpixel((8, 8))  # type: ignore[misc]
     assert red < 60 and blue > 200
+
+
+def test_colour_profile_survives_the_rotation() -> None:
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    data = encode(noise((30, 20)), "JPEG", exif=exif, icc_profile=profile)
+    source = normalise(data, "p3.jpg")
+    out = decode(source.data)
+    assert out.size == (20, 30)
+    assert out.info.get("icc_profile") == profile
 
 
 def test_exif_orientation_is_applied_to_a_png_exactly() -> None:
