@@ -90,6 +90,11 @@ class SlackJobs:
         display = _Display(self.client, self.service, request, channel, thread_ts, self.interval)
         try:
             result = await self.service.run(request, display.on_event)
+        except asyncio.CancelledError:
+            # Shutting down mid-job: the service has refunded it; say so where people look.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(display.close(INTERRUPTED_STATE)), 5.0)
+            raise
         except UserFacingError as exc:
             await display.close(FAILED_STATE)
             await self.tell(
@@ -111,6 +116,7 @@ class SlackJobs:
             await display.deliver(result)
         except Exception:
             logger.exception("Slack job %s: posting the result failed", result.job_id)
+            await display.close(f"made, but I couldn't post it here (job {result.job_id})")
             await self.tell(
                 user,
                 channel,

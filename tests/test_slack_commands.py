@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import json
+from typing import Any
+from urllib.parse import urlencode
 
+import pytest
+import yaml
+
+from adapters.slack_bot import SlackBot, run_slack
+from adapters.slack_manifest import slack_manifest
+from bot.errors import ConfigError
+from bot.models import ImageRequest, Requester
 from tests.fakes.openai_server import FakeOpenAI
-from tests.fakes.slack_server import FakeSlack
+from tests.fakes.slack_server import APP_TOKEN, BOT_TOKEN, FakeSlack, SlackCall
 
 TRANSPORTS = ["socket", "http"]
 
 
+def _text(call: SlackCall) -> str:
+    return str(call.args.get("text", ""))
+
+
+def _ephemerals(fake: FakeSlack, user: str = "UALICE") -> list[str]:
+    return [_text(c) for c in fake.calls_to("chat.postEphemeral") if c.args.get("user") == user]
+
+
 @pytest.mark.parametrize("mode", TRANSPORTS)
 async def test_slash_command_posts_placeholder_then_uploads_into_its_thread(
-    mode: str, slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack
+    mode: str, slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
 ) -> None:
     await start_slack(mode)
     answer = await slack_fake.send_command(
@@ -24,17 +42,268 @@ async def test_slash_command_posts_placeholder_then_uploads_into_its_thread(
     placeholder = slack_fake.calls_to("chat.postMessage")[0]
     assert placeholder.args["channel"] == "C0GENERAL"
     assert "thread_ts" not in placeholder.args
-    assert placeholder.args["text"].startswith("<@UALICE>: a lighthouse in fog — ")
-    ts = slack_fake.message("C0GENERAL", complete[0].args["thread_ts"])
-    assert ts is not None and ts["user"] == "UBOT"
+    assert _text(placeholder).startswith("<@UALICE>: a lighthouse in fog — ")
+    root = slack_fake.message("C0GENERAL", complete[0].args["thread_ts"])
+    assert root is not None and root["user"] == "UBOT"
     assert complete[0].args["channel_id"] == "C0GENERAL"
     sent = openai_fake.requests[0].json
     assert sent is not None and sent["size"] == "1536x1024" and sent["quality"] == "low"
     upload = next(iter(slack_fake.uploads.values()))
     assert upload.data.startswith(b"\x89PNG") and upload.completed
-    final = await slack_fake.wait_for(
-        "chat.update", lambda c: "done in" in c.args.get("text", "")
-    )
+    final = await slack_fake.wait_for("chat.update", lambda c: "done in" in _text(c))
+    assert final[0].args["ts"] == root["ts"]
     blocks = final[0].args["blocks"]
-    actions = [b for b in blocks if b["type"] == "actions"][0]["elements"]
+    image = next(b for b in blocks if b["type"] == "image")
+    assert image["slack_file"]["id"] == upload.file_id
+    actions = next(b for b in blocks if b["type"] == "actions")["elements"]
     assert [a["text"]["text"] for a in actions] == ["Regenerate", "Edit", "Delete"]
+    job_id = actions[0]["value"]
+    assert {a["value"] for a in actions} == {job_id}
+    assert job_id in final[0].args["blocks"][2]["elements"][0]["text"]
+
+
+@pytest.mark.parametrize("mode", TRANSPORTS)
+async def test_unknown_flag_gets_ephemeral_help_and_no_job(
+    mode: str, slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
+) -> None:
+    await start_slack(mode)
+    await slack_fake.send_command(slack_fake.command_payload("a cat --style anime"))
+    shown = await slack_fake.wait_for("chat.postEphemeral")
+    assert "--style" in _text(shown[0]) and "/imagine <prompt>" in _text(shown[0])
+    assert shown[0].args["user"] == "UALICE"
+    await slack_fake.send_command(slack_fake.command_payload(""))
+    await slack_fake.wait_for("chat.postEphemeral", count=2)
+    assert not slack_fake.calls_to("chat.postMessage") and not openai_fake.requests
+
+
+async def test_forged_or_stale_signature_is_rejected(
+    slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
+) -> None:
+    await start_slack("http")
+    body = urlencode(slack_fake.command_payload("a forged request"))
+    forged = await slack_fake.post_signed(body, "application/x-www-form-urlencoded", secret="x")
+    stale = await slack_fake.post_signed(
+        body, "application/x-www-form-urlencoded", timestamp=1_600_000_000
+    )
+    assert forged[0] == 401 and stale[0] == 401
+    # A genuine request afterwards still works, so the 401s were about the signature.
+    ok = await slack_fake.send_command(slack_fake.command_payload("a real one"))
+    assert ok[0] == 200
+    await slack_fake.wait_for("files.completeUploadExternal")
+    assert len(openai_fake.requests) == 1
+    assert "forged" not in json.dumps(openai_fake.requests[0].json)
+
+
+async def test_progress_shows_queue_position_then_previews(
+    slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
+) -> None:
+    await start_slack("socket", imagine_max_concurrency=1, imagine_partial_images=2)
+    openai_fake.latency = 0.5
+    await slack_fake.send_command(slack_fake.command_payload("first"))
+    await openai_fake.wait_for()
+    await slack_fake.send_command(slack_fake.command_payload("second", user="UBOB"))
+    queued = await slack_fake.wait_for(
+        "chat.postMessage", lambda c: _text(c).startswith("<@UBOB>: second")
+    )
+    assert _text(queued[0]) == "<@UBOB>: second — queued #1"
+    await slack_fake.wait_for("files.completeUploadExternal", count=2, timeout=10)
+    previews = [u for u in slack_fake.uploads.values() if u.filename.startswith("preview-")]
+    assert previews and all(u.channel_id is None for u in previews)
+    assert all(u.data.startswith(b"\xff\xd8") for u in previews)  # small JPEG previews
+    shown = {
+        b["slack_file"]["id"]
+        for c in slack_fake.calls_to("chat.update")
+        for b in c.args.get("blocks", [])
+        if b["type"] == "image" and "working" in _text(c)
+    }
+    assert shown and shown <= {u.file_id for u in previews}
+    assert openai_fake.requests[0].json is not None
+    assert openai_fake.requests[0].json["partial_images"] == 2
+
+
+async def test_image_block_refused_falls_back_to_text(
+    slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
+) -> None:
+    slack_fake.refuse_slack_file_blocks = True
+    await start_slack("socket")
+    await slack_fake.send_command(slack_fake.command_payload("a red kite"))
+    final = slack_fake.messages.setdefault("C0GENERAL", [{"text": ""}])
+    await slack_fake.wait_until(lambda: "done in" in final[0]["text"])
+    final = slack_fake.messages["C0GENERAL"]
+    kinds = [b["type"] for b in final[0]["blocks"]]
+    assert "image" not in kinds and "actions" in kinds
+
+
+@pytest.mark.parametrize("mode", TRANSPORTS)
+async def test_limit_refusal_is_ephemeral_with_reset_time(
+    mode: str, slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
+) -> None:
+    await start_slack(mode, imagine_user_limit="1/day")
+    await slack_fake.send_command(slack_fake.command_payload("one"))
+    await slack_fake.wait_for("files.completeUploadExternal")
+    await slack_fake.send_command(slack_fake.command_payload("two"))
+    refused = await slack_fake.wait_for("chat.postEphemeral")
+    assert "limit of 1 images per day" in _text(refused[0])
+    assert "Try again in" in _text(refused[0])
+    assert len(slack_fake.calls_to("chat.postMessage")) == 1  # no placeholder for "two"
+    assert len(openai_fake.requests) == 1
+
+
+@pytest.mark.parametrize("mode", TRANSPORTS)
+async def test_blocked_prompt_is_ephemeral_with_category(
+    mode: str, slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
+) -> None:
+    await start_slack(mode)
+    openai_fake.fail_next("moderation_blocked", categories=["violence"])
+    await slack_fake.send_command(slack_fake.command_payload("something nasty"))
+    shown = await slack_fake.wait_for("chat.postEphemeral")
+    assert "safety system" in _text(shown[0]) and "violence" in _text(shown[0])
+    closed = await slack_fake.wait_for("chat.update", lambda c: "not made" in _text(c))
+    assert "nothing was charged" in _text(closed[0])
+    assert not slack_fake.uploads
+
+
+async def test_provider_unavailable_is_explained(
+    slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
+) -> None:
+    await start_slack("socket")
+    openai_fake.fail_next("server_error", times=3)
+    await slack_fake.send_command(slack_fake.command_payload("a bridge"))
+    shown = await slack_fake.wait_for("chat.postEphemeral")
+    assert "unavailable" in _text(shown[0]) and "Nothing was charged" in _text(shown[0])
+
+
+@pytest.mark.allow_error_logs
+async def test_unexpected_failure_gives_job_id_not_traceback(
+    slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any, caplog: Any
+) -> None:
+    await start_slack("socket")
+    slack_fake.fail_next("files.completeUploadExternal", "internal_error")
+    await slack_fake.send_command(slack_fake.command_payload("a boat"))
+    shown = await slack_fake.wait_for("chat.postEphemeral")
+    final = slack_fake.calls_to("chat.postMessage")[0]
+    text = _text(shown[0])
+    assert "couldn't post it" in text and "Traceback" not in text and "internal_error" not in text
+    logged = [r for r in caplog.records if r.name == "adapters.slack" and r.levelname == "ERROR"]
+    assert logged and logged[0].args
+    assert f"(job {logged[0].args[0]})" in text
+    assert final.args["channel"] == "C0GENERAL"
+
+
+async def test_ephemeral_falls_back_to_response_url(
+    slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
+) -> None:
+    await start_slack("socket")
+    slack_fake.fail_next("chat.postEphemeral", "not_in_channel")
+    await slack_fake.send_command(slack_fake.command_payload("--quality ultra a dog"))
+    await slack_fake.wait_until(lambda: bool(slack_fake.responses))
+    assert slack_fake.responses[0]["response_type"] == "ephemeral"
+    assert "--quality ultra" in slack_fake.responses[0]["text"]
+
+
+async def test_channel_allow_list(
+    slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
+) -> None:
+    await start_slack("socket", slack_allowed_channels="C0ART")
+    await slack_fake.send_command(slack_fake.command_payload("a cat"))
+    shown = await slack_fake.wait_for("chat.postEphemeral")
+    assert "not enabled in this channel" in _text(shown[0])
+    await slack_fake.send_command(slack_fake.command_payload("a cat", channel="C0ART"))
+    await slack_fake.wait_for("files.completeUploadExternal")
+    assert len(openai_fake.requests) == 1
+
+
+async def test_interrupted_job_placeholder_is_updated_at_start(
+    slack_fake: FakeSlack, openai_fake: FakeOpenAI, make_app: Any, start_slack: Any
+) -> None:
+    # A previous process crashed mid-job: its job is still "running" with a placeholder.
+    crashed = await make_app()
+    requester = Requester("slack", "UALICE", "T0TEAM", "C0GENERAL")
+    job = await crashed.store.admit(
+        ImageRequest(requester, "a comet", crashed.service.options()),
+        limits=(),
+        budgets=(),
+        estimated_cost=0.04,
+        exempt=False,
+    )
+    await crashed.store.mark_running(job.id)
+    placeholder = slack_fake.add_message("C0GENERAL", "<@UALICE>: a comet — working…", user="UBOT")
+    await crashed.store.set_platform_ref(job.id, {"channel": "C0GENERAL", "ts": placeholder["ts"]})
+    await crashed.aclose()
+    await start_slack("socket")
+    update = await slack_fake.wait_for("chat.update")
+    assert update[0].args["ts"] == placeholder["ts"]
+    assert "interrupted" in _text(update[0]) and "nothing was charged" in _text(update[0])
+
+
+async def test_shutdown_mid_job_marks_placeholder_interrupted(
+    slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
+) -> None:
+    running = await start_slack("socket")
+    openai_fake.fail_next("timeout", seconds=30)
+    await slack_fake.send_command(slack_fake.command_payload("a slow painting"))
+    await openai_fake.wait_for()
+    await running.bot.stop()
+    update = slack_fake.calls_to("chat.update")[-1]
+    assert "interrupted" in _text(update) and update.args["ts"]
+    usage = await running.app.store.usage_summary("slack:UALICE")
+    assert all(row.images_today == 0 for row in usage)  # refunded
+
+
+async def test_run_slack_until_cancelled_and_config_errors(
+    slack_fake: FakeSlack, openai_fake: FakeOpenAI, make_app: Any
+) -> None:
+    app = await make_app(
+        slack_bot_token=BOT_TOKEN, slack_app_token=APP_TOKEN, slack_api_url=slack_fake.api_url
+    )
+    task = asyncio.create_task(run_slack(app))
+    await slack_fake.wait_connected()
+    await slack_fake.send_command(slack_fake.command_payload("a moon"))
+    await slack_fake.wait_for("files.completeUploadExternal")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await slack_fake.wait_until(lambda: not slack_fake._sockets)
+
+    no_secret = await make_app(slack_bot_token=BOT_TOKEN, slack_api_url=slack_fake.api_url)
+    with pytest.raises(ConfigError) as raised:
+        await run_slack(no_secret)
+    assert raised.value.variable == "SLACK_SIGNING_SECRET"
+    bad_token = await make_app(
+        slack_bot_token="xoxb-wrong", slack_app_token=APP_TOKEN, slack_api_url=slack_fake.api_url
+    )
+    with pytest.raises(ConfigError) as raised:
+        await run_slack(bad_token)
+    assert raised.value.variable == "SLACK_BOT_TOKEN" and "invalid_auth" in str(raised.value)
+    with pytest.raises(ConfigError) as raised:
+        SlackBot(await make_app())
+    assert raised.value.variable == "SLACK_BOT_TOKEN"
+
+
+def test_manifest_declares_everything_the_bot_uses() -> None:
+    manifest = yaml.safe_load(slack_manifest())
+    features, settings = manifest["features"], manifest["settings"]
+    assert [c["command"] for c in features["slash_commands"]] == ["/imagine"]
+    shortcut = features["shortcuts"][0]
+    assert (shortcut["name"], shortcut["type"], shortcut["callback_id"]) == (
+        "Edit image",
+        "message",
+        "imagine_edit",
+    )
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    assert {
+        "app_mentions:read",
+        "channels:history",
+        "groups:history",
+        "im:history",
+        "chat:write",
+        "commands",
+        "files:read",
+        "files:write",
+        "users:read",
+    } <= scopes
+    assert {"app_mention", "message.channels", "message.groups", "message.im"} <= set(
+        settings["event_subscriptions"]["bot_events"]
+    )
+    assert settings["interactivity"]["is_enabled"] is True
+    assert settings["socket_mode_enabled"] is True

@@ -84,6 +84,8 @@ class FakeSlack:
     failures: dict[str, list[str]] = field(default_factory=dict)
     # Real Slack may refuse a slack_file image block while the file is still being processed.
     refuse_slack_file_blocks: bool = False
+    # Files whose link answers Slack's sign-in page even with the token (no files:read scope).
+    login_page_files: set[str] = field(default_factory=set)
     mode: str = "socket"
     events_url: str | None = None
 
@@ -191,6 +193,27 @@ class FakeSlack:
             msg["bot_id"] = "BOTHER"
         self.messages.setdefault(channel, []).append(msg)
         return dict(msg)
+
+    def message_event(
+        self, channel: str, msg: dict[str, Any], *, kind: str = "message"
+    ) -> dict[str, Any]:
+        """The Events API callback Slack sends for ``msg`` (``kind`` message or app_mention)."""
+        event: dict[str, Any] = {
+            "type": kind,
+            "channel": channel,
+            "user": msg["user"],
+            "text": msg["text"],
+            "ts": msg["ts"],
+            "team": TEAM_ID,
+        }
+        if kind == "message":
+            event["channel_type"] = "im" if channel.startswith("D") else "channel"
+            if msg.get("files"):
+                event["subtype"] = "file_share"
+        for key in ("thread_ts", "files", "bot_id"):
+            if msg.get(key):
+                event[key] = msg[key]
+        return self.event_payload(event)
 
     def message(self, channel: str, ts: str) -> dict[str, Any] | None:
         """The current state of a message, or None if it is unknown or deleted."""
@@ -499,7 +522,7 @@ class FakeSlack:
         file_id = request.match_info["file_id"]
         authorized = request.headers.get("Authorization") == f"Bearer {BOT_TOKEN}"
         self.downloads.append(Download(file_id, authorized))
-        if not authorized:
+        if not authorized or file_id in self.login_page_files:
             # Real Slack answers an unauthorised url_private fetch with its sign-in page.
             return web.Response(body=_LOGIN_PAGE, content_type="text/html")
         if file_id not in self.file_bytes:
