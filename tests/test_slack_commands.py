@@ -1,4 +1,4 @@
-"""/imagine end to end: the real slack-bolt app over Socket Mode and signed HTTP, on a fake Slack."""
+"""/imagine end to end: real slack-bolt over Socket Mode and signed HTTP, on a fake Slack."""
 
 from __future__ import annotations
 
