@@ -118,17 +118,30 @@ class ImagineDiscordBot(discord.Client):
             raise ConfigError("DISCORD_TOKEN", "not set; copy the bot token into .env")
         settings = self.app.settings
         point_at(settings.discord_api_base_url, settings.discord_gateway_url)
-        await self.login(token.get_secret_value().strip())
+        try:
+            await self.login(token.get_secret_value().strip())
+        except discord.LoginFailure:
+            raise ConfigError(
+                "DISCORD_TOKEN", "Discord refused this token; copy it again from the Bot page"
+            ) from None
         self._gateway_task = asyncio.create_task(self.connect(reconnect=True))
         ready = asyncio.create_task(self.wait_until_ready())
         done, _ = await asyncio.wait(
             {ready, self._gateway_task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
         )
-        if ready not in done:
-            ready.cancel()
-            if self._gateway_task in done:
-                self._gateway_task.result()  # raises the connection's error
-            raise TimeoutError("Discord did not say READY in time")
+        if ready in done:
+            return
+        ready.cancel()
+        if self._gateway_task in done:
+            try:
+                self._gateway_task.result()
+            except discord.PrivilegedIntentsRequired:
+                raise ConfigError(
+                    "DISCORD_MESSAGE_CONTENT_INTENT",
+                    "Discord refused the Message Content intent; turn it on under Bot > "
+                    "Privileged Gateway Intents in the Developer Portal, or set this to false",
+                ) from None
+        raise TimeoutError("Discord did not say READY in time")
 
     async def wait_closed(self) -> None:
         """Until the gateway connection ends (raises what ended it)."""

@@ -2,20 +2,234 @@
 
 from __future__ import annotations
 
-from tests.fakes.discord_server import BotFactory, FakeDiscord
+import asyncio
+import io
+
+from PIL import Image
+
+from bot.models import ImageRequest, PartialCallback, ProviderResult
+from bot.provider import ImageProvider
+from tests.fakes.discord_server import EPHEMERAL, BotFactory, Call, FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI
 
 
-async def test_imagine_generates_and_shows_result(
+def png(size: tuple[int, int] = (64, 64), colour: tuple[int, ...] = (200, 40, 40)) -> bytes:
+    mode = "RGBA" if len(colour) == 4 else "RGB"
+    buffer = io.BytesIO()
+    Image.new(mode, size, colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def webhook_edits(fake: FakeDiscord, token: str) -> list[dict[str, object]]:
+    return [c.json or {} for c in fake.calls_to("PATCH", f"/{token}/messages/") if c.status == 200]
+
+
+async def test_imagine_defers_then_shows_the_result_with_embed_and_buttons(
     discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
 ) -> None:
-    app, bot = await discord_bot()
-    it = await discord_fake.slash(discord_fake.alice, prompt="a lighthouse in fog")
-    message = await discord_fake.wait_until(
-        lambda: it.original_id
-        and discord_fake.messages.get(it.original_id, {}).get("embeds")
-        and discord_fake.original(it)
+    app, _bot = await discord_bot()
+    it = await discord_fake.slash(discord_fake.alice, prompt="a lighthouse in fog, watercolor")
+    message = await discord_fake.result_of(it)
+
+    assert it.callback_type == 5  # deferred ("thinking"), public
+    assert not message["flags"] & EPHEMERAL
+    [attachment] = message["attachments"]
+    assert attachment["content_type"] == "image/png"
+    Image.open(io.BytesIO(discord_fake.cdn_bytes(attachment))).verify()
+    [embed] = message["embeds"]
+    assert embed["description"] == "a lighthouse in fog, watercolor"
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    assert fields["Size"] == "1024x1024"
+    assert fields["Cost"].startswith("$")
+    assert fields["Time"].endswith(" s")
+    assert fields["Requested by"] == f"<@{discord_fake.alice.id}>"
+    job_id = fields["Job"].strip("`")
+    buttons = [b["custom_id"] for row in message["components"] for b in row["components"]]
+    assert buttons == [
+        f"imagine:regen:{job_id}",
+        f"imagine:edit:{job_id}",
+        f"imagine:delete:{job_id}",
+    ]
+
+    job = await app.store.job_for_message("discord", message["id"])
+    assert job is not None and job.id == job_id and job.status == "succeeded"
+    assert job.platform_ref["interaction_token"] == it.token
+    assert job.platform_ref["message_id"] == message["id"]
+    [sent] = openai_fake.requests
+    assert sent.path == "/v1/images/generations"
+    assert sent.json["prompt"] == "a lighthouse in fog, watercolor"
+    # The user saw the queue before the result.
+    contents = [e.get("content") or "" for e in webhook_edits(discord_fake, it.token)]
+    assert any("Queued" in c or "Generating" in c for c in contents)
+
+
+async def test_options_reach_the_image_api(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    await discord_bot()
+    it = await discord_fake.slash(
+        discord_fake.alice,
+        prompt="two cats",
+        size="1536X1024",
+        quality="low",
+        count=2,
+        background="opaque",
+        format="webp",
     )
-    assert it.callback_type == 5
-    assert message["attachments"][0]["filename"].endswith(".png")
-    print(message)
+    message = await discord_fake.result_of(it)
+    [sent] = openai_fake.requests
+    assert {k: sent.json[k] for k in ("size", "quality", "n", "background", "output_format")} == {
+        "size": "1536x1024",
+        "quality": "low",
+        "n": 2,
+        "background": "opaque",
+        "output_format": "webp",
+    }
+    assert [a["content_type"] for a in message["attachments"]] == ["image/webp", "image/webp"]
+
+
+async def test_two_images_and_a_mask_make_one_multipart_edit(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    await discord_bot()
+    first = discord_fake.upload(png((64, 64), (10, 120, 200)), "room.png")
+    second = discord_fake.upload(png((48, 48), (250, 200, 0)), "lamp.png")
+    mask = discord_fake.upload(png((64, 64), (0, 0, 0, 0)), "mask.png")
+    it = await discord_fake.slash(
+        discord_fake.alice, prompt="put the lamp in the room", image=first, image2=second, mask=mask
+    )
+    message = await discord_fake.result_of(it)
+
+    [sent] = openai_fake.requests
+    assert sent.path == "/v1/images/edits"
+    assert sent.form["prompt"] == "put the lamp in the room"
+    fields = [f.field for f in sent.files]
+    assert fields.count("image[]") == 2 and fields.count("mask") == 1
+    assert message["embeds"][0]["title"] == "Edited image"
+
+
+class HoldAfterPreview:
+    """The real provider, but the stream waits after a partial image until ``release`` is set.
+
+    The fake OpenAI streams instantly; a real one takes seconds between previews.
+    """
+
+    def __init__(self, inner: ImageProvider) -> None:
+        self.inner = inner
+        self.release = asyncio.Event()
+
+    async def create_images(
+        self, request: ImageRequest, *, on_partial: PartialCallback | None = None
+    ) -> ProviderResult:
+        async def held(index: int, data: bytes, output_format: str) -> None:
+            assert on_partial is not None
+            await on_partial(index, data, output_format)
+            await self.release.wait()
+
+        return await self.inner.create_images(request, on_partial=held if on_partial else None)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_partial_previews_are_shown_while_generating(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    app, _bot = await discord_bot(imagine_partial_images=2)
+    provider = HoldAfterPreview(app.service.provider)
+    app.service.provider = provider
+    it = await discord_fake.slash(discord_fake.alice, prompt="a slow sunrise")
+
+    def preview_edits() -> list[Call]:
+        return [
+            c
+            for c in discord_fake.calls_to("PATCH", f"/{it.token}/messages/@original")
+            if [f.filename for f in c.files] == ["preview.jpg"] and c.status == 200
+        ]
+
+    previews = await discord_fake.wait_until(preview_edits)
+    provider.release.set()
+    message = await discord_fake.result_of(it)
+
+    assert openai_fake.requests[0].json["stream"] is True
+    assert "Generating" in (previews[-1].json or {})["content"]
+    assert previews[-1].files[0].data[:3] == b"\xff\xd8\xff"  # a JPEG
+    assert [a["filename"] for a in message["attachments"]] != ["preview.jpg"]
+
+
+async def test_size_autocomplete_offers_standard_and_typed_sizes(
+    discord_fake: FakeDiscord, discord_bot: BotFactory
+) -> None:
+    await discord_bot()
+    it = await discord_fake.autocomplete(discord_fake.alice, "size", "1792x1024")
+    await discord_fake.wait_until(lambda: it.callback_type == 8)
+    assert it.callback_data is not None
+    assert it.callback_data["choices"][0]["value"] == "1792x1024"
+    it = await discord_fake.autocomplete(discord_fake.alice, "size", "1536")
+    await discord_fake.wait_until(lambda: it.callback_type == 8)
+    assert it.callback_data is not None
+    assert [c["value"] for c in it.callback_data["choices"]] == ["1536x1024", "1024x1536"]
+
+
+async def test_commands_are_registered_globally_or_per_guild(
+    discord_fake: FakeDiscord, discord_bot: BotFactory
+) -> None:
+    _app, bot = await discord_bot()
+    imagine, menu = discord_fake.commands["global"]
+    assert (imagine["name"], imagine["type"], menu["name"], menu["type"]) == (
+        "imagine",
+        1,
+        "Edit image",
+        3,
+    )
+    options = {o["name"]: o for o in imagine["options"]}
+    assert next(iter(options)) == "prompt" and options["prompt"]["required"]
+    assert options["size"]["autocomplete"] is True
+    assert [c["value"] for c in options["quality"]["choices"]] == ["auto", "low", "medium", "high"]
+    assert (options["count"]["min_value"], options["count"]["max_value"]) == (1, 4)
+    assert {options[n]["type"] for n in ("image", "image2", "image3", "mask")} == {11}
+    assert "format" in options
+
+    await bot.close()
+    await discord_bot(discord_guild_ids=discord_fake.guild_id)
+    assert [c["name"] for c in discord_fake.commands[discord_fake.guild_id]] == [
+        "imagine",
+        "Edit image",
+    ]
+
+
+async def test_a_channel_outside_the_allowed_list_is_refused_privately(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    await discord_bot(discord_allowed_channels="12345,general")
+    it = await discord_fake.slash(discord_fake.alice, prompt="anything")
+    reply = await discord_fake.private_reply(it)
+    assert it.callback_type == 4
+    assert "not set up to make images in this channel" in reply["content"]
+    assert openai_fake.requests == []
+
+
+async def test_twenty_simultaneous_commands_are_all_deferred_and_answered(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    await discord_bot(imagine_max_concurrency=4)
+    openai_fake.latency = 0.05
+    users = [discord_fake.alice, discord_fake.bob, discord_fake.mod]
+    interactions = await asyncio.gather(
+        *(discord_fake.slash(users[i % 3], prompt=f"picture number {i}") for i in range(20))
+    )
+    messages = await asyncio.gather(*(discord_fake.result_of(it) for it in interactions))
+
+    # The fake refuses (and reports) any callback later than Discord's 3 seconds.
+    assert [it.callback_type for it in interactions] == [5] * 20
+    assert [m["embeds"][0]["description"] for m in messages] == [
+        f"picture number {i}" for i in range(20)
+    ]
+    assert len(openai_fake.requests) == 20
+    queued = [
+        e
+        for it in interactions
+        for e in webhook_edits(discord_fake, it.token)
+        if "in line" in str(e.get("content"))
+    ]
+    assert queued, "nobody was told their place in the queue"

@@ -146,6 +146,8 @@ class FakeDiscord:
         self.identify: dict[str, Any] | None = None
         self.problems: list[str] = []
         self.deleted: list[dict[str, Any]] = []
+        self.cdn_requests: list[str] = []
+        self._rejections: list[tuple[str, str, web.Response]] = []
         self.api_url = self.gateway_url = self.base = ""
         self._cdn: dict[str, tuple[bytes, str]] = {}
         self._ws: web.WebSocketResponse | None = None
@@ -341,12 +343,31 @@ class FakeDiscord:
             raise AssertionError("the interaction has no response message")
         return self.messages[interaction.original_id]
 
+    async def result_of(self, interaction: FakeInteraction) -> dict[str, Any]:
+        """Wait for the interaction's response to show a finished result (the embed)."""
+
+        def done() -> dict[str, Any] | None:
+            message = self.messages.get(interaction.original_id or "")
+            return message if message is not None and message["embeds"] else None
+
+        found: dict[str, Any] = await self.wait_until(done)
+        return found
+
+    async def private_reply(self, interaction: FakeInteraction) -> dict[str, Any]:
+        """Wait for an ephemeral message for the interaction; return the newest."""
+        found: list[dict[str, Any]] = await self.wait_until(
+            lambda: self.ephemeral_followups(interaction)
+        )
+        return found[-1]
+
     def channel_messages(self, *, by_bot: bool = True) -> list[dict[str, Any]]:
         """Visible messages in the test channel, oldest first."""
         return [
             m
             for m in self.messages.values()
-            if m["channel_id"] == self.channel_id and (m["author"]["id"] == self.bot.id) == by_bot
+            if m["channel_id"] == self.channel_id
+            and (m["author"]["id"] == self.bot.id) == by_bot
+            and not m["flags"] & EPHEMERAL
         ]
 
     def ephemeral_followups(self, interaction: FakeInteraction) -> list[dict[str, Any]]:
@@ -378,6 +399,10 @@ class FakeDiscord:
     async def wait_connected(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         """Wait until a bot has identified on the gateway."""
         await self.wait_until(lambda: self._ws is not None and self.identify is not None, timeout)
+
+    def reject_next(self, method: str, fragment: str, status: int, code: int, message: str) -> None:
+        """Answer the next ``method`` request whose path contains ``fragment`` with an error."""
+        self._rejections.append((method, fragment, _error(status, code, message)))
 
     def expire(self, interaction: FakeInteraction) -> None:
         """Make an interaction token invalid, as after 15 minutes."""
@@ -571,6 +596,7 @@ class FakeDiscord:
         await self._notify()
 
     async def _serve_cdn(self, request: web.Request) -> web.Response:
+        self.cdn_requests.append(request.match_info["path"])
         found = self._cdn.get(request.match_info["path"])
         if found is None:
             return web.Response(status=404, text="Not Found")
@@ -597,6 +623,10 @@ class FakeDiscord:
                         )  # type: ignore[union-attr]
             elif request.can_read_body:
                 call.json = await request.json()
+            for rule in self._rejections:
+                if rule[0] == call.method and rule[1] in call.path:
+                    self._rejections.remove(rule)
+                    raise _Refused(rule[2])
             response = await self._route(request, call)
         except _Refused as exc:
             response = exc.response
