@@ -34,6 +34,7 @@ class Target(Protocol):
     """A message a job's progress and result are drawn on."""
 
     upload_limit: int
+    message_id: int | None
 
     async def show(
         self,
@@ -116,6 +117,7 @@ class MessageTarget:
 
     def __init__(self, status: discord.Message, requester: discord.abc.User) -> None:
         self.status = status
+        self.message_id: int | None = status.id
         self.requester = requester
         guild = status.guild
         self.upload_limit = guild.filesize_limit if guild is not None else DEFAULT_UPLOAD_LIMIT
@@ -261,13 +263,18 @@ class JobRunner:
             result = await self.app.service.run(request, renderer.on_event)
             await renderer.close()
             files = await result_files(result.images, result.job_id, target.upload_limit)
+            # Link first, so a reply that comes the moment the result appears finds its job.
+            linked = target.message_id
+            if linked is not None:
+                await store.link_message("discord", str(linked), result.job_id)
             message_id = await target.show(
                 None,
                 embed=render.result_embed(result, requester_label),
                 files=files,
                 view=self.result_view(result.job_id),
             )
-            await store.link_message("discord", str(message_id), result.job_id)
+            if message_id != linked:
+                await store.link_message("discord", str(message_id), result.job_id)
             return result.job_id
         except UserFacingError as exc:
             await renderer.close()

@@ -1,0 +1,179 @@
+"""Reply to edit: replies to results (and mentions on other images) start edits, in chains."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from PIL import Image
+
+from tests.fakes.discord_server import BotFactory, FakeDiscord
+from tests.fakes.openai_server import FakeOpenAI
+
+
+def png(size: tuple[int, int] = (64, 64), colour: tuple[int, ...] = (30, 160, 90)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGBA" if len(colour) == 4 else "RGB", size, colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+async def reply_result(fake: FakeDiscord, user_message: dict[str, Any]) -> dict[str, Any]:
+    """Wait for the bot's reply to ``user_message`` to show a finished result."""
+
+    def done() -> dict[str, Any] | None:
+        for message in fake.channel_messages():
+            ref = message.get("message_reference") or {}
+            if ref.get("message_id") == user_message["id"] and message["embeds"]:
+                return message
+        return None
+
+    found: dict[str, Any] = await fake.wait_until(done)
+    return found
+
+
+async def test_a_chain_of_three_reply_edits(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    app, _bot = await discord_bot()
+    it = await discord_fake.slash(discord_fake.alice, prompt="a house on a hill")
+    result = await discord_fake.result_of(it)
+
+    jobs = [(await app.store.job_for_message("discord", result["id"]))]
+    for step, prompt in enumerate(["make it night", "add snow", "add a fox"], start=1):
+        previous = result
+        asked = await discord_fake.send_message(discord_fake.alice, prompt, reply_to=previous["id"])
+        result = await reply_result(discord_fake, asked)
+
+        sent = openai_fake.requests[step]
+        assert sent.path == "/v1/images/edits"
+        assert sent.form["prompt"] == prompt
+        [image] = [f for f in sent.files if f.field in ("image", "image[]")]
+        # The edit starts from exactly the image the user replied to.
+        assert image.data == discord_fake.cdn_bytes(previous["attachments"][0])
+        assert result["embeds"][0]["title"] == "Edited image"
+        assert result["type"] == 19  # a reply to the user's message
+        job = await app.store.job_for_message("discord", result["id"])
+        assert job is not None and job.parent_job_id == jobs[-1].id  # type: ignore[union-attr]
+        jobs.append(job)
+    assert len(openai_fake.requests) == 4
+
+
+async def test_reply_attachments_are_extra_inputs_and_mask(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    await discord_bot()
+    it = await discord_fake.slash(discord_fake.alice, prompt="an empty table", size="1024x1024")
+    result = await discord_fake.result_of(it)
+    extra = discord_fake.upload(png(), "vase.png")
+    mask = discord_fake.upload(png((1024, 1024), (0, 0, 0, 0)), "mask-table.png")
+    asked = await discord_fake.send_message(
+        discord_fake.alice,
+        "put the vase on the table",
+        attachments=(extra, mask),
+        reply_to=result["id"],
+    )
+    await reply_result(discord_fake, asked)
+    sent = openai_fake.requests[-1]
+    assert [f.field for f in sent.files].count("image[]") == 2
+    assert [f.field for f in sent.files].count("mask") == 1
+
+
+async def test_without_the_content_intent_only_replies_that_ping_the_bot_work(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    _app, bot = await discord_bot()
+    assert not bot.intents.message_content
+    it = await discord_fake.slash(discord_fake.alice, prompt="a red boat")
+    result = await discord_fake.result_of(it)
+
+    # Discord strips the text of a reply that does not ping the bot: nothing can be done.
+    silent = await discord_fake.send_message(
+        discord_fake.alice, "make it blue", reply_to=result["id"], ping=False
+    )
+    pinged = await discord_fake.send_message(
+        discord_fake.alice, "make it green", reply_to=result["id"]
+    )
+    await reply_result(discord_fake, pinged)
+    assert [r.form["prompt"] for r in openai_fake.requests[1:]] == ["make it green"]
+    assert not [
+        m
+        for m in discord_fake.channel_messages()
+        if (m.get("message_reference") or {}).get("message_id") == silent["id"]
+    ]
+
+
+async def test_with_the_content_intent_any_reply_works(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    _app, _bot = await discord_bot(discord_message_content_intent=True)
+    assert discord_fake.identify is not None
+    assert discord_fake.identify["intents"] & (1 << 15)
+    it = await discord_fake.slash(discord_fake.alice, prompt="a red boat")
+    result = await discord_fake.result_of(it)
+    asked = await discord_fake.send_message(
+        discord_fake.bob, "make it blue", reply_to=result["id"], ping=False
+    )
+    await reply_result(discord_fake, asked)
+    assert openai_fake.requests[-1].form["prompt"] == "make it blue"
+
+
+async def test_mentioning_the_bot_on_someone_elses_image_edits_it(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    _app, _bot = await discord_bot()
+    photo = discord_fake.upload(png((80, 60), (90, 90, 200)), "holiday.png")
+    theirs = await discord_fake.send_message(discord_fake.bob, "look!", attachments=(photo,))
+    asked = await discord_fake.send_message(
+        discord_fake.alice,
+        f"<@{discord_fake.bot.id}> turn this into a painting",
+        reply_to=theirs["id"],
+    )
+    result = await reply_result(discord_fake, asked)
+    sent = openai_fake.requests[-1]
+    assert sent.path == "/v1/images/edits"
+    assert sent.form["prompt"] == "turn this into a painting"
+    assert result["embeds"][0]["title"] == "Edited image"
+
+
+async def test_a_reply_without_words_gets_a_hint(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    await discord_bot()
+    it = await discord_fake.slash(discord_fake.alice, prompt="a red boat")
+    result = await discord_fake.result_of(it)
+    asked = await discord_fake.send_message(
+        discord_fake.alice, f"<@{discord_fake.bot.id}>", reply_to=result["id"]
+    )
+    hint = await discord_fake.wait_until(
+        lambda: [
+            m
+            for m in discord_fake.channel_messages()
+            if (m.get("message_reference") or {}).get("message_id") == asked["id"]
+        ]
+    )
+    assert "Tell me what to change" in hint[0]["content"]
+    assert len(openai_fake.requests) == 1
+
+
+async def test_a_refused_reply_edit_is_explained_in_the_reply(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    await discord_bot()
+    it = await discord_fake.slash(discord_fake.alice, prompt="a red boat")
+    result = await discord_fake.result_of(it)
+    openai_fake.fail_next("moderation_blocked", categories=["violence"])
+    asked = await discord_fake.send_message(
+        discord_fake.alice, "add a battle", reply_to=result["id"]
+    )
+
+    def explained() -> list[dict[str, Any]]:
+        return [
+            m
+            for m in discord_fake.channel_messages()
+            if (m.get("message_reference") or {}).get("message_id") == asked["id"]
+            and "safety system" in m["content"]
+        ]
+
+    [reply] = await discord_fake.wait_until(explained)
+    assert "violence" in reply["content"]
+    assert not reply["embeds"] and not reply["attachments"] and not reply["components"]
