@@ -291,15 +291,16 @@ class _Display:
             initial_comment=self._headline(_count(len(uploads))),
         )
         file_ids = [str(f["id"]) for f in response.get("files") or []]
+        # Link before showing "done", so a reply or click right after it finds this job.
+        await self.store.link_message("slack", f"{self.channel}:{self.ts}", result.job_id)
+        # The thread root points at the newest image, so a reply edits that one.
+        await self.store.link_message("slack", f"{self.channel}:{root}", result.job_id)
+        await self.store.set_platform_ref(result.job_id, {"files": file_ids, "root": root})
         text = self._headline(f"done in {result.elapsed_s:.0f} s")
         content = blocks.result_blocks(
             text, self._details(result), result.job_id, file_ids[0] if file_ids else None
         )
         await self._update(text, content if self.images_ok else blocks.text_only(content))
-        await self.store.link_message("slack", f"{self.channel}:{self.ts}", result.job_id)
-        # The thread root points at the newest image, so a reply edits that one.
-        await self.store.link_message("slack", f"{self.channel}:{root}", result.job_id)
-        await self.store.set_platform_ref(result.job_id, {"files": file_ids, "root": root})
 
     def _details(self, result: JobResult) -> str:
         parts = [

@@ -264,17 +264,20 @@ async def test_run_slack_until_cancelled_and_config_errors(
     with pytest.raises(asyncio.CancelledError):
         await task
     await slack_fake.wait_until(lambda: not slack_fake._sockets)
+    await app.aclose()
 
     no_secret = await make_app(slack_bot_token=BOT_TOKEN, slack_api_url=slack_fake.api_url)
     with pytest.raises(ConfigError) as raised:
         await run_slack(no_secret)
     assert raised.value.variable == "SLACK_SIGNING_SECRET"
+    await no_secret.aclose()
     bad_token = await make_app(
         slack_bot_token="xoxb-wrong", slack_app_token=APP_TOKEN, slack_api_url=slack_fake.api_url
     )
     with pytest.raises(ConfigError) as raised:
         await run_slack(bad_token)
     assert raised.value.variable == "SLACK_BOT_TOKEN" and "invalid_auth" in str(raised.value)
+    await bad_token.aclose()
     with pytest.raises(ConfigError) as raised:
         SlackBot(await make_app())
     assert raised.value.variable == "SLACK_BOT_TOKEN"
