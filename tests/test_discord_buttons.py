@@ -1,0 +1,137 @@
+"""Result buttons (after a restart too), the Edit modal and the "Edit image" message menu."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from tests.fakes.discord_server import EPHEMERAL, BotFactory, FakeDiscord
+from tests.fakes.openai_server import FakeOpenAI
+
+
+def png(size: tuple[int, int] = (64, 64)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (120, 30, 200)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def job_of(message: dict[str, object]) -> str:
+    embeds = message["embeds"]
+    assert isinstance(embeds, list)
+    fields = {f["name"]: f["value"] for f in embeds[0]["fields"]}
+    return str(fields["Job"]).strip("`")
+
+
+async def test_regenerate_works_after_a_restart(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    app, bot = await discord_bot()
+    it = await discord_fake.slash(discord_fake.alice, prompt="a glass whale", quality="low")
+    first = await discord_fake.result_of(it)
+    job_id = job_of(first)
+
+    await bot.close()
+    await app.aclose()
+    app, bot = await discord_bot()  # a new process: same data directory, nothing in memory
+
+    click = await discord_fake.click(discord_fake.bob, first["id"], f"imagine:regen:{job_id}")
+    again = await discord_fake.result_of(click)
+    assert click.callback_type == 5
+    assert again["id"] != first["id"]
+    assert [r.json["prompt"] for r in openai_fake.requests] == ["a glass whale"] * 2
+    assert openai_fake.requests[1].json["quality"] == "low"
+    new_job = await app.store.job_for_message("discord", again["id"])
+    assert new_job is not None and new_job.requester.user_id == discord_fake.bob.id
+
+
+async def test_regenerate_counts_against_whoever_clicks(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    await discord_bot(imagine_user_limit="1/day")
+    it = await discord_fake.slash(discord_fake.alice, prompt="a paper crane")
+    first = await discord_fake.result_of(it)
+    regen = f"imagine:regen:{job_of(first)}"
+
+    by_bob = await discord_fake.click(discord_fake.bob, first["id"], regen)
+    await discord_fake.result_of(by_bob)
+    by_alice = await discord_fake.click(discord_fake.alice, first["id"], regen)
+    refusal = await discord_fake.private_reply(by_alice)
+    assert "limit of 1 images per day" in refusal["content"]
+    assert len(openai_fake.requests) == 2
+
+
+async def test_edit_button_asks_in_a_modal_then_edits_the_result(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    await discord_bot()
+    it = await discord_fake.slash(discord_fake.alice, prompt="a quiet harbour")
+    first = await discord_fake.result_of(it)
+    click = await discord_fake.click(
+        discord_fake.alice, first["id"], f"imagine:edit:{job_of(first)}"
+    )
+    await discord_fake.wait_until(lambda: click.callback_type == 9)
+    submitted = await discord_fake.submit_modal(
+        discord_fake.alice, click, {"prompt": "add fireworks"}
+    )
+    edited = await discord_fake.result_of(submitted)
+
+    sent = openai_fake.requests[-1]
+    assert sent.path == "/v1/images/edits" and sent.form["prompt"] == "add fireworks"
+    [image] = [f for f in sent.files if f.field in ("image", "image[]")]
+    assert image.data == discord_fake.cdn_bytes(first["attachments"][0])
+    assert edited["embeds"][0]["description"] == "add fireworks"
+
+
+async def test_delete_is_for_the_requester_or_a_moderator(
+    discord_fake: FakeDiscord, discord_bot: BotFactory
+) -> None:
+    await discord_bot()
+    mine = await discord_fake.result_of(await discord_fake.slash(discord_fake.alice, prompt="one"))
+    other = await discord_fake.result_of(await discord_fake.slash(discord_fake.alice, prompt="two"))
+
+    refused = await discord_fake.click(
+        discord_fake.bob, mine["id"], f"imagine:delete:{job_of(mine)}"
+    )
+    answer = await discord_fake.private_reply(refused)
+    assert "Only the person who asked" in answer["content"]
+    assert mine["id"] in discord_fake.messages
+
+    await discord_fake.click(discord_fake.alice, mine["id"], f"imagine:delete:{job_of(mine)}")
+    await discord_fake.click(discord_fake.mod, other["id"], f"imagine:delete:{job_of(other)}")
+    await discord_fake.wait_until(
+        lambda: mine["id"] not in discord_fake.messages and other["id"] not in discord_fake.messages
+    )
+
+
+async def test_edit_image_menu_edits_any_message_with_an_image(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    await discord_bot()
+    photo = discord_fake.upload(png((96, 64)), "cat.png")
+    posted = await discord_fake.send_message(discord_fake.bob, "my cat", attachments=(photo,))
+    menu = await discord_fake.context_menu(discord_fake.alice, "Edit image", posted["id"])
+    await discord_fake.wait_until(lambda: menu.callback_type == 9)
+    assert menu.callback_data is not None and menu.callback_data["title"] == "Edit image"
+    submitted = await discord_fake.submit_modal(
+        discord_fake.alice, menu, {"prompt": "give the cat a hat"}
+    )
+    result = await discord_fake.result_of(submitted)
+
+    sent = openai_fake.requests[-1]
+    assert sent.path == "/v1/images/edits" and sent.form["prompt"] == "give the cat a hat"
+    [image] = [f for f in sent.files if f.field in ("image", "image[]")]
+    assert Image.open(io.BytesIO(image.data)).size == (96, 64)
+    assert result["embeds"][0]["title"] == "Edited image"
+
+
+async def test_edit_image_menu_on_a_message_without_an_image(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    await discord_bot()
+    posted = await discord_fake.send_message(discord_fake.bob, "just words")
+    menu = await discord_fake.context_menu(discord_fake.alice, "Edit image", posted["id"])
+    answer = await discord_fake.private_reply(menu)
+    assert answer["flags"] & EPHEMERAL
+    assert "no image" in answer["content"]
+    assert openai_fake.requests == []
