@@ -25,21 +25,17 @@ _OPENABLE = (
     "QOI", "PPM", "DDS",
 )  # fmt: skip
 _KEPT_AS_IS = {"png", "jpeg", "webp"}
-_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
+_SUFFIXES = {"png": (".png",), "jpeg": (".jpg", ".jpeg", ".jpe"), "webp": (".webp",)}
 _MIME_EXTRA = {"gif": "image/gif", "bmp": "image/bmp", "tiff": "image/tiff", "avif": "image/avif"}
 # Outputs and previews have no operator limit; this keeps one call's decode bounded anyway.
 _WORK_PIXEL_CAP = 100_000_000
 _ORIENTATION = 0x0112
 
-_IMAGE_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"\xff\xd8\xff", "jpeg"),
-    (b"GIF87a", "gif"),
-    (b"GIF89a", "gif"),
-    (b"BM", "bmp"),
-    (b"II*\x00", "tiff"),
-    (b"MM\x00*", "tiff"),
-)
+_IMAGE_MAGIC = {
+    b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpeg", b"GIF87a": "gif", b"GIF89a": "gif",
+    b"BM": "bmp", b"II*\x00": "tiff", b"MM\x00*": "tiff",
+}  # fmt: skip
+_DAMAGED = "looks damaged (it may be incomplete); try saving or exporting it again"
 _UNSUPPORTED = ", which isn't supported; please send it as PNG, JPEG or WebP"
 _NOT_IMAGE_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"%PDF-", "a PDF document, not an image"),
@@ -84,10 +80,10 @@ def normalise_source(data: bytes, filename: str, *, max_bytes: int, max_pixels: 
     _load(im, filename)
     if _keepable(im, fmt):
         return SourceImage(data, _named(filename, fmt), MIME_BY_FORMAT[fmt], width, height)
-    ImageOps.exif_transpose(im, in_place=True)
+    _upright(im)
     # Keep an RGB colour profile (phones tag photos Display P3); a CMYK or grey one no longer fits.
     icc = im.info.get("icc_profile") if im.mode in ("RGB", "RGBA", "P") else None
-    out = _api_mode(im)
+    out = _api_mode(im, filename)
     del im
     if fmt == "jpeg":
         encoded, out_fmt = _encode(out, "jpeg", 95, icc), "jpeg"
@@ -110,14 +106,14 @@ def prepare_mask(
         raise AttachmentRejected(
             filename, "has no transparency; the transparent areas mark what to change"
         )
-    ImageOps.exif_transpose(im, in_place=True)
-    mask = _api_mode(im)
+    _upright(im)
+    mask = _api_mode(im, filename)
     del im
     if mask.mode != "RGBA":
         mask = mask.convert("RGBA")
     target = (first.width, first.height)
     if first.width <= 0 or first.height <= 0:
-        target = _header_size(first.data)
+        target = _header_size(first)
     if mask.size != target:
         (mw, mh), (tw, th) = mask.size, target
         if abs(mw * th - mh * tw) > 0.01 * tw * mh:
@@ -153,7 +149,8 @@ def fit_for_upload(data: bytes, filename: str, limit_bytes: int) -> tuple[bytes,
         return data, filename, _mime(sniff_format(data))
     im = _open_checked(data, filename, max_bytes=len(data), max_pixels=_WORK_PIXEL_CAP)
     _load(im, filename)
-    flat = _api_mode(im)
+    _upright(im)
+    flat = _api_mode(im, filename)
     del im
     encoded, fmt, _ = _shrink_to_fit(flat, limit_bytes, filename)
     return encoded, _named(filename, fmt, force=True), MIME_BY_FORMAT[fmt]
@@ -163,11 +160,11 @@ def preview_jpeg(data: bytes, max_side: int = 512) -> bytes:
     """A small JPEG of the image, for progress previews."""
     name = "preview image"
     im = _open_checked(data, name, max_bytes=len(data), max_pixels=_WORK_PIXEL_CAP)
-    if im.format == "JPEG":
+    if _format_name(im) == "jpeg":
         im.draft("RGB", (max_side, max_side))
     _load(im, name)
-    ImageOps.exif_transpose(im, in_place=True)
-    small = _api_mode(im)
+    _upright(im)
+    small = _api_mode(im, name)
     del im
     small.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     return _encode(_on_white(small), "jpeg", 80)
@@ -190,6 +187,8 @@ def _open_checked(data: bytes, filename: str, *, max_bytes: int, max_pixels: int
         raise AttachmentRejected(
             filename, f"is {size}; the limit is {_trim(max_pixels / 1e6)} megapixels"
         ) from None
+    except MemoryError:
+        raise
     except Exception:
         raise AttachmentRejected(filename, _describe_unreadable(data)) from None
     width, height = im.size
@@ -204,15 +203,14 @@ def _open_checked(data: bytes, filename: str, *, max_bytes: int, max_pixels: int
     return im
 
 
-_DAMAGED = "looks damaged (it may be incomplete); try saving or exporting it again"
-
-
 def _load(im: Image.Image, filename: str) -> None:
     """Decode the first frame, turning any decoder complaint into a plain refusal."""
     try:
         im.load()
     except Image.DecompressionBombError:
         raise AttachmentRejected(filename, "is too large to open safely") from None
+    except MemoryError:
+        raise
     except Exception:
         raise AttachmentRejected(filename, _DAMAGED) from None
 
@@ -253,10 +251,7 @@ def _describe_unreadable(data: bytes) -> str:
 def _magic_format(data: bytes) -> str | None:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp"
-    for magic, fmt in _IMAGE_MAGIC:
-        if data.startswith(magic):
-            return fmt
-    return None
+    return next((fmt for magic, fmt in _IMAGE_MAGIC.items() if data.startswith(magic)), None)
 
 
 def _format_name(im: Image.Image) -> str:
@@ -276,30 +271,49 @@ def _keepable(im: Image.Image, fmt: str) -> bool:
 
 
 def _orientation(im: Image.Image) -> int | None:
-    value = im.getexif().get(_ORIENTATION)
+    try:
+        value = im.getexif().get(_ORIENTATION)
+    except Exception:
+        return None  # unreadable EXIF: the pixels as stored are all we can trust
     return value if isinstance(value, int) else None
 
 
-def _header_size(data: bytes) -> tuple[int, int]:
-    with Image.open(io.BytesIO(data), formats=_OPENABLE) as im:
-        return im.size
+def _upright(im: Image.Image) -> None:
+    """Apply the EXIF orientation in place (cameras store pixels sideways and tag them)."""
+    try:
+        ImageOps.exif_transpose(im, in_place=True)
+    except MemoryError:
+        raise
+    except Exception:
+        return  # unreadable EXIF: keep the pixels as stored rather than refuse the image
+
+
+def _header_size(image: SourceImage) -> tuple[int, int]:
+    try:
+        with Image.open(io.BytesIO(image.data), formats=_OPENABLE) as im:
+            return im.size
+    except Exception:
+        raise AttachmentRejected(image.filename, _describe_unreadable(image.data)) from None
 
 
 # --- conversion and encoding ----------------------------------------------------------------
 
 
-def _api_mode(im: Image.Image) -> Image.Image:
+def _api_mode(im: Image.Image, filename: str) -> Image.Image:
     """The image as 8-bit RGB, or RGBA when it has transparency (what the API expects)."""
     mode = im.mode
     if mode in ("RGB", "RGBA") and "transparency" not in im.info:
         return im
-    if mode == "CMYK":
-        return _cmyk_to_rgb(im)
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        return _to_eight_bit(im).convert("RGB")
-    if im.has_transparency_data:
-        return im.convert("RGBA")
-    return im.convert("RGB")
+    try:
+        if mode == "CMYK":
+            return _cmyk_to_rgb(im)
+        if mode.startswith("I;16") or mode in ("I", "F"):
+            return _to_eight_bit(im).convert("RGB")
+        return im.convert("RGBA" if im.has_transparency_data else "RGB")
+    except ValueError:  # a pixel layout Pillow reads but cannot convert
+        raise AttachmentRejected(
+            filename, f"uses a colour format ({mode}) that can't be converted"
+        ) from None
 
 
 def _to_eight_bit(im: Image.Image) -> Image.Image:
@@ -368,18 +382,15 @@ def _shrink_to_fit(
             if fmt == "webp" and max(current.size) > _WEBP_MAX_SIDE:
                 continue
             source = current if fmt == "webp" or opaque is None else opaque
-            for quality in _QUALITIES:
-                encoded = _encode(source, fmt, quality)
+            ladder = list(_QUALITIES)
+            while ladder:
+                encoded = _encode(source, fmt, ladder.pop(0))
                 if len(encoded) <= limit_bytes:
                     return encoded, fmt, source
                 smallest = min(smallest, len(encoded))
                 # WebP is slow on large images; far off the limit, only the lowest quality can help.
-                if len(encoded) > 2 * limit_bytes and quality > _QUALITIES[-1]:
-                    encoded = _encode(source, fmt, _QUALITIES[-1])
-                    if len(encoded) <= limit_bytes:
-                        return encoded, fmt, source
-                    smallest = min(smallest, len(encoded))
-                    break
+                if len(encoded) > 2 * limit_bytes:
+                    ladder = ladder[-1:]
         width, height = current.size
         if width <= 16 and height <= 16:
             raise AttachmentRejected(filename, "can't be made small enough to upload here")
@@ -400,12 +411,9 @@ def _shrink_to_fit(
 def _named(filename: str, fmt: str, *, force: bool = False) -> str:
     """The filename with an extension matching ``fmt`` (kept if it already matches)."""
     path = PurePath(filename or "image")
-    suffix = path.suffix.lower()
-    if not force and suffix in {"png": (".png",), "jpeg": (".jpg", ".jpeg", ".jpe")}.get(
-        fmt, (_EXTENSIONS.get(fmt, ""),)
-    ):
+    if not force and path.suffix.lower() in _SUFFIXES[fmt]:
         return path.name
-    return (path.stem or "image") + _EXTENSIONS.get(fmt, "." + fmt)
+    return (path.stem or "image") + _SUFFIXES[fmt][0]
 
 
 def _mime(fmt: str | None) -> str:
@@ -420,8 +428,5 @@ def _trim(value: float) -> str:
 
 def _megabytes(size: int, limit: int) -> str:
     """The size in MB with enough decimals that it never reads as equal to the limit."""
-    for decimals in (1, 2, 3):
-        text = f"{size / MIB:.{decimals}f}"
-        if float(text) > limit / MIB:
-            return text.removesuffix(".0") if decimals == 1 else text
-    return f"{size / MIB:.3f}"
+    texts = [f"{size / MIB:.{decimals}f}" for decimals in (1, 2, 3)]
+    return next((t for t in texts if float(t) > limit / MIB), texts[-1]).removesuffix(".0")

@@ -468,3 +468,23 @@ def test_greyscale_jpeg_becomes_an_rgb_jpeg() -> None:
     source = normalise(encode(Image.new("L", (16, 16), 120), "JPEG"), "bw.jpeg")
     out = decode(source.data)
     assert (source.filename, out.format, out.mode) == ("bw.jpeg", "JPEG", "RGB")
+
+
+def test_mask_is_checked_against_a_raw_first_image_of_unknown_size() -> None:
+    raw = SourceImage(encode(noise((64, 64)), "PNG"), "photo.png", mime="")
+    mask = mask_for(encode(mask_image((32, 32)), "PNG"), "mask.png", raw)
+    assert decode(mask.data).size == (64, 64)
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
+def test_unreadable_exif_does_not_cost_the_user_the_image() -> None:
+    data = encode(noise((30, 20)), "JPEG", exif=b"Exif\x00\x00MM\x00*\xff\xff\xff\xff")
+    source = normalise(data, "odd.jpg")
+    assert (source.width, source.height) == (30, 20)
+    assert decode(source.data).size == (30, 20)
+
+
+def test_preview_of_a_large_jpeg_keeps_its_shape() -> None:
+    data = encode(noise((4000, 3000)), "JPEG", quality=70)
+    out = decode(preview_jpeg(data, max_side=256))
+    assert (out.format, out.size) == ("JPEG", (256, 192))
