@@ -147,7 +147,7 @@ class FakeDiscord:
         self.problems: list[str] = []
         self.deleted: list[dict[str, Any]] = []
         self.cdn_requests: list[str] = []
-        self._rejections: list[tuple[str, str, web.Response]] = []
+        self._rejections: list[tuple[Callable[[Call], bool], web.Response]] = []
         self.api_url = self.gateway_url = self.base = ""
         self._cdn: dict[str, tuple[bytes, str]] = {}
         self._ws: web.WebSocketResponse | None = None
@@ -400,9 +400,11 @@ class FakeDiscord:
         """Wait until a bot has identified on the gateway."""
         await self.wait_until(lambda: self._ws is not None and self.identify is not None, timeout)
 
-    def reject_next(self, method: str, fragment: str, status: int, code: int, message: str) -> None:
-        """Answer the next ``method`` request whose path contains ``fragment`` with an error."""
-        self._rejections.append((method, fragment, _error(status, code, message)))
+    def reject_next(
+        self, matches: Callable[[Call], bool], status: int, code: int, message: str
+    ) -> None:
+        """Answer the next request that ``matches`` with a Discord error."""
+        self._rejections.append((matches, _error(status, code, message)))
 
     def expire(self, interaction: FakeInteraction) -> None:
         """Make an interaction token invalid, as after 15 minutes."""
@@ -624,9 +626,9 @@ class FakeDiscord:
             elif request.can_read_body:
                 call.json = await request.json()
             for rule in self._rejections:
-                if rule[0] == call.method and rule[1] in call.path:
+                if rule[0](call):
                     self._rejections.remove(rule)
-                    raise _Refused(rule[2])
+                    raise _Refused(rule[1])
             response = await self._route(request, call)
         except _Refused as exc:
             response = exc.response

@@ -1,0 +1,128 @@
+"""Refusals and failures reach the user as private, plain-words messages; big results still fit."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+
+import pytest
+from PIL import Image
+
+from tests.fakes.discord_server import EPHEMERAL, BotFactory, Call, FakeDiscord
+from tests.fakes.openai_server import FakeOpenAI
+
+
+def png(size: tuple[int, int] = (64, 64)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (10, 10, 10)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def assert_private_and_plain(fake: FakeDiscord, reply: dict[str, object]) -> None:
+    assert isinstance(reply["flags"], int) and reply["flags"] & EPHEMERAL
+    assert "Traceback" not in str(reply["content"])
+    # The public "thinking…" message made way for the private answer.
+    assert not [m for m in fake.channel_messages() if m.get("_token") and not m["embeds"]]
+
+
+async def test_over_the_limit_says_when_it_resets(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    await discord_bot(imagine_user_limit="1/day")
+    await discord_fake.result_of(await discord_fake.slash(discord_fake.alice, prompt="first"))
+    it = await discord_fake.slash(discord_fake.alice, prompt="second")
+    reply = await discord_fake.private_reply(it)
+
+    assert_private_and_plain(discord_fake, reply)
+    assert "limit of 1 images per day" in str(reply["content"])
+    assert re.search(r"<t:\d+:R>", str(reply["content"]))
+    assert len(openai_fake.requests) == 1
+
+
+async def test_a_blocked_prompt_names_the_category_and_refunds(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    app, _bot = await discord_bot()
+    openai_fake.fail_next("moderation_blocked", categories=["violence"])
+    it = await discord_fake.slash(discord_fake.alice, prompt="something nasty")
+    reply = await discord_fake.private_reply(it)
+
+    assert_private_and_plain(discord_fake, reply)
+    assert "safety system" in str(reply["content"]) and "violence" in str(reply["content"])
+    [usage] = await app.store.usage_summary(f"discord:{discord_fake.alice.id}")
+    assert usage.images_today == 0 and usage.cost_today == 0
+
+
+async def test_provider_outage_is_explained(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    await discord_bot(openai_max_retries=1)
+    openai_fake.fail_next("server_error", times=2)
+    it = await discord_fake.slash(discord_fake.alice, prompt="a calm lake")
+    reply = await discord_fake.private_reply(it)
+    assert_private_and_plain(discord_fake, reply)
+    assert "unavailable right now" in str(reply["content"])
+
+
+async def test_refused_attachments_are_named_with_the_reason(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    await discord_bot(imagine_max_attachment_mb=1)
+    notes = discord_fake.upload(b"shopping list", "notes.txt", "text/plain")
+    it = await discord_fake.slash(discord_fake.alice, prompt="edit", image=notes)
+    reply = await discord_fake.private_reply(it)
+    assert "notes.txt" in str(reply["content"]) and "not an image" in str(reply["content"])
+
+    elsewhere = {**discord_fake.upload(png(), "evil.png"), "url": "https://example.com/evil.png"}
+    it = await discord_fake.slash(discord_fake.alice, prompt="edit", image=elsewhere)
+    reply = await discord_fake.private_reply(it)
+    assert "evil.png" in str(reply["content"]) and "not stored on Discord" in str(reply["content"])
+
+    huge = discord_fake.upload(b"\x89PNG" + bytes(2 * 1024 * 1024), "huge.png")
+    it = await discord_fake.slash(discord_fake.alice, prompt="edit", image=huge)
+    reply = await discord_fake.private_reply(it)
+    assert "huge.png" in str(reply["content"]) and "limit" in str(reply["content"])
+
+    assert discord_fake.cdn_requests == []  # nothing was downloaded
+    assert openai_fake.requests == []
+
+
+async def test_a_result_over_ten_megabytes_is_delivered_under_the_limit(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    await discord_bot()
+    openai_fake.noise = True  # incompressible: the PNG is well over 10 MiB
+    it = await discord_fake.slash(discord_fake.alice, prompt="static", size="2048x2048")
+    message = await discord_fake.result_of(it)
+
+    [attachment] = message["attachments"]
+    delivered = discord_fake.cdn_bytes(attachment)
+    assert len(delivered) <= discord_fake.attachment_size_limit
+    assert Image.open(io.BytesIO(delivered)).size[0] >= 1024
+    uploads = [c for c in discord_fake.calls_to("PATCH", it.token) if c.files]
+    assert all(c.status == 200 for c in uploads)  # never a 413 from Discord
+
+
+@pytest.mark.allow_error_logs
+async def test_an_unexpected_failure_shows_a_job_id_and_is_logged(
+    discord_fake: FakeDiscord,
+    discord_bot: BotFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await discord_bot()
+
+    def final_edit(call: Call) -> bool:
+        return call.method == "PATCH" and bool((call.json or {}).get("embeds"))
+
+    discord_fake.reject_next(final_edit, 400, 50035, "Invalid Form Body")
+    it = await discord_fake.slash(discord_fake.alice, prompt="a teapot")
+    reply = await discord_fake.private_reply(it)
+
+    match = re.search(r"job `([0-9a-z]+)`", str(reply["content"]))
+    assert match, reply["content"]
+    assert "Traceback" not in str(reply["content"]) and "50035" not in str(reply["content"])
+    logged = [
+        r for r in caplog.records if r.name == "adapters.discord" and r.levelno == logging.ERROR
+    ]
+    assert logged and match[1] in logged[0].getMessage()
