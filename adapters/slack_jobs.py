@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from adapters import slack_blocks as blocks
@@ -32,6 +33,18 @@ logger = logging.getLogger("adapters.slack")
 
 FAILED_STATE = "not made — nothing was charged"
 INTERRUPTED_STATE = "interrupted because the bot restarted — nothing was charged; please try again"
+
+
+# Slack errors that mean "the bot may not post here", which the user (not a bug) can fix.
+_CANT_POST_HERE = frozenset(
+    {
+        "not_in_channel",
+        "channel_not_found",
+        "is_archived",
+        "restricted_action",
+        "method_not_supported_for_channel_type",
+    }
+)
 
 
 def generic_error(job_id: str | None) -> str:
@@ -91,6 +104,17 @@ class SlackJobs:
         try:
             result = await self.service.run(request, display.on_event)
         except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if display.cant_post and task is not None and task.uncancel() == 0:
+                # Our own cancel: nothing can be shown here, so the job was stopped (refunded).
+                await self.tell(
+                    user,
+                    channel,
+                    _cant_post_text(display.cant_post),
+                    thread_ts=thread_ts,
+                    response_url=response_url,
+                )
+                return
             # Shutting down mid-job: the service has refunded it; say so where people look.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(display.close(INTERRUPTED_STATE)), 5.0)
@@ -114,17 +138,26 @@ class SlackJobs:
             return
         try:
             await display.deliver(result)
-        except Exception:
-            logger.exception("Slack job %s: posting the result failed", result.job_id)
-            await display.close(f"made, but I couldn't post it here (job {result.job_id})")
-            await self.tell(
-                user,
-                channel,
-                f"Your image was made, but I couldn't post it here (job {result.job_id}); "
-                "it has been logged.",
-                thread_ts=thread_ts,
-                response_url=response_url,
-            )
+        except Exception as exc:
+            error = exc.response.get("error") if isinstance(exc, SlackApiError) else None
+            if error in _CANT_POST_HERE:
+                logger.warning("Slack job %s: can't post in %s: %s", result.job_id, channel, error)
+                text = _cant_post_text(str(error))
+            else:
+                logger.exception("Slack job %s: posting the result failed", result.job_id)
+                await display.close(f"made, but I couldn't post it here (job {result.job_id})")
+                text = (
+                    f"Your image was made, but I couldn't post it here (job {result.job_id}); "
+                    "it has been logged."
+                )
+            await self.tell(user, channel, text, thread_ts=thread_ts, response_url=response_url)
+
+
+def _cant_post_text(error: str) -> str:
+    return (
+        f"I can't post in this channel ({error}), so I didn't make the image and nothing was "
+        "charged. Invite me with `/invite @imagine`, or use me in a channel I'm in."
+    )
 
 
 class _Display:
@@ -155,7 +188,10 @@ class _Display:
         self.previews = 0
         self.pending_preview: bytes | None = None
         self.preview_file: str | None = None
-        self.images_ok = True
+        self.preview_files: list[str] = []
+        self.image_refusals = 0
+        self.cant_post: str | None = None
+        self.owner = asyncio.current_task()
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -186,12 +222,17 @@ class _Display:
 
     async def _post_placeholder(self) -> None:
         text = self._headline(blocks.queued_state(self.position))
-        response = await self.client.chat_postMessage(
-            channel=self.channel,
-            thread_ts=self.thread_ts,
-            text=text,
-            blocks=blocks.progress_blocks(text, None),
-        )
+        content = blocks.progress_blocks(text, None)
+        posted: AsyncSlackResponse | None
+        try:
+            posted = await self.client.chat_postMessage(
+                channel=self.channel, thread_ts=self.thread_ts, text=text, blocks=content
+            )
+        except SlackApiError as exc:
+            posted = await self._join_and_post(exc, text, content)
+        if posted is None:
+            return
+        response = posted
         self.ts = str(response["ts"])
         self._last = asyncio.get_running_loop().time()
         assert self.job_id is not None
@@ -199,6 +240,28 @@ class _Display:
             self.job_id, {"channel": self.channel, "ts": self.ts, "thread_ts": self.thread_ts}
         )
         self._task = asyncio.create_task(self._loop(), name=f"slack-progress-{self.job_id}")
+
+    async def _join_and_post(
+        self, exc: SlackApiError, text: str, content: list[blocks.Block]
+    ) -> AsyncSlackResponse | None:
+        error = str(exc.response.get("error"))
+        if error == "not_in_channel":
+            # /imagine works in any public channel: join it rather than fail.
+            try:
+                await self.client.conversations_join(channel=self.channel)
+                return await self.client.chat_postMessage(
+                    channel=self.channel, thread_ts=self.thread_ts, text=text, blocks=content
+                )
+            except SlackApiError as again:
+                error = str(again.response.get("error"))
+                if error == "method_not_supported_for_channel_type":
+                    error = "not_in_channel"  # a private channel: only an invite helps
+        if error not in _CANT_POST_HERE or self.owner is None:
+            raise exc
+        # The progress callback can't fail the job, so stop it before the image is paid for.
+        self.cant_post = error
+        self.owner.cancel()
+        return None
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -227,6 +290,7 @@ class _Display:
                     file=small, filename=f"preview-{self.job_id}.jpg", title="Preview"
                 )
                 self.preview_file = str(uploaded["files"][0]["id"])
+                self.preview_files.append(self.preview_file)
         if self.started is None:
             state = blocks.queued_state(self.position)
         else:
@@ -247,7 +311,7 @@ class _Display:
                 content
             ):
                 raise
-            self.images_ok = False
+            self.image_refusals += 1
             await self.client.chat_update(
                 channel=self.channel, ts=self.ts, text=text, blocks=blocks.text_only(content)
             )
@@ -269,12 +333,14 @@ class _Display:
             await self._update(text, blocks.progress_blocks(text, None))
         except SlackApiError as exc:
             logger.warning("couldn't update placeholder of job %s: %s", self.job_id, exc)
+        await self._delete_previews()
 
     async def deliver(self, result: JobResult) -> None:
         """Upload the images into the thread, finish the placeholder, link both to the job."""
         await self._stop()
         if self.ts is None:  # the service always reports Queued first; this is a safety net
             self.job_id = result.job_id
+            self.owner = None  # too late to stop the job: a failure here must raise
             await self._post_placeholder()
             await self._stop()
         assert self.ts is not None
@@ -301,6 +367,21 @@ class _Display:
             text, self._details(result), result.job_id, file_ids[0] if file_ids else None
         )
         await self._update(text, content if self.images_ok else blocks.text_only(content))
+        await self._delete_previews()
+
+    @property
+    def images_ok(self) -> bool:
+        """False once Slack refused image blocks twice (it may not show app files here)."""
+        return self.image_refusals < 2
+
+    async def _delete_previews(self) -> None:
+        # Previews are private to the bot; once the result is shown they are clutter.
+        for file_id in self.preview_files:
+            try:
+                await self.client.files_delete(file=file_id)
+            except SlackApiError as exc:
+                logger.info("preview %s not deleted: %s", file_id, exc.response.get("error"))
+        self.preview_files.clear()
 
     def _details(self, result: JobResult) -> str:
         parts = [

@@ -201,6 +201,23 @@ async def test_ephemeral_falls_back_to_response_url(
     assert "--quality ultra" in slack_fake.responses[0]["text"]
 
 
+async def test_joins_a_public_channel_but_explains_a_private_one(
+    slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
+) -> None:
+    await start_slack("socket")
+    slack_fake.outside.update({"C0PUBLIC", "G0PRIVATE"})
+    await slack_fake.send_command(slack_fake.command_payload("a kite", channel="C0PUBLIC"))
+    done = await slack_fake.wait_for("files.completeUploadExternal")
+    assert done[0].args["channel_id"] == "C0PUBLIC"
+    assert slack_fake.calls_to("conversations.join")[0].args["channel"] == "C0PUBLIC"
+    await slack_fake.send_command(slack_fake.command_payload("a secret", channel="G0PRIVATE"))
+    await slack_fake.wait_until(lambda: bool(slack_fake.responses))
+    text = slack_fake.responses[0]["text"]
+    assert "can't post in this channel" in text and "nothing was charged" in text
+    assert "/invite" in text
+    assert len(openai_fake.requests) == 1  # the private one never reached the image service
+
+
 async def test_channel_allow_list(
     slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
 ) -> None:

@@ -86,6 +86,8 @@ class FakeSlack:
     refuse_slack_file_blocks: bool = False
     # Files whose link answers Slack's sign-in page even with the token (no files:read scope).
     login_page_files: set[str] = field(default_factory=set)
+    # Channels the bot is not a member of (ids starting with G are private: it can't join).
+    outside: set[str] = field(default_factory=set)
     mode: str = "socket"
     events_url: str | None = None
 
@@ -566,6 +568,9 @@ class FakeSlack:
             return _err("invalid_auth" if token else "not_authed")
         if self.failures.get(method):
             return _err(self.failures[method].pop(0))
+        channel = args.get("channel") or args.get("channel_id")
+        if channel in self.outside and method != "conversations.join":
+            return _err("not_in_channel")
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)
         if handler is None:
             return _err("unknown_method")
@@ -583,6 +588,13 @@ class FakeSlack:
             "bot_id": BOT_ID,
             "is_enterprise_install": False,
         }
+
+    def _m_conversations_join(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = str(args.get("channel", ""))
+        if channel.startswith(("G", "D")):
+            return _err("method_not_supported_for_channel_type")
+        self.outside.discard(channel)
+        return {"ok": True, "channel": {"id": channel, "is_member": True}}
 
     def _m_users_info(self, args: dict[str, Any]) -> dict[str, Any]:
         user = self.users.get(str(args.get("user")))
