@@ -428,6 +428,17 @@ class FakeDiscord:
             it.original_id = msg["id"]
         return it
 
+    def seed_bot_message(self, content: str) -> dict[str, Any]:
+        """A message the bot posted earlier (for restart tests)."""
+        message = self._message(self.bot.payload(), content=content)
+        self.messages[message["id"]] = message
+        return message
+
+    @property
+    def connected(self) -> bool:
+        """True while a bot holds an identified gateway connection."""
+        return self._ws is not None and not self._ws.closed
+
     # --- internals -------------------------------------------------------------------------------
     def _command_id(self, name: str) -> str:
         for commands in self.commands.values():

@@ -1,0 +1,151 @@
+"""Start-up and shutdown: interrupted jobs, bad settings, run_discord, and the invite link."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+from adapters.discord_bot import application_id_from_token, discord_invite_url, run_discord
+from bot.app import App
+from bot.errors import ConfigError
+from bot.models import ImageRequest, Requester
+from tests.fakes.app_fixtures import AppFactory
+from tests.fakes.discord_server import BotFactory, FakeDiscord
+
+
+async def running_job(app: App, fake: FakeDiscord, prompt: str, platform: str = "discord") -> str:
+    """A job a previous process admitted and started, then died in."""
+    requester = Requester(platform, fake.alice.id, fake.guild_id, fake.channel_id, "alice")
+    job = await app.store.admit(
+        ImageRequest(requester=requester, prompt=prompt),
+        limits=app.settings.user_limits,
+        budgets=(),
+        estimated_cost=0.05,
+        exempt=False,
+    )
+    await app.store.mark_running(job.id)
+    return job.id
+
+
+async def test_interrupted_jobs_are_reported_after_a_restart(
+    discord_fake: FakeDiscord, discord_bot: BotFactory
+) -> None:
+    app, bot = await discord_bot(imagine_user_limit="10/day")
+    fresh = discord_fake.seed_interaction(discord_fake.alice)
+    expired = discord_fake.seed_interaction(discord_fake.alice)
+    discord_fake.expire(expired)
+    old = discord_fake.seed_interaction(discord_fake.alice)
+    status = discord_fake.seed_bot_message("⏳ Queued")
+    refs = [
+        (fresh, {"created_at": time.time()}),
+        (expired, {"created_at": time.time()}),
+        (old, {"created_at": time.time() - 3600}),
+    ]
+    jobs = {}
+    for it, extra in refs:
+        job_id = await running_job(app, discord_fake, f"prompt for {it.token}")
+        await app.store.set_platform_ref(
+            job_id,
+            {
+                "kind": "interaction",
+                "application_id": discord_fake.app_id,
+                "interaction_token": it.token,
+                "channel_id": discord_fake.channel_id,
+                "message_id": it.original_id,
+                **extra,
+            },
+        )
+        jobs[it.token] = job_id
+    reply_job = await running_job(app, discord_fake, "a reply edit")
+    await app.store.set_platform_ref(
+        reply_job,
+        {"kind": "message", "channel_id": discord_fake.channel_id, "message_id": status["id"]},
+    )
+    await running_job(app, discord_fake, "a slack job", platform="slack")
+
+    await bot.close()
+    await app.aclose()
+    app, bot = await discord_bot(imagine_user_limit="10/day")
+
+    def notices() -> list[dict[str, object]]:
+        return [m for m in discord_fake.channel_messages() if "interrupted" in m["content"]]
+
+    # Fresh token: its message is edited. Expired or old token: a channel post names the user.
+    found = await discord_fake.wait_until(lambda: len(notices()) >= 4 and notices())
+    assert "interrupted" in discord_fake.original(fresh)["content"]
+    assert "interrupted" in discord_fake.messages[status["id"]]["content"]
+    posts = [m for m in found if m["id"] not in (fresh.original_id, status["id"])]
+    assert len(posts) == 2
+    assert all(str(m["content"]).startswith(f"<@{discord_fake.alice.id}>") for m in posts)
+    assert all("Nothing was charged" in str(m["content"]) for m in found)
+    assert not [m for m in found if "slack job" in str(m["content"])]
+    for job_id in (*jobs.values(), reply_job):
+        job = await app.store.get_job(job_id)
+        assert job is not None and job.status == "interrupted" and job.charged_images == 0
+
+
+async def test_a_wrong_token_is_a_config_error(
+    discord_fake: FakeDiscord, discord_bot: BotFactory
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        await discord_bot(discord_token="MTIz.wrong.token")
+    assert caught.value.variable == "DISCORD_TOKEN"
+
+
+@pytest.mark.allow_error_logs
+async def test_a_refused_message_content_intent_is_a_config_error(
+    discord_fake: FakeDiscord, discord_bot: BotFactory
+) -> None:
+    discord_fake.allow_message_content = False
+    with pytest.raises(ConfigError) as caught:
+        await discord_bot(discord_message_content_intent=True)
+    assert caught.value.variable == "DISCORD_MESSAGE_CONTENT_INTENT"
+
+
+async def test_run_discord_serves_until_cancelled(
+    discord_fake: FakeDiscord, make_app: AppFactory
+) -> None:
+    saved = (Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY)
+    app = await make_app(
+        discord_token=discord_fake.token,
+        discord_api_base_url=discord_fake.api_url,
+        discord_gateway_url=discord_fake.gateway_url,
+    )
+    task = asyncio.create_task(run_discord(app))
+    try:
+        await discord_fake.wait_until(lambda: discord_fake.connected)
+        assert discord_fake.api_url == Route.BASE
+        it = await discord_fake.slash(discord_fake.alice, prompt="a kite")
+        await discord_fake.result_of(it)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = saved
+    await discord_fake.wait_until(lambda: not discord_fake.connected)
+
+
+def test_invite_url_has_exactly_the_needed_scopes_and_permissions() -> None:
+    url = urlsplit(discord_invite_url("1234567890"))
+    query = parse_qs(url.query)
+    assert (url.netloc, url.path) == ("discord.com", "/oauth2/authorize")
+    assert query["client_id"] == ["1234567890"]
+    assert query["scope"] == ["bot applications.commands"]
+    permissions = int(query["permissions"][0])
+    wanted = [10, 11, 14, 15, 16, 38]  # view, send, embed, attach, history, send in threads
+    assert permissions == sum(1 << bit for bit in wanted)
+    assert not permissions & (1 << 13)  # no Manage Messages
+    assert not permissions & (1 << 3)  # no Administrator
+
+
+def test_application_id_from_token(discord_fake: FakeDiscord) -> None:
+    assert application_id_from_token(discord_fake.token) == discord_fake.app_id
+    assert application_id_from_token("MTIzNDU2Nzg5MDEyMzQ1Njc4.GaBcDe.xyz") == "123456789012345678"
+    assert application_id_from_token("not a token") is None
+    assert application_id_from_token("") is None
