@@ -317,3 +317,38 @@ async def test_file_given_only_by_id_is_looked_up(
     await slack_fake.wait_for("files.completeUploadExternal")
     assert slack_fake.calls_to("files.info")[0].args["file"] == file["id"]
     assert len(_edits(openai_fake)) == 1
+
+
+async def test_reply_images_are_extra_inputs(
+    slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
+) -> None:
+    running = await start_slack("socket")
+    root, job_id = await _slash_result(slack_fake)
+    hat = slack_fake.add_file(png(color=(0, 0, 255)), "hat.png")
+    reply = slack_fake.add_message(CHANNEL, "give it this hat", thread_ts=root, files=[hat])
+    await slack_fake.send_event(slack_fake.message_event(CHANNEL, reply))
+    await slack_fake.wait_for("files.completeUploadExternal", count=2)
+    (edit,) = _edits(openai_fake)
+    first = (await running.app.store.job_images(job_id))[0].read_bytes()
+    assert [f.field for f in edit.files] == ["image[]", "image[]"]
+    assert edit.files[0].data == first
+    assert edit.files[1].data == slack_fake.file_bytes[hat["id"]][0]
+
+
+async def test_shortcut_on_a_result_edits_its_job_image(
+    slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
+) -> None:
+    running = await start_slack("socket")
+    root, job_id = await _slash_result(slack_fake)
+    result = slack_fake.message(CHANNEL, root)
+    assert result is not None
+    await slack_fake.send_interactive(slack_fake.shortcut_payload("UBOB", CHANNEL, result))
+    view = (await slack_fake.wait_for("views.open"))[0].args["view"]
+    assert json.loads(view["private_metadata"])["j"] == job_id
+    values = {"prompt": {"prompt": {"value": "turn it into a mosaic"}}}
+    await slack_fake.send_interactive(slack_fake.view_submission_payload("UBOB", view, values))
+    done = await slack_fake.wait_for("files.completeUploadExternal", count=2)
+    assert done[-1].args["thread_ts"] == root
+    (edit,) = _edits(openai_fake)
+    assert edit.files[0].data == (await running.app.store.job_images(job_id))[0].read_bytes()
+    assert not slack_fake.downloads  # the stored image was used, nothing fetched from Slack
