@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import logging
 import time
@@ -18,48 +16,22 @@ from discord.http import Route
 from adapters import discord_render as render
 from adapters.discord_commands import COMMANDS, DYNAMIC_ITEMS, handle_modal_submit, result_view
 from adapters.discord_handlers import DiscordImagine
+from adapters.discord_invite import application_id_from_token, discord_invite_url
 from bot.app import App
 from bot.errors import ConfigError
 from bot.models import JobRecord
 
 logger = logging.getLogger("adapters.discord")
 
-# What the bot does in a channel, and nothing more (the invite asks for exactly this):
-#   View Channel            1 << 10  see the channels it answers in
-#   Send Messages           1 << 11  reply to messages (reply-to-edit) and post restart notices
-#   Embed Links             1 << 14  the result embed
-#   Attach Files            1 << 15  the images and previews
-#   Read Message History    1 << 16  fetch the message behind a reply or the "Edit image" menu
-#   Send Messages in Threads 1 << 38 the same inside threads
-# Manage Messages is not needed: the bot only ever deletes its own messages. Total 274878024704.
-BOT_PERMISSIONS = discord.Permissions(
-    view_channel=True,
-    send_messages=True,
-    embed_links=True,
-    attach_files=True,
-    read_message_history=True,
-    send_messages_in_threads=True,
-)
-INVITE_SCOPES = ("bot", "applications.commands")
+__all__ = [
+    "ImagineDiscordBot",
+    "application_id_from_token",
+    "discord_invite_url",
+    "run_discord",
+]
+
 # Interaction tokens work for 15 minutes; leave a margin for the edit itself.
 INTERACTION_TOKEN_LIFETIME = 15 * 60 - 30
-
-
-def discord_invite_url(application_id: str) -> str:
-    """The OAuth2 URL that adds the bot to a server with exactly the permissions it needs."""
-    return discord.utils.oauth_url(
-        application_id, permissions=BOT_PERMISSIONS, scopes=INVITE_SCOPES
-    )
-
-
-def application_id_from_token(token: str) -> str | None:
-    """The bot's user (= application) id from its token's first segment, or None."""
-    first = token.strip().removeprefix("Bot ").split(".", 1)[0]
-    try:
-        decoded = base64.urlsafe_b64decode(first + "=" * (-len(first) % 4)).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
-    return decoded if decoded.isdigit() else None
 
 
 def point_at(api_base_url: str, gateway_url: str) -> None:

@@ -11,7 +11,8 @@ import pytest
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from adapters.discord_bot import application_id_from_token, discord_invite_url, run_discord
+from adapters.discord_bot import run_discord
+from adapters.discord_invite import application_id_from_token, discord_invite_url
 from bot.app import App
 from bot.errors import ConfigError
 from bot.models import ImageRequest, Requester
