@@ -15,7 +15,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters import slack_blocks as blocks
 from adapters.slack_files import SlackFiles
 from adapters.slack_handlers import SlackHandlers
-from adapters.slack_jobs import INTERRUPTED_STATE, SlackJobs
+from adapters.slack_jobs import SlackJobs
+from adapters.slack_placeholder import INTERRUPTED_STATE
 from bot.errors import ConfigError
 
 if TYPE_CHECKING:
