@@ -104,6 +104,21 @@ async def test_a_result_over_ten_megabytes_is_delivered_under_the_limit(
     assert all(c.status == 200 for c in uploads)  # never a 413 from Discord
 
 
+async def test_a_rate_limited_edit_is_retried(
+    discord_fake: FakeDiscord, discord_bot: BotFactory
+) -> None:
+    await discord_bot()
+
+    def final_edit(call: Call) -> bool:
+        return call.method == "PATCH" and bool((call.json or {}).get("embeds"))
+
+    discord_fake.rate_limit_next(final_edit, retry_after=0.05)
+    it = await discord_fake.slash(discord_fake.alice, prompt="a teapot")
+    message = await discord_fake.result_of(it)
+    assert message["attachments"]
+    assert [c.status for c in discord_fake.calls if final_edit(c)] == [429, 200]
+
+
 @pytest.mark.allow_error_logs
 async def test_an_unexpected_failure_shows_a_job_id_and_is_logged(
     discord_fake: FakeDiscord,

@@ -406,6 +406,24 @@ class FakeDiscord:
         """Answer the next request that ``matches`` with a Discord error."""
         self._rejections.append((matches, _error(status, code, message)))
 
+    def rate_limit_next(self, matches: Callable[[Call], bool], retry_after: float) -> None:
+        """Answer the next matching request with a 429 as Discord's edge sends it."""
+        body = {
+            "message": "You are being rate limited.",
+            "retry_after": retry_after,
+            "global": False,
+            "code": 0,
+        }
+        headers = {
+            "Content-Type": _JSON,
+            "Via": "1.1 google",
+            "Retry-After": "1",
+            "X-RateLimit-Scope": "user",
+            "X-RateLimit-Remaining": "0",
+        }
+        response = web.Response(status=429, body=json.dumps(body).encode(), headers=headers)
+        self._rejections.append((matches, response))
+
     def expire(self, interaction: FakeInteraction) -> None:
         """Make an interaction token invalid, as after 15 minutes."""
         interaction.expired = True
