@@ -10,6 +10,7 @@ from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters import slack_blocks as blocks
@@ -43,6 +44,8 @@ class SlackBot:
         secret = settings.slack_signing_secret
         self.app = app
         self.client = AsyncWebClient(token=token, base_url=api_base_url(settings.slack_api_url))
+        # Progress edits from several jobs can hit chat.update's rate tier: wait and retry.
+        self.client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
         self.bolt = AsyncApp(
             client=self.client,
             signing_secret=secret.get_secret_value() if secret is not None else "",

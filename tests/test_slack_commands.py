@@ -134,6 +134,17 @@ async def test_progress_shows_queue_position_then_previews(
     assert openai_fake.requests[0].json["partial_images"] == 2
 
 
+async def test_rate_limited_call_is_retried(
+    slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
+) -> None:
+    await start_slack("socket")
+    slack_fake.fail_next("chat.postMessage", "ratelimited")
+    await slack_fake.send_command(slack_fake.command_payload("a quick sketch"))
+    await slack_fake.wait_for("files.completeUploadExternal")
+    posts = slack_fake.calls_to("chat.postMessage")
+    assert len(posts) == 2 and _text(posts[0]) == _text(posts[1])
+
+
 async def test_image_block_refused_falls_back_to_text(
     slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
 ) -> None:

@@ -556,6 +556,8 @@ class FakeSlack:
             answer = self._answer(method, args, token)
         finally:
             await self._notify()
+        if answer.get("error") == "ratelimited":
+            return web.json_response(answer, status=429, headers={"Retry-After": "0"})
         return web.json_response(answer)
 
     # --- Web API methods ----------------------------------------------------------------
