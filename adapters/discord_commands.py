@@ -147,7 +147,7 @@ class PromptModal(discord.ui.Modal):
     )
 
     def __init__(self, custom_id: str) -> None:
-        super().__init__(title="Edit image", custom_id=custom_id, timeout=None)
+        super().__init__(title="Edit image", custom_id=custom_id, timeout=15 * 60)
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         # The client's on_interaction handles it, so a modal opened before a restart still works.

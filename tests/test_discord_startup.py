@@ -99,7 +99,6 @@ async def test_a_wrong_token_is_a_config_error(
     assert caught.value.variable == "DISCORD_TOKEN"
 
 
-@pytest.mark.allow_error_logs
 async def test_a_refused_message_content_intent_is_a_config_error(
     discord_fake: FakeDiscord, discord_bot: BotFactory
 ) -> None:
