@@ -134,6 +134,20 @@ async def test_progress_shows_queue_position_then_previews(
     assert openai_fake.requests[0].json["partial_images"] == 2
 
 
+async def test_progress_edits_are_throttled_and_coalesced(
+    slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
+) -> None:
+    # With a long interval, the three previews of a quick job never earn an edit of their own.
+    await start_slack("socket", imagine_partial_images=3, imagine_progress_interval=60)
+    await slack_fake.send_command(slack_fake.command_payload("a quick one"))
+    await slack_fake.wait_for("chat.update", lambda c: "done in" in _text(c))
+    updates = slack_fake.calls_to("chat.update")
+    assert len(updates) == 1 and "done in" in _text(updates[0])
+    assert not [u for u in slack_fake.uploads.values() if u.filename.startswith("preview-")]
+    sent = openai_fake.requests[0].json
+    assert sent is not None and sent["partial_images"] == 3 and sent["stream"] is True
+
+
 async def test_rate_limited_call_is_retried(
     slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
 ) -> None:
