@@ -130,6 +130,8 @@ async def test_progress_shows_queue_position_then_previews(
         if b["type"] == "image" and "working" in _text(c)
     }
     assert shown and shown <= {u.file_id for u in previews}
+    # Once the result shows, the bot's private preview files are removed.
+    await slack_fake.wait_until(lambda: all(u.file_id not in slack_fake.files for u in previews))
     assert openai_fake.requests[0].json is not None
     assert openai_fake.requests[0].json["partial_images"] == 2
 
