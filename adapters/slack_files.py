@@ -66,9 +66,6 @@ class SlackFiles:
                 mask = fetched
             else:
                 images.append(fetched)
-        if mask is not None and not images:
-            # A lone file called mask.png is more likely the picture to edit than a mask.
-            images, mask = [mask], None
         return tuple(images), mask
 
     async def fetch(self, file: Mapping[str, Any]) -> SourceImage:

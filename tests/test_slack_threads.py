@@ -352,3 +352,20 @@ async def test_shortcut_on_a_result_edits_its_job_image(
     (edit,) = _edits(openai_fake)
     assert edit.files[0].data == (await running.app.store.job_images(job_id))[0].read_bytes()
     assert not slack_fake.downloads  # the stored image was used, nothing fetched from Slack
+
+
+async def test_reply_with_a_mask_masks_the_newest_image(
+    slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
+) -> None:
+    running = await start_slack("socket")
+    root, job_id = await _slash_result(slack_fake)
+    newest = (await running.app.store.job_images(job_id))[0].read_bytes()
+    with Image.open(io.BytesIO(newest)) as im:
+        size = im.size
+    mask = slack_fake.add_file(mask_png(*size), "mask.png")
+    reply = slack_fake.add_message(CHANNEL, "replace the sky", thread_ts=root, files=[mask])
+    await slack_fake.send_event(slack_fake.message_event(CHANNEL, reply))
+    await slack_fake.wait_for("files.completeUploadExternal", count=2)
+    (edit,) = _edits(openai_fake)
+    assert [f.field for f in edit.files] == ["image", "mask"]
+    assert edit.files[0].data == newest
