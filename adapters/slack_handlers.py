@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncApp
@@ -30,14 +30,14 @@ Json = dict[str, Any]
 _PERSON_SUBTYPES = {None, "file_share", "thread_broadcast"}
 
 
+@dataclass(frozen=True)
 class _Reply:
     """Where to tell a user about a problem with what they asked."""
 
-    def __init__(
-        self, user: str, channel: str, thread_ts: str | None = None, response_url: str | None = None
-    ) -> None:
-        self.user, self.channel = user, channel
-        self.thread_ts, self.response_url = thread_ts, response_url
+    user: str
+    channel: str
+    thread_ts: str | None = None
+    response_url: str | None = None
 
 
 class SlackHandlers:
