@@ -320,7 +320,7 @@ async def test_run_slack_until_cancelled_and_config_errors(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await slack_fake.wait_until(lambda: not slack_fake._sockets)
+    await slack_fake.wait_until(lambda: not slack_fake.connected)
     await app.aclose()
 
     no_secret = await make_app(slack_bot_token=BOT_TOKEN, slack_api_url=slack_fake.api_url)

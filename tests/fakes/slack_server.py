@@ -117,11 +117,8 @@ class FakeSlack:
         app.router.add_post("/response/{rid}", self._response_url)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = int(self._runner.addresses[0][1])
         self._session = aiohttp.ClientSession()
 
     async def stop(self) -> None:
@@ -281,6 +278,11 @@ class FakeSlack:
             self._cond.notify_all()
 
     # --- delivering to the bot ----------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        """True while a bot holds a Socket Mode connection."""
+        return bool(self._sockets)
+
     async def wait_connected(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         """Wait for the bot's Socket Mode connection."""
         await asyncio.wait_for(self._connected.wait(), timeout)
