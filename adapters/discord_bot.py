@@ -121,7 +121,8 @@ class ImagineDiscordBot(discord.Client):
             await self._gateway_task
 
     async def close(self) -> None:
-        """Disconnect and release everything the bot opened."""
+        """Stop jobs in flight, disconnect and release everything the bot opened."""
+        await self.imagine.runner.shutdown()
         await super().close()
         for task in (self._recovery, self._gateway_task):
             if task is not None and not task.done():

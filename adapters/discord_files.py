@@ -111,9 +111,17 @@ def split_mask(
     return sources, mask
 
 
+Upload = tuple[str, bytes]
+
+
+def to_files(uploads: Sequence[Upload]) -> list[discord.File]:
+    """Fresh discord.File objects (discord.py closes them after each request)."""
+    return [discord.File(io.BytesIO(data), filename=name) for name, data in uploads]
+
+
 async def result_files(
     stored: Sequence[StoredImage], job_id: str, limit_bytes: int
-) -> list[discord.File]:
+) -> list[Upload]:
     """The job's images as Discord files whose total fits under the upload limit."""
     budget = max(256 * 1024, (limit_bytes - REQUEST_OVERHEAD) // max(1, len(stored)))
 
@@ -123,10 +131,9 @@ async def result_files(
         return images.fit_for_upload(image.read_bytes(), name, budget)
 
     fitted = await asyncio.gather(*(asyncio.to_thread(prepare, image) for image in stored))
-    return [discord.File(io.BytesIO(data), filename=name) for data, name, _mime in fitted]
+    return [(name, data) for data, name, _mime in fitted]
 
 
-async def preview_file(data: bytes) -> discord.File:
+async def preview_file(data: bytes) -> Upload:
     """A small JPEG of a partial image."""
-    jpeg = await asyncio.to_thread(images.preview_jpeg, data)
-    return discord.File(io.BytesIO(jpeg), filename="preview.jpg")
+    return "preview.jpg", await asyncio.to_thread(images.preview_jpeg, data)

@@ -6,13 +6,19 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import discord
 
 from adapters import discord_render as render
-from adapters.discord_files import DEFAULT_UPLOAD_LIMIT, preview_file, result_files
+from adapters.discord_files import (
+    DEFAULT_UPLOAD_LIMIT,
+    Upload,
+    preview_file,
+    result_files,
+    to_files,
+)
 from bot.app import App
 from bot.errors import UserFacingError
 from bot.models import (
@@ -41,7 +47,7 @@ class Target(Protocol):
         content: str | None,
         *,
         embed: discord.Embed | None = None,
-        files: list[discord.File] | None = None,
+        files: Sequence[Upload] = (),
         view: discord.ui.View | None = None,
     ) -> int:
         """Replace what the message shows; returns the message id."""
@@ -75,25 +81,47 @@ class InteractionTarget:
         self.interaction = interaction
         self.message_id = message_id
         self.upload_limit = interaction.filesize_limit or DEFAULT_UPLOAD_LIMIT
+        self.fallback: discord.Message | None = None
 
     async def show(
         self,
         content: str | None,
         *,
         embed: discord.Embed | None = None,
-        files: list[discord.File] | None = None,
+        files: Sequence[Upload] = (),
         view: discord.ui.View | None = None,
     ) -> int:
-        message = await self.interaction.edit_original_response(
-            content=content,
-            embed=embed,
-            attachments=files or [],
-            view=view,
-        )
+        # Posted in the channel, the message names the user: nobody else knows whose it is.
+        addressed = "\n".join(filter(None, (self.interaction.user.mention, content)))
+        if self.fallback is not None:
+            self.fallback = await self.fallback.edit(
+                content=addressed, embed=embed, attachments=to_files(files), view=view
+            )
+            return self.fallback.id
+        try:
+            message = await self.interaction.edit_original_response(
+                content=content, embed=embed, attachments=to_files(files), view=view
+            )
+        except discord.HTTPException as exc:
+            # The token lives 15 minutes; a long queue can outlast it. Post in the channel then.
+            if exc.status != 401 or self.interaction.channel_id is None:
+                raise
+            channel = self.interaction.client.get_partial_messageable(self.interaction.channel_id)
+            self.fallback = await channel.send(
+                content=addressed,
+                embed=embed or discord.utils.MISSING,
+                files=to_files(files),
+                view=view or discord.utils.MISSING,
+            )
+            self.message_id = self.fallback.id
+            return self.fallback.id
         self.message_id = message.id
         return message.id
 
     async def fail(self, text: str) -> None:
+        if self.fallback is not None:
+            await self.fallback.edit(content=text, embed=None, attachments=[], view=None)
+            return
         # Errors are private: the public "thinking" message goes, an ephemeral one replaces it.
         with contextlib.suppress(discord.NotFound):
             await self.interaction.delete_original_response()
@@ -127,11 +155,11 @@ class MessageTarget:
         content: str | None,
         *,
         embed: discord.Embed | None = None,
-        files: list[discord.File] | None = None,
+        files: Sequence[Upload] = (),
         view: discord.ui.View | None = None,
     ) -> int:
         self.status = await self.status.edit(
-            content=content, embed=embed, attachments=files or [], view=view
+            content=content, embed=embed, attachments=to_files(files), view=view
         )
         return self.status.id
 
@@ -240,6 +268,14 @@ class JobRunner:
     def __init__(self, app: App, result_view: ViewFactory) -> None:
         self.app = app
         self.result_view = result_view
+        self._running: set[asyncio.Task[object]] = set()
+
+    async def shutdown(self) -> None:
+        """Stop the jobs in flight; each tells its user it was interrupted (while we still can)."""
+        tasks = [task for task in self._running if not task.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def run(
         self,
@@ -250,6 +286,22 @@ class JobRunner:
         build: Callable[[], Awaitable[ImageRequest]],
     ) -> str | None:
         """Build the request, run it with live progress, show the result; the job id or None."""
+        task = asyncio.current_task()
+        if task is None:
+            return await self._run(target, prompt, requester_label, build)
+        self._running.add(task)
+        try:
+            return await self._run(target, prompt, requester_label, build)
+        finally:
+            self._running.discard(task)
+
+    async def _run(
+        self,
+        target: Target,
+        prompt: str,
+        requester_label: str,
+        build: Callable[[], Awaitable[ImageRequest]],
+    ) -> str | None:
         store = self.app.store
 
         async def admitted(job_id: str) -> None:
@@ -276,6 +328,11 @@ class JobRunner:
             if message_id != linked:
                 await store.link_message("discord", str(message_id), result.job_id)
             return result.job_id
+        except asyncio.CancelledError:
+            await renderer.close()
+            with contextlib.suppress(discord.HTTPException, TimeoutError):
+                await asyncio.wait_for(target.show(render.interrupted_message(prompt)), 5)
+            raise
         except UserFacingError as exc:
             await renderer.close()
             await self._tell(target, render.error_message(exc), renderer.job_id)

@@ -94,6 +94,6 @@ def generic_error(job_id: str | None) -> str:
 def interrupted_message(prompt: str) -> str:
     """Shown on a job's message when a restart cut it short."""
     return (
-        f"{quote(prompt)}\n⚠️ This request was interrupted because the bot restarted. "
+        f"{quote(prompt)}\n⚠️ This request was interrupted because the bot was restarted. "
         "Nothing was charged; please try again."
     )

@@ -9,7 +9,7 @@ import re
 import pytest
 from PIL import Image
 
-from tests.fakes.discord_server import EPHEMERAL, BotFactory, Call, FakeDiscord
+from tests.fakes.discord_server import EPHEMERAL, BotFactory, Call, FakeDiscord, ProviderGate
 from tests.fakes.openai_server import FakeOpenAI
 
 
@@ -117,6 +117,37 @@ async def test_a_rate_limited_edit_is_retried(
     message = await discord_fake.result_of(it)
     assert message["attachments"]
     assert [c.status for c in discord_fake.calls if final_edit(c)] == [429, 200]
+
+
+async def test_a_result_that_outlives_the_interaction_token_is_posted_in_the_channel(
+    discord_fake: FakeDiscord, discord_bot: BotFactory
+) -> None:
+    app, _bot = await discord_bot()
+    gate = ProviderGate(app.service.provider)
+    app.service.provider = gate
+    it = await discord_fake.slash(discord_fake.alice, prompt="a very patient snail")
+    await discord_fake.wait_until(lambda: it.callback_type == 5)
+    discord_fake.expire(it)  # 15 minutes in the queue
+
+    def posted(with_result: bool) -> list[dict[str, object]]:
+        mention = f"<@{discord_fake.alice.id}>"
+        return [
+            m
+            for m in discord_fake.channel_messages()
+            if str(m["content"]).startswith(mention) and bool(m["embeds"]) == with_result
+        ]
+
+    # The progress display moves to the channel while the job waits...
+    [waiting] = await discord_fake.wait_until(lambda: posted(False))
+    assert "a very patient snail" in str(waiting["content"])
+    gate.release.set()
+    # ...and the result replaces it there.
+    [message] = await discord_fake.wait_until(lambda: posted(True))
+    assert message["id"] == waiting["id"]
+    assert str(message["content"]).startswith(f"<@{discord_fake.alice.id}>")
+    assert message["attachments"] and message["components"]
+    job = await app.store.job_for_message("discord", str(message["id"]))
+    assert job is not None and job.prompt == "a very patient snail"
 
 
 @pytest.mark.allow_error_logs

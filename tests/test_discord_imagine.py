@@ -7,9 +7,7 @@ import io
 
 from PIL import Image
 
-from bot.models import ImageRequest, PartialCallback, ProviderResult
-from bot.provider import ImageProvider
-from tests.fakes.discord_server import EPHEMERAL, BotFactory, Call, FakeDiscord
+from tests.fakes.discord_server import EPHEMERAL, BotFactory, Call, FakeDiscord, ProviderGate
 from tests.fakes.openai_server import FakeOpenAI
 
 
@@ -108,35 +106,11 @@ async def test_two_images_and_a_mask_make_one_multipart_edit(
     assert message["embeds"][0]["title"] == "Edited image"
 
 
-class HoldAfterPreview:
-    """The real provider, but the stream waits after a partial image until ``release`` is set.
-
-    The fake OpenAI streams instantly; a real one takes seconds between previews.
-    """
-
-    def __init__(self, inner: ImageProvider) -> None:
-        self.inner = inner
-        self.release = asyncio.Event()
-
-    async def create_images(
-        self, request: ImageRequest, *, on_partial: PartialCallback | None = None
-    ) -> ProviderResult:
-        async def held(index: int, data: bytes, output_format: str) -> None:
-            assert on_partial is not None
-            await on_partial(index, data, output_format)
-            await self.release.wait()
-
-        return await self.inner.create_images(request, on_partial=held if on_partial else None)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
 async def test_partial_previews_are_shown_while_generating(
     discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
 ) -> None:
     app, _bot = await discord_bot(imagine_partial_images=2)
-    provider = HoldAfterPreview(app.service.provider)
+    provider = ProviderGate(app.service.provider, after_preview=True)
     app.service.provider = provider
     it = await discord_fake.slash(discord_fake.alice, prompt="a slow sunrise")
 

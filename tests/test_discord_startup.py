@@ -17,7 +17,7 @@ from bot.app import App
 from bot.errors import ConfigError
 from bot.models import ImageRequest, Requester
 from tests.fakes.app_fixtures import AppFactory
-from tests.fakes.discord_server import BotFactory, FakeDiscord
+from tests.fakes.discord_server import BotFactory, FakeDiscord, ProviderGate
 
 
 async def running_job(app: App, fake: FakeDiscord, prompt: str, platform: str = "discord") -> str:
@@ -89,6 +89,25 @@ async def test_interrupted_jobs_are_reported_after_a_restart(
     for job_id in (*jobs.values(), reply_job):
         job = await app.store.get_job(job_id)
         assert job is not None and job.status == "interrupted" and job.charged_images == 0
+
+
+async def test_stopping_with_a_job_in_flight_tells_its_user_and_refunds(
+    discord_fake: FakeDiscord, discord_bot: BotFactory
+) -> None:
+    app, bot = await discord_bot()
+    app.service.provider = ProviderGate(app.service.provider)  # never released
+    it = await discord_fake.slash(discord_fake.alice, prompt="a long exposure")
+    await discord_fake.wait_until(
+        lambda: (
+            "Generating" in discord_fake.messages.get(it.original_id or "", {}).get("content", "")
+        )
+    )
+    await bot.close()
+
+    shown = discord_fake.original(it)
+    assert "interrupted" in shown["content"] and "Nothing was charged" in shown["content"]
+    [usage] = await app.store.usage_summary(f"discord:{discord_fake.alice.id}")
+    assert usage.images_today == 0
 
 
 async def test_a_wrong_token_is_a_config_error(

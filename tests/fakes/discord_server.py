@@ -28,6 +28,8 @@ from discord.http import Route
 
 from adapters.discord_bot import ImagineDiscordBot
 from bot.app import App
+from bot.models import ImageRequest, PartialCallback, ProviderResult
+from bot.provider import ImageProvider
 
 DISCORD_EPOCH_MS = 1420070400000
 EPHEMERAL = 1 << 6
@@ -1021,6 +1023,35 @@ async def discord_fake() -> AsyncIterator[FakeDiscord]:
     assert not fake.problems, "the bot broke Discord's rules:\n" + "\n".join(fake.problems)
 
 
+class ProviderGate:
+    """The real provider, held until ``release`` is set (``after_preview``: once a preview is out).
+
+    The fake OpenAI answers at once; this makes "the job is still running" a state a test controls.
+    """
+
+    def __init__(self, inner: ImageProvider, *, after_preview: bool = False) -> None:
+        self.inner = inner
+        self.after_preview = after_preview
+        self.release = asyncio.Event()
+
+    async def create_images(
+        self, request: ImageRequest, *, on_partial: PartialCallback | None = None
+    ) -> ProviderResult:
+        if not self.after_preview:
+            await self.release.wait()
+            return await self.inner.create_images(request, on_partial=on_partial)
+
+        async def held(index: int, data: bytes, output_format: str) -> None:
+            if on_partial is not None:
+                await on_partial(index, data, output_format)
+            await self.release.wait()
+
+        return await self.inner.create_images(request, on_partial=held if on_partial else None)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 BotFactory = Callable[..., Awaitable[tuple[App, ImagineDiscordBot]]]
 
 
@@ -1062,6 +1093,7 @@ __all__ = [
     "FakeDiscord",
     "FakeInteraction",
     "FakeUser",
+    "ProviderGate",
     "UploadedFile",
     "discord_bot",
     "discord_fake",
