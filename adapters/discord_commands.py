@@ -241,6 +241,7 @@ async def edit_image_menu(interaction: discord.Interaction, message: discord.Mes
     await interaction.response.send_modal(
         PromptModal(f"imagine:msgedit:{message.channel.id}:{message.id}")
     )
+    imagine.remember_menu_target(message)
 
 
 COMMANDS: tuple[app_commands.Command[Any, ..., Any] | app_commands.ContextMenu, ...] = (

@@ -21,8 +21,13 @@ from bot.app import App
 from bot.errors import AttachmentRejected, JobNotFound
 from bot.models import ImageRequest, SourceImage
 
+MENU_MEMORY = 500
 NOT_HERE = "⚠️ I'm not set up to make images in this channel."
 NO_IMAGE = "⚠️ That message has no image I can edit."
+CANT_SEE = (
+    "⚠️ I can't see the images in that message: this bot runs without Discord's Message "
+    "Content intent. Use the message's **Apps → Edit image** menu instead."
+)
 NO_PROMPT = "Tell me what to change: reply to the image with a description of the edit."
 
 
@@ -37,6 +42,14 @@ class DiscordImagine:
         )
         self.runner = JobRunner(app, result_view)
         self.allowed_channels = frozenset(settings.discord_allowed_channels)
+        # The "Edit image" menu sees the whole message; a later fetch may not (no content intent).
+        self._menu_targets: dict[int, list[discord.Attachment]] = {}
+
+    def remember_menu_target(self, message: discord.Message) -> None:
+        """Keep the attachments of a message the "Edit image" menu was used on."""
+        if len(self._menu_targets) >= MENU_MEMORY:
+            self._menu_targets.pop(next(iter(self._menu_targets)))
+        self._menu_targets[message.id] = list(message.attachments)
 
     async def aclose(self) -> None:
         """Release the download session."""
@@ -161,14 +174,19 @@ class DiscordImagine:
         async def build() -> ImageRequest:
             if job is not None:
                 return await self.app.service.edit_request(job.id, requester, prompt)
-            channel = interaction.client.get_partial_messageable(channel_id)
-            try:
-                message = await channel.fetch_message(message_id)
-            except discord.NotFound:
-                raise JobNotFound() from None
-            sources, mask = split_mask(message.attachments)
+            attachments = self._menu_targets.pop(message_id, None)
+            if attachments is None:
+                # Opened before a restart: fetch it (only complete with the content intent).
+                channel = interaction.client.get_partial_messageable(channel_id)
+                try:
+                    attachments = (await channel.fetch_message(message_id)).attachments
+                except discord.NotFound:
+                    raise JobNotFound() from None
+            sources, mask = split_mask(attachments)
             if not sources:
-                raise AttachmentRejected("that message", "it has no image")
+                raise AttachmentRejected(
+                    "that message", "I can't see an image in it any more; use the menu again"
+                )
             return ImageRequest(
                 requester=requester,
                 prompt=prompt,
@@ -199,6 +217,8 @@ class DiscordImagine:
                 return
             referenced = await self._referenced(message, reference)
             if referenced is None or not split_mask(referenced.attachments)[0]:
+                hidden = referenced is not None and not self._sees_content(referenced, me)
+                await message.reply(CANT_SEE if hidden else NO_IMAGE, mention_author=False)
                 return
         prompt = strip_mention(message.content, me.id)
         if not prompt:
@@ -233,6 +253,14 @@ class DiscordImagine:
 
         await self.runner.run(
             target, prompt=prompt, requester_label=message.author.mention, build=build
+        )
+
+    def _sees_content(self, message: discord.Message, me: discord.ClientUser) -> bool:
+        """Whether Discord shows this bot the message's content and attachments."""
+        return (
+            self.app.settings.discord_message_content_intent
+            or message.author.id == me.id
+            or any(user.id == me.id for user in message.mentions)
         )
 
     @staticmethod

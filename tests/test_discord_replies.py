@@ -120,7 +120,8 @@ async def test_with_the_content_intent_any_reply_works(
 async def test_mentioning_the_bot_on_someone_elses_image_edits_it(
     discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
 ) -> None:
-    _app, _bot = await discord_bot()
+    # Discord only shows a bot other people's attachments with the Message Content intent.
+    await discord_bot(discord_message_content_intent=True)
     photo = discord_fake.upload(png((80, 60), (90, 90, 200)), "holiday.png")
     theirs = await discord_fake.send_message(discord_fake.bob, "look!", attachments=(photo,))
     asked = await discord_fake.send_message(
@@ -177,3 +178,28 @@ async def test_a_refused_reply_edit_is_explained_in_the_reply(
     [reply] = await discord_fake.wait_until(explained)
     assert "violence" in reply["content"]
     assert not reply["embeds"] and not reply["attachments"] and not reply["components"]
+
+
+async def test_without_the_intent_a_mention_on_someone_elses_image_points_to_the_menu(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    await discord_bot()
+    photo = discord_fake.upload(png(), "holiday.png")
+    theirs = await discord_fake.send_message(discord_fake.bob, "look!", attachments=(photo,))
+    asked = await discord_fake.send_message(
+        discord_fake.alice,
+        f"<@{discord_fake.bot.id}> turn this into a painting",
+        reply_to=theirs["id"],
+        ping=False,
+    )
+
+    def answered() -> list[dict[str, Any]]:
+        return [
+            m
+            for m in discord_fake.channel_messages()
+            if (m.get("message_reference") or {}).get("message_id") == asked["id"]
+        ]
+
+    [hint] = await discord_fake.wait_until(answered)
+    assert "Edit image" in hint["content"]
+    assert openai_fake.requests == []

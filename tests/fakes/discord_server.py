@@ -330,14 +330,27 @@ class FakeDiscord:
         )
         message["member"] = {k: v for k, v in user.member().items() if k != "user"}
         self.messages[message["id"]] = message
-        event = dict(message)
-        intents = (self.identify or {}).get("intents", 0)
-        if not intents & MESSAGE_CONTENT_INTENT and not any(
-            m["id"] == self.bot.id for m in mentions
-        ):
-            event.update(content="", attachments=[], embeds=[], components=[])
+        event = self.as_bot_sees(message)
+        if "referenced_message" in event:
+            event["referenced_message"] = self.as_bot_sees(event["referenced_message"])
         await self.dispatch("MESSAGE_CREATE", event)
         return message
+
+    def as_bot_sees(self, message: dict[str, Any]) -> dict[str, Any]:
+        """The message as the gateway and REST show it to the bot (interactions show it all).
+
+        Without the privileged intent, content, attachments and embeds are blank unless the bot
+        wrote the message or is mentioned in it.
+        """
+        seen = self.public(message)
+        intents = (self.identify or {}).get("intents", 0)
+        if not (
+            intents & MESSAGE_CONTENT_INTENT
+            or message["author"]["id"] == self.bot.id
+            or any(m["id"] == self.bot.id for m in message["mentions"])
+        ):
+            seen.update(content="", attachments=[], embeds=[], components=[])
+        return seen
 
     def original(self, interaction: FakeInteraction) -> dict[str, Any]:
         """The interaction's response message as users see it now."""
@@ -715,7 +728,9 @@ class FakeDiscord:
             message = self.messages.get(parts[3])
             if message is None or message["flags"] & EPHEMERAL:
                 return _error(404, 10008, "Unknown Message")
-            if method != "GET" and message["author"]["id"] != self.bot.id:
+            if method == "GET":
+                return _ok(self.as_bot_sees(message))
+            if message["author"]["id"] != self.bot.id:
                 return _error(403, 50013, "Missing Permissions")
             return self._edit_or_delete(message, method, call)
         self.problems.append(f"unexpected request {method} {call.path}")
