@@ -8,13 +8,14 @@ import binascii
 import discord
 
 # What the bot does in a channel, and nothing more (the invite asks for exactly this):
-#   View Channel            1 << 10  see the channels it answers in
-#   Send Messages           1 << 11  reply to messages (reply-to-edit) and post restart notices
-#   Embed Links             1 << 14  the result embed
-#   Attach Files            1 << 15  the images and previews
-#   Read Message History    1 << 16  fetch the message behind a reply or the "Edit image" menu
-#   Send Messages in Threads 1 << 38 the same inside threads
+#   View Channel              1 << 10  see the channels it answers in
+#   Send Messages             1 << 11  reply to messages (reply-to-edit), post restart notices
+#   Embed Links               1 << 14  the result embed
+#   Attach Files              1 << 15  the images and previews
+#   Read Message History      1 << 16  fetch the message a reply points at
+#   Send Messages in Threads  1 << 38  the same inside threads
 # Manage Messages is not needed: the bot only ever deletes its own messages. Total 274878024704.
+# Slash commands, buttons and modals need no permission: interactions answer through webhooks.
 BOT_PERMISSIONS = discord.Permissions(
     view_channel=True,
     send_messages=True,

@@ -203,3 +203,22 @@ async def test_without_the_intent_a_mention_on_someone_elses_image_points_to_the
     [hint] = await discord_fake.wait_until(answered)
     assert "Edit image" in hint["content"]
     assert openai_fake.requests == []
+
+
+async def test_a_message_delivered_twice_is_edited_once(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    await discord_bot()
+    it = await discord_fake.slash(discord_fake.alice, prompt="a red boat")
+    result = await discord_fake.result_of(it)
+    asked = await discord_fake.send_message(
+        discord_fake.alice, "make it blue", reply_to=result["id"]
+    )
+    # A gateway resume can replay events the bot already handled.
+    await discord_fake.dispatch("MESSAGE_CREATE", discord_fake.as_bot_sees(asked))
+    await reply_result(discord_fake, asked)
+    later = await discord_fake.send_message(
+        discord_fake.alice, "make it green", reply_to=result["id"]
+    )
+    await reply_result(discord_fake, later)
+    assert [r.form["prompt"] for r in openai_fake.requests[1:]] == ["make it blue", "make it green"]
