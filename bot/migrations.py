@@ -1,0 +1,265 @@
+"""The SQLite schema: numbered migrations (recorded in ``user_version``) and the row mapping."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+import sqlite3
+from collections.abc import Sequence
+
+import aiosqlite
+
+from bot.config import WindowRule
+from bot.errors import ConfigError
+from bot.models import ImageOptions, ImageRequest, JobRecord, Requester, Usage
+
+# Dollar sums are floats: a budget counts as kept when within this of the limit.
+COST_EPSILON = 1e-9
+
+# Each entry is one schema version; never edit a released entry, append a new one instead.
+# Statements are listed one by one because sqlite3's executescript() commits any open
+# transaction first, and the version check must share a transaction with the changes.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """
+        CREATE TABLE jobs (
+            id              TEXT PRIMARY KEY,
+            user_key        TEXT NOT NULL,
+            platform        TEXT NOT NULL,
+            user_id         TEXT NOT NULL,
+            team_id         TEXT NOT NULL DEFAULT '',
+            channel_id      TEXT NOT NULL DEFAULT '',
+            display_name    TEXT NOT NULL DEFAULT '',
+            prompt          TEXT NOT NULL,
+            options         TEXT NOT NULL,
+            is_edit         INTEGER NOT NULL DEFAULT 0,
+            parent_job_id   TEXT,
+            source_count    INTEGER NOT NULL DEFAULT 0,
+            status          TEXT NOT NULL CHECK (
+                status IN ('queued', 'running', 'succeeded', 'failed', 'interrupted')),
+            error           TEXT,
+            created_at      REAL NOT NULL,
+            started_at      REAL,
+            finished_at     REAL,
+            usage           TEXT,
+            cost_usd        REAL NOT NULL DEFAULT 0,
+            charged_images  INTEGER NOT NULL DEFAULT 0,
+            charged_cost    REAL NOT NULL DEFAULT 0,
+            platform_ref    TEXT NOT NULL DEFAULT '{}',
+            request_id      TEXT
+        )
+        """,
+        # Covering index: admission sums a user's charges without touching the table.
+        """
+        CREATE INDEX jobs_user_created
+            ON jobs (user_key, created_at, charged_images, charged_cost)
+        """,
+        """
+        CREATE TABLE job_images (
+            job_id      TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+            kind        TEXT NOT NULL CHECK (kind IN ('output', 'source', 'mask')),
+            idx         INTEGER NOT NULL,
+            path        TEXT NOT NULL,
+            mime        TEXT NOT NULL,
+            filename    TEXT NOT NULL DEFAULT '',
+            width       INTEGER NOT NULL DEFAULT 0,
+            height      INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (job_id, kind, idx)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE message_links (
+            platform    TEXT NOT NULL,
+            message_id  TEXT NOT NULL,
+            job_id      TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+            PRIMARY KEY (platform, message_id)
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX message_links_job ON message_links (job_id)",
+        """
+        CREATE TABLE events (
+            key      TEXT PRIMARY KEY,
+            seen_at  REAL NOT NULL
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX events_seen ON events (seen_at)",
+    ),
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+async def migrate(db: aiosqlite.Connection) -> int:
+    """Apply the migrations the file lacks, all in one transaction; return the schema version."""
+    # IMMEDIATE: two processes opening a fresh file at once must not both run migration 1.
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        rows = list(await db.execute_fetchall("PRAGMA user_version"))
+        current = int(rows[0][0])
+        if current > SCHEMA_VERSION:
+            raise ConfigError(
+                "IMAGINE_DATA_DIR",
+                f"the database was written by a newer imagine-bot (schema {current}, "
+                f"this version knows {SCHEMA_VERSION}); upgrade imagine-bot",
+            )
+        for statements in MIGRATIONS[current:]:
+            for statement in statements:
+                await db.execute(statement)
+        if current != SCHEMA_VERSION:
+            # PRAGMA takes no bound parameters; the value is our own integer.
+            await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        await db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            await db.execute("ROLLBACK")
+        raise
+    return SCHEMA_VERSION
+
+
+# --- the jobs table as models ---------------------------------------------------------------
+
+_JOB_COLUMNS = (
+    "id, user_key, platform, user_id, team_id, channel_id, display_name, prompt, options, "
+    "is_edit, parent_job_id, source_count, status, created_at, charged_images, charged_cost"
+)
+_JOB_VALUES = ", ".join("?" * len(_JOB_COLUMNS.split(",")))
+INSERT_JOB = f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({_JOB_VALUES})"
+INSERT_IMAGE = (
+    "INSERT INTO job_images (job_id, kind, idx, path, mime, filename, width, height) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(ImageOptions))
+_USAGE_NAMES = frozenset(f.name for f in dataclasses.fields(Usage))
+
+
+@functools.lru_cache(maxsize=256)
+def _options_json(options: ImageOptions) -> str:
+    # asdict() costs about as much as the rest of an admission; a bot sees few distinct options.
+    return json.dumps(dataclasses.asdict(options))
+
+
+def job_row(job_id: str, request: ImageRequest, now: float, cost: float) -> tuple[object, ...]:
+    """The values of a new queued job, in ``INSERT_JOB``'s column order."""
+    r = request.requester
+    options = _options_json(request.options)
+    return (
+        *(job_id, r.key, r.platform, r.user_id, r.team_id, r.channel_id, r.display_name),
+        *(request.prompt, options, int(request.is_edit), request.parent_job_id),
+        *(len(request.sources), "queued", now, request.options.n, cost),
+    )
+
+
+def job_from_row(row: sqlite3.Row) -> JobRecord:
+    """A JobRecord from a ``SELECT * FROM jobs`` row (unknown JSON keys are ignored)."""
+    requester = Requester(
+        row["platform"], row["user_id"], row["team_id"], row["channel_id"], row["display_name"]
+    )
+    options = {k: v for k, v in json.loads(row["options"]).items() if k in _OPTION_NAMES}
+    usage = None
+    if row["usage"]:
+        counts = json.loads(row["usage"]).items()
+        usage = Usage(**{k: int(v) for k, v in counts if k in _USAGE_NAMES})
+    return JobRecord(
+        id=row["id"],
+        requester=requester,
+        prompt=row["prompt"],
+        options=ImageOptions(**options),
+        status=row["status"],
+        created_at=row["created_at"],
+        is_edit=bool(row["is_edit"]),
+        parent_job_id=row["parent_job_id"],
+        source_count=row["source_count"],
+        error=row["error"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        usage=usage,
+        cost_usd=row["cost_usd"],
+        charged_images=row["charged_images"],
+        platform_ref=json.loads(row["platform_ref"] or "{}"),
+    )
+
+
+def queued_record(job_id: str, request: ImageRequest, now: float) -> JobRecord:
+    """The record of a job ``admit`` has just inserted."""
+    return JobRecord(
+        id=job_id,
+        requester=request.requester,
+        prompt=request.prompt,
+        options=request.options,
+        status="queued",
+        created_at=now,
+        is_edit=request.is_edit,
+        parent_job_id=request.parent_job_id,
+        source_count=len(request.sources),
+        charged_images=request.options.n,
+    )
+
+
+# --- the usage ledger -----------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=32)
+def sums_sql(windows: int) -> str:
+    """One row: ``images_i`` and ``cost_i`` charged to a user within each of the windows."""
+    columns = ", ".join(
+        f"COALESCE(SUM(CASE WHEN created_at > ? THEN charged_images END), 0) AS images_{i}, "
+        f"COALESCE(SUM(CASE WHEN created_at > ? THEN charged_cost END), 0) AS cost_{i}"
+        for i in range(windows)
+    )
+    return f"SELECT {columns} FROM jobs WHERE user_key = ? AND created_at > ?"
+
+
+def window_params(windows: Sequence[int], key: str, now: float) -> list[object]:
+    """Parameters for ``sums_sql``; ``windows`` are seconds, ascending."""
+    params: list[object] = [now - seconds for seconds in windows for _ in (0, 1)]
+    return [*params, key, now - windows[-1]]
+
+
+@functools.lru_cache(maxsize=32)
+def _guarded_insert_sql(windows: int, checks: tuple[str, ...]) -> str:
+    where = " AND ".join(f"{column} + ? <= ?" for column in checks)
+    return (
+        f"INSERT INTO jobs ({_JOB_COLUMNS}) SELECT {_JOB_VALUES} "
+        f"FROM ({sums_sql(windows)}) WHERE {where}"
+    )
+
+
+def guarded_insert(
+    row: tuple[object, ...],
+    n: int,
+    cost: float,
+    limits: Sequence[WindowRule],
+    budgets: Sequence[WindowRule],
+    now: float,
+) -> tuple[str, list[object]]:
+    """An INSERT of a ``job_row`` that adds nothing when it would break any rule."""
+    windows = sorted({rule.seconds for rule in (*limits, *budgets)})
+    checks = [f"images_{windows.index(rule.seconds)}" for rule in limits]
+    checks += [f"cost_{windows.index(rule.seconds)}" for rule in budgets]
+    bounds: list[object] = [x for rule in limits for x in (n, rule.amount)]
+    bounds += [x for rule in budgets for x in (cost, rule.amount + COST_EPSILON)]
+    sql = _guarded_insert_sql(len(windows), tuple(checks))
+    key = row[1]
+    assert isinstance(key, str)
+    return sql, [*row, *window_params(windows, key, now), *bounds]
+
+
+def wait_for_room(
+    charges: Sequence[tuple[float, float]],
+    used: float,
+    requested: float,
+    rule: WindowRule,
+    now: float,
+) -> float:
+    """Seconds until enough of ``charges`` (created_at, amount; oldest first) leave the window."""
+    if requested > rule.amount + COST_EPSILON:
+        # Never fits, however long the user waits; a whole window is the honest figure.
+        return float(rule.seconds)
+    excess = used + requested - rule.amount
+    for created_at, amount in charges:
+        excess -= amount
+        if excess <= COST_EPSILON:
+            return max(0.0, created_at + rule.seconds - now)
+    return float(rule.seconds)
