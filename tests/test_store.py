@@ -492,6 +492,25 @@ async def test_a_refused_edit_leaves_no_files(store: Store, db_path: Path) -> No
     assert not images.exists() or list(images.iterdir()) == []
 
 
+async def test_concurrent_edits_over_the_limit_keep_only_the_admitted_files(
+    store: Store, db_path: Path
+) -> None:
+    rule = limits("1/hour")
+    edits = [request(sources=(source(bytes([i])),)) for i in range(6)]
+
+    outcomes = await asyncio.gather(
+        *(admit(store, edit, T0, limit=rule) for edit in edits), return_exceptions=True
+    )
+
+    admitted = [o for o in outcomes if isinstance(o, JobRecord)]
+    assert len(admitted) == 1
+    assert all(isinstance(o, LimitExceeded) for o in outcomes if o not in admitted)
+    kept = sorted(path.name for path in (db_path.parent / "images").iterdir())
+    assert kept == [admitted[0].id]
+    sources, _ = await store.job_sources(admitted[0].id)
+    assert len(sources) == 1
+
+
 async def test_claim_event_is_true_once_per_key(open_store: OpenStore, db_path: Path) -> None:
     store = await open_store(db_path)
     assert await store.claim_event("slack:C1:171.2", now=T0) is True
