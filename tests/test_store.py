@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -253,6 +254,70 @@ async def test_two_stores_on_one_file_never_over_admit(
     unexpected = [o for o in unexpected if not isinstance(o, LimitExceeded)]
     assert unexpected == []
     assert len(admitted) == 10
+    assert raw_rows(db_path, "SELECT COUNT(*) FROM jobs") == [(10,)]
+
+
+_CHILD = """
+import asyncio, sys
+from pathlib import Path
+from bot.config import parse_rules
+from bot.errors import LimitExceeded
+from bot.models import ImageRequest, Requester
+from bot.store import Store
+
+async def main() -> None:
+    store = await Store.open(Path(sys.argv[1]))
+    rule = parse_rules("10/hour", whole=True)
+    req = ImageRequest(Requester("discord", "1"), "from the other process")
+    print("ready", flush=True)
+    await asyncio.to_thread(sys.stdin.readline)
+    async def one() -> bool:
+        try:
+            await store.admit(req, limits=rule, budgets=(), estimated_cost=0.04, exempt=False,
+                              now=float(sys.argv[2]))
+        except LimitExceeded:
+            return False
+        return True
+    results = await asyncio.gather(*(one() for _ in range(60)))
+    await store.close()
+    print("admitted", sum(results), flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_another_process_on_the_same_file_never_over_admits(
+    store: Store, db_path: Path
+) -> None:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _CHILD,
+        str(db_path),
+        str(T0),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        ready = await asyncio.wait_for(child.stdout.readline(), 30)
+        assert ready == b"ready\n"
+        child.stdin.write(b"go\n")
+        await child.stdin.drain()
+        rule = limits("10/hour")
+        here = await asyncio.gather(
+            *(admit(store, request(), T0, limit=rule) for _ in range(60)), return_exceptions=True
+        )
+        out, _ = await asyncio.wait_for(child.communicate(), 60)
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+    admitted_here = sum(isinstance(o, JobRecord) for o in here)
+    assert all(isinstance(o, JobRecord | LimitExceeded) for o in here)
+    admitted_there = int(out.split()[-1])
+    assert admitted_here + admitted_there == 10
     assert raw_rows(db_path, "SELECT COUNT(*) FROM jobs") == [(10,)]
 
 
