@@ -1,7 +1,8 @@
-"""The SQLite schema: numbered migrations (recorded in ``user_version``) and the row mapping."""
+"""The SQLite schema: numbered migrations (in ``user_version``), row mapping, ledger queries."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import functools
@@ -91,11 +92,30 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+async def configure(db: aiosqlite.Connection, busy_timeout_ms: int) -> None:
+    """Set the connection up for several processes sharing the file (WAL, busy timeout)."""
+    await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    # Turning a fresh file to WAL needs an exclusive lock, and SQLite answers "locked" at
+    # once, without waiting, while another connection is opening the same new file.
+    for attempt in range(1, 50):
+        try:
+            await db.execute("PRAGMA journal_mode = WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            await asyncio.sleep(min(0.5, 0.01 * attempt))
+    else:
+        await db.execute("PRAGMA journal_mode = WAL")
+    await db.execute("PRAGMA synchronous = NORMAL")
+    await db.execute("PRAGMA foreign_keys = ON")
+
+
 async def migrate(db: aiosqlite.Connection) -> int:
     """Apply the migrations the file lacks, all in one transaction; return the schema version."""
-    # IMMEDIATE: two processes opening a fresh file at once must not both run migration 1.
-    await db.execute("BEGIN IMMEDIATE")
     try:
+        # IMMEDIATE: two processes opening a fresh file at once must not both run migration 1.
+        await db.execute("BEGIN IMMEDIATE")
         rows = list(await db.execute_fetchall("PRAGMA user_version"))
         current = int(rows[0][0])
         if current > SCHEMA_VERSION:

@@ -25,6 +25,7 @@ from bot.migrations import (
     COST_EPSILON,
     INSERT_IMAGE,
     INSERT_JOB,
+    configure,
     guarded_insert,
     job_from_row,
     job_row,
@@ -93,10 +94,7 @@ class Store:
         )
         try:
             db.row_factory = sqlite3.Row
-            await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute("PRAGMA synchronous = NORMAL")
-            await db.execute("PRAGMA foreign_keys = ON")
+            await configure(db, BUSY_TIMEOUT_MS)
             await migrate(db)
         except BaseException:
             await db.close()
