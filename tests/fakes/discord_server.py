@@ -409,7 +409,12 @@ class FakeDiscord:
         try:
             return await asyncio.wait_for(check(), timeout)
         except TimeoutError:
-            raise AssertionError(f"timed out; problems seen: {self.problems}") from None
+            recent = "\n".join(
+                f"  {c.method} {c.path} -> {c.status}: {str(c.json)[:200]}" for c in self.calls[-8:]
+            )
+            raise AssertionError(
+                f"timed out; problems seen: {self.problems}; last requests:\n{recent}"
+            ) from None
 
     async def wait_connected(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         """Wait until a bot has identified on the gateway."""
