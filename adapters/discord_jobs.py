@@ -119,13 +119,17 @@ class InteractionTarget:
         return message.id
 
     async def fail(self, text: str) -> None:
-        if self.fallback is not None:
-            await self.fallback.edit(content=text, embed=None, attachments=[], view=None)
-            return
-        # Errors are private: the public "thinking" message goes, an ephemeral one replaces it.
-        with contextlib.suppress(discord.NotFound):
-            await self.interaction.delete_original_response()
-        await self.interaction.followup.send(text, ephemeral=True)
+        if self.fallback is None:
+            # Errors are private: the public "thinking" message goes, an ephemeral one replaces it.
+            try:
+                with contextlib.suppress(discord.NotFound):
+                    await self.interaction.delete_original_response()
+                await self.interaction.followup.send(text, ephemeral=True)
+                return
+            except discord.HTTPException as exc:
+                if exc.status != 401:
+                    raise
+        await self.show(text)  # the token expired: say it in the channel
 
     def platform_ref(self) -> dict[str, object]:
         interaction = self.interaction

@@ -150,6 +150,25 @@ async def test_a_result_that_outlives_the_interaction_token_is_posted_in_the_cha
     assert job is not None and job.prompt == "a very patient snail"
 
 
+async def test_a_refusal_after_the_token_expired_is_said_in_the_channel(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    app, _bot = await discord_bot()
+    gate = ProviderGate(app.service.provider)
+    app.service.provider = gate
+    it = await discord_fake.slash(discord_fake.alice, prompt="a battle")
+    await discord_fake.wait_until(lambda: it.callback_type == 5)
+    discord_fake.expire(it)
+    openai_fake.fail_next("moderation_blocked", categories=["violence"])
+    gate.release.set()
+
+    [said] = await discord_fake.wait_until(
+        lambda: [m for m in discord_fake.channel_messages() if "safety system" in m["content"]]
+    )
+    assert said["content"].startswith(f"<@{discord_fake.alice.id}>")
+    assert "violence" in said["content"]
+
+
 @pytest.mark.allow_error_logs
 async def test_an_unexpected_failure_shows_a_job_id_and_is_logged(
     discord_fake: FakeDiscord,
