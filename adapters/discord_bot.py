@@ -79,6 +79,9 @@ class ImagineDiscordBot(discord.Client):
                 guild = discord.Object(id=guild_id)
                 self.tree.copy_global_to(guild=guild)
                 await self.tree.sync(guild=guild)
+            # Global copies from an earlier run would show every command twice in these guilds.
+            self.tree.clear_commands(guild=None)
+            await self.tree.sync()
         else:
             await self.tree.sync()
         self._recovery = asyncio.create_task(self.recover_interrupted())

@@ -216,7 +216,7 @@ async def imagine_command(
     image3: discord.Attachment | None = None,
     mask: discord.Attachment | None = None,
 ) -> None:
-    """/imagine"""
+    """The /imagine slash command."""
     await imagine_of(interaction.client).imagine(
         interaction,
         prompt,

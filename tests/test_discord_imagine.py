@@ -170,6 +170,7 @@ async def test_commands_are_registered_globally_or_per_guild(
         "imagine",
         "Edit image",
     ]
+    assert discord_fake.commands["global"] == []  # no duplicates left from the global sync
 
 
 async def test_a_channel_outside_the_allowed_list_is_refused_privately(
