@@ -41,7 +41,8 @@ class DiscordImagine:
             settings.discord_api_base_url, settings.max_attachment_bytes
         )
         self.runner = JobRunner(app, result_view)
-        self.allowed_channels = frozenset(settings.discord_allowed_channels)
+        # Channel ids or names; "#art" and "art" mean the same channel.
+        self.allowed_channels = frozenset(c.lstrip("#") for c in settings.discord_allowed_channels)
         # The "Edit image" menu sees the whole message; a later fetch may not (no content intent).
         self._menu_targets: dict[int, list[discord.Attachment]] = {}
 

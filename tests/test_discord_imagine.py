@@ -176,12 +176,17 @@ async def test_commands_are_registered_globally_or_per_guild(
 async def test_a_channel_outside_the_allowed_list_is_refused_privately(
     discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
 ) -> None:
-    await discord_bot(discord_allowed_channels="12345,general")
+    _app, bot = await discord_bot(discord_allowed_channels="12345,general")
     it = await discord_fake.slash(discord_fake.alice, prompt="anything")
     reply = await discord_fake.private_reply(it)
     assert it.callback_type == 4
     assert "not set up to make images in this channel" in reply["content"]
     assert openai_fake.requests == []
+
+    await bot.close()
+    await discord_bot(discord_allowed_channels=f"12345,#{discord_fake.channel_name}")
+    await discord_fake.result_of(await discord_fake.slash(discord_fake.alice, prompt="here"))
+    assert len(openai_fake.requests) == 1
 
 
 async def test_twenty_simultaneous_commands_are_all_deferred_and_answered(

@@ -139,6 +139,7 @@ class FakeDiscord:
         self.alice = FakeUser(self.snowflake(), "alice")
         self.bob = FakeUser(self.snowflake(), "bob")
         self.mod = FakeUser(self.snowflake(), "mod", MEMBER_PERMISSIONS | MANAGE_MESSAGES)
+        self.channel_name = "art"
         self.attachment_size_limit = 10 * 1024 * 1024
         self.allow_message_content = True
         self.calls: list[Call] = []
@@ -520,7 +521,7 @@ class FakeDiscord:
         return {
             "id": self.channel_id,
             "type": 0,
-            "name": "art",
+            "name": self.channel_name,
             "position": 0,
             "guild_id": self.guild_id,
             "permission_overwrites": [],
