@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     imagine_data_dir: Path = Path("./data")
     imagine_user_limit: str | None = None
     imagine_user_budget: str | None = None
-    imagine_max_concurrency: int = Field(4, ge=1, le=64)
+    imagine_max_concurrency: int = Field(4, ge=1, le=256)
     imagine_admin_users: Annotated[list[str], NoDecode] = Field(default_factory=list)
     imagine_progress_interval: float = Field(1.0, ge=0)
     imagine_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
