@@ -172,8 +172,11 @@ class Store:
                 sql, params = guarded_insert(row, n, estimated_cost, limits, budgets, now)
             async with self._lock:
                 cursor = await self._db.execute(sql, params)
-            if cursor.rowcount == 1:
-                return queued_record(job_id, request, now)
+                if cursor.rowcount == 1:
+                    return queued_record(job_id, request, now)
+                # Refused: name the rule with a plain read; it raises unless charges moved
+                # meanwhile, and then the transaction below decides.
+                await self._check(self._db, key, n, estimated_cost, limits, budgets, now)
         try:
             # The slow path names the broken rule, or admits if charges moved meanwhile.
             async with self._write() as db:
