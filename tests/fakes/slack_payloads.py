@@ -1,0 +1,156 @@
+"""What Slack sends the bot: slash commands, event callbacks and interactive payloads."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from tests.fakes.slack_workspace import APP_ID, BOT_USER_ID, TEAM_ID, SlackWorkspace
+
+
+class SlackPayloads(SlackWorkspace):
+    """Builds the payloads real Slack would deliver for what people do."""
+
+    def message_event(
+        self, channel: str, msg: dict[str, Any], *, kind: str = "message"
+    ) -> dict[str, Any]:
+        """The Events API callback Slack sends for ``msg`` (``kind`` message or app_mention)."""
+        event: dict[str, Any] = {
+            "type": kind,
+            "channel": channel,
+            "user": msg["user"],
+            "text": msg["text"],
+            "ts": msg["ts"],
+            "team": TEAM_ID,
+        }
+        if kind == "message":
+            event["channel_type"] = "im" if channel.startswith("D") else "channel"
+            if msg.get("files"):
+                event["subtype"] = "file_share"
+        for key in ("thread_ts", "files", "bot_id"):
+            if msg.get(key):
+                event[key] = msg[key]
+        return self.event_payload(event)
+
+    def command_payload(
+        self,
+        text: str,
+        *,
+        user: str = "UALICE",
+        channel: str = "C0GENERAL",
+        command: str = "/imagine",
+    ) -> dict[str, str]:
+        """The fields of a slash command request."""
+        return {
+            "token": "legacy-verification-token",
+            "team_id": TEAM_ID,
+            "team_domain": "test",
+            "channel_id": channel,
+            "channel_name": "general",
+            "user_id": user,
+            "user_name": self.users.get(user, {}).get("name", user),
+            "command": command,
+            "text": text,
+            "api_app_id": APP_ID,
+            "response_url": f"{self.base_url}/response/{uuid.uuid4().hex[:8]}",
+            "trigger_id": self.new_trigger(),
+        }
+
+    def event_payload(
+        self, event: dict[str, Any], *, event_id: str | None = None
+    ) -> dict[str, Any]:
+        """Wrap an event in its ``event_callback`` envelope."""
+        return {
+            "token": "legacy-verification-token",
+            "team_id": TEAM_ID,
+            "api_app_id": APP_ID,
+            "event": {"event_ts": event.get("ts", self._new_ts()), **event},
+            "type": "event_callback",
+            "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
+            "event_time": int(time.time()),
+            "authorizations": [
+                {
+                    "team_id": TEAM_ID,
+                    "user_id": BOT_USER_ID,
+                    "is_bot": True,
+                    "is_enterprise_install": False,
+                    "enterprise_id": None,
+                }
+            ],
+        }
+
+    def user_ref(self, user: str) -> dict[str, str]:
+        """The ``user`` object interactive payloads carry."""
+        name = self.users.get(user, {}).get("name", user)
+        return {"id": user, "username": name, "name": name, "team_id": TEAM_ID}
+
+    def block_action_payload(
+        self, user: str, channel: str, message: dict[str, Any], action_id: str, value: str
+    ) -> dict[str, Any]:
+        """A ``block_actions`` payload for a button click on ``message``."""
+        return {
+            "type": "block_actions",
+            "user": self.user_ref(user),
+            "api_app_id": APP_ID,
+            "token": "legacy-verification-token",
+            "container": {
+                "type": "message",
+                "message_ts": message["ts"],
+                "channel_id": channel,
+                "is_ephemeral": False,
+            },
+            "trigger_id": self.new_trigger(),
+            "team": {"id": TEAM_ID, "domain": "test"},
+            "channel": {"id": channel, "name": "general"},
+            "message": message,
+            "response_url": f"{self.base_url}/response/{uuid.uuid4().hex[:8]}",
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": action_id,
+                    "block_id": "imagine_actions",
+                    "value": value,
+                    "action_ts": self._new_ts(),
+                }
+            ],
+        }
+
+    def shortcut_payload(
+        self, user: str, channel: str, message: dict[str, Any], callback_id: str = "imagine_edit"
+    ) -> dict[str, Any]:
+        """A ``message_action`` payload (the message shortcut)."""
+        return {
+            "type": "message_action",
+            "token": "legacy-verification-token",
+            "action_ts": self._new_ts(),
+            "team": {"id": TEAM_ID, "domain": "test"},
+            "user": self.user_ref(user),
+            "channel": {"id": channel, "name": "general"},
+            "callback_id": callback_id,
+            "trigger_id": self.new_trigger(),
+            "message_ts": message["ts"],
+            "message": message,
+            "response_url": f"{self.base_url}/response/{uuid.uuid4().hex[:8]}",
+        }
+
+    def view_submission_payload(
+        self, user: str, view: dict[str, Any], values: dict[str, dict[str, Any]]
+    ) -> dict[str, Any]:
+        """A ``view_submission`` for a modal the bot opened, with ``values`` typed in."""
+        submitted = {
+            **view,
+            "id": view.get("id", "V0"),
+            "state": {"values": values},
+            "team_id": TEAM_ID,
+            "app_id": APP_ID,
+        }
+        return {
+            "type": "view_submission",
+            "team": {"id": TEAM_ID, "domain": "test"},
+            "user": self.user_ref(user),
+            "api_app_id": APP_ID,
+            "token": "legacy-verification-token",
+            "trigger_id": self.new_trigger(),
+            "view": submitted,
+        }

@@ -1,0 +1,276 @@
+"""The fake Slack Web API: strict about tokens, trigger ids, block shapes and upload lengths."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakes.slack_workspace import (
+    APP_ID,
+    APP_TOKEN,
+    BOT_ID,
+    BOT_TOKEN,
+    BOT_USER_ID,
+    TEAM_ID,
+    SlackCall,
+    SlackWorkspace,
+    Upload,
+)
+
+_BLOCK_TYPES = {"section", "context", "actions", "image", "divider", "header", "input", "rich_text"}
+
+
+class SlackWebApi(SlackWorkspace):
+    """Answers ``/api/{method}`` the way Slack does for the methods the bot calls."""
+
+    async def _web_api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        args: dict[str, Any] = dict(request.query)
+        if request.can_read_body:
+            if request.content_type == "application/json":
+                args.update(await request.json())
+            else:
+                args.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
+        for key in ("blocks", "view", "files", "attachments"):
+            if isinstance(args.get(key), str):
+                args[key] = json.loads(args[key])
+        auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else args.get("token")
+        args.pop("token", None)
+        self.calls.append(SlackCall(method, args, token))
+        try:
+            answer = self._answer(method, args, token)
+        finally:
+            await self._notify()
+        if answer.get("error") == "ratelimited":
+            return web.json_response(answer, status=429, headers={"Retry-After": "0"})
+        return web.json_response(answer)
+
+    # --- Web API methods ----------------------------------------------------------------
+    def _answer(self, method: str, args: dict[str, Any], token: str | None) -> dict[str, Any]:
+        if method == "apps.connections.open":
+            if token != APP_TOKEN:
+                return _err("not_allowed_token_type" if token else "not_authed")
+            return {"ok": True, "url": f"ws://127.0.0.1:{self.port}/link"}
+        if token != BOT_TOKEN:
+            return _err("invalid_auth" if token else "not_authed")
+        if self.failures.get(method):
+            return _err(self.failures[method].pop(0))
+        channel = args.get("channel") or args.get("channel_id")
+        if channel in self.outside and method != "conversations.join":
+            return _err("not_in_channel")
+        handler = getattr(self, "_m_" + method.replace(".", "_"), None)
+        if handler is None:
+            return _err("unknown_method")
+        result: dict[str, Any] = handler(args)
+        return result
+
+    def _m_auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "url": "https://test.slack.com/",
+            "team": "Test",
+            "user": "imagine",
+            "team_id": TEAM_ID,
+            "user_id": BOT_USER_ID,
+            "bot_id": BOT_ID,
+            "is_enterprise_install": False,
+        }
+
+    def _m_conversations_join(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = str(args.get("channel", ""))
+        if channel.startswith(("G", "D")):
+            return _err("method_not_supported_for_channel_type")
+        self.outside.discard(channel)
+        return {"ok": True, "channel": {"id": channel, "is_member": True}}
+
+    def _m_users_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        user = self.users.get(str(args.get("user")))
+        return {"ok": True, "user": user} if user else _err("user_not_found")
+
+    def _m_chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = str(args.get("channel", ""))
+        problem = self._check_content(args)
+        if not channel:
+            return _err("channel_not_found")
+        if problem:
+            return _err(problem)
+        thread_ts = args.get("thread_ts")
+        if thread_ts and self.message(channel, str(thread_ts)) is None:
+            return _err("thread_not_found")
+        msg: dict[str, Any] = {
+            "type": "message",
+            "user": BOT_USER_ID,
+            "bot_id": BOT_ID,
+            "app_id": APP_ID,
+            "text": args.get("text", ""),
+            "ts": self._new_ts(),
+        }
+        if args.get("blocks"):
+            msg["blocks"] = args["blocks"]
+        if thread_ts:
+            msg["thread_ts"] = str(thread_ts)
+        self.messages.setdefault(channel, []).append(msg)
+        return {"ok": True, "channel": channel, "ts": msg["ts"], "message": dict(msg)}
+
+    def _m_chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel, ts = str(args.get("channel", "")), str(args.get("ts", ""))
+        msg = self.message(channel, ts)
+        if msg is None:
+            return _err("message_not_found")
+        problem = self._check_content(args)
+        if problem:
+            return _err(problem)
+        msg["text"] = args.get("text", "")
+        if "blocks" in args:
+            msg["blocks"] = args["blocks"]
+        return {"ok": True, "channel": channel, "ts": ts, "text": msg["text"], "message": dict(msg)}
+
+    def _m_chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not args.get("channel"):
+            return _err("channel_not_found")
+        if not args.get("user"):
+            return _err("user_not_found")
+        problem = self._check_content(args)
+        return _err(problem) if problem else {"ok": True, "message_ts": self._new_ts()}
+
+    def _m_chat_delete(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel, ts = str(args.get("channel", "")), str(args.get("ts", ""))
+        msg = self.message(channel, ts)
+        if msg is None:
+            return _err("message_not_found")
+        if msg.get("user") != BOT_USER_ID:
+            return _err("cant_delete_message")
+        self.messages[channel].remove(msg)
+        return {"ok": True, "channel": channel, "ts": ts}
+
+    def _m_reactions_add(self, args: dict[str, Any]) -> dict[str, Any]:
+        if self.message(str(args.get("channel")), str(args.get("timestamp"))) is None:
+            return _err("message_not_found")
+        return {"ok": True} if args.get("name") else _err("invalid_name")
+
+    def _m_views_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        trigger = args.get("trigger_id")
+        if trigger not in self._triggers:
+            return _err("invalid_trigger_id")
+        self._triggers.discard(trigger)
+        view = args.get("view")
+        if not isinstance(view, dict) or view.get("type") != "modal":
+            return _err("invalid_arguments")
+        if len(view.get("title", {}).get("text", "")) > 24:
+            return _err("invalid_arguments")
+        if len(view.get("private_metadata", "")) > 3000 or self._bad_blocks(view.get("blocks")):
+            return _err("invalid_arguments")
+        opened = {**view, "id": f"V{next(self._ids):08d}", "team_id": TEAM_ID, "app_id": APP_ID}
+        return {"ok": True, "view": opened}
+
+    def _m_files_getUploadURLExternal(self, args: dict[str, Any]) -> dict[str, Any]:
+        filename, length = args.get("filename"), str(args.get("length", ""))
+        if not filename or not length.isdigit() or int(length) <= 0:
+            return _err("invalid_arguments")
+        file_id = f"F{next(self._ids):08d}"
+        self.uploads[file_id] = Upload(file_id, str(filename), int(length))
+        return {"ok": True, "upload_url": f"{self.base_url}/upload/{file_id}", "file_id": file_id}
+
+    def _m_files_completeUploadExternal(self, args: dict[str, Any]) -> dict[str, Any]:
+        entries = args.get("files")
+        if not isinstance(entries, list) or not entries:
+            return _err("invalid_arguments")
+        channel, thread_ts = args.get("channel_id"), args.get("thread_ts")
+        if thread_ts and (not channel or self.message(str(channel), str(thread_ts)) is None):
+            return _err("invalid_thread_ts")
+        done: list[dict[str, Any]] = []
+        for entry in entries:
+            upload = self.uploads.get(str(entry.get("id")))
+            if upload is None or len(upload.data) != upload.length or upload.completed:
+                return _err("file_not_found")
+            upload.completed, upload.title = True, entry.get("title")
+            upload.channel_id, upload.thread_ts = channel, thread_ts
+            url = f"{self.base_url}/files-pri/{upload.file_id}/{upload.filename}"
+            mime = "image/" + upload.filename.rsplit(".", 1)[-1].replace("jpg", "jpeg")
+            obj = {
+                "id": upload.file_id,
+                "name": upload.filename,
+                "title": upload.title,
+                "mimetype": mime,
+                "size": upload.length,
+                "user": BOT_USER_ID,
+                "url_private": url,
+                "url_private_download": url,
+            }
+            self.files[upload.file_id] = obj
+            self.file_bytes[upload.file_id] = (upload.data, mime)
+            done.append(obj)
+        if channel:
+            msg: dict[str, Any] = {
+                "type": "message",
+                "subtype": "file_share",
+                "user": BOT_USER_ID,
+                "bot_id": BOT_ID,
+                "text": args.get("initial_comment") or "",
+                "ts": self._new_ts(),
+                "files": done,
+            }
+            if thread_ts:
+                msg["thread_ts"] = str(thread_ts)
+            self.messages.setdefault(str(channel), []).append(msg)
+        return {"ok": True, "files": [{"id": f["id"], "title": f["title"]} for f in done]}
+
+    def _m_files_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        obj = self.files.get(str(args.get("file")))
+        return {"ok": True, "file": obj} if obj else _err("file_not_found")
+
+    def _m_files_delete(self, args: dict[str, Any]) -> dict[str, Any]:
+        file_id = str(args.get("file"))
+        if self.files.pop(file_id, None) is None:
+            return _err("file_not_found")
+        self.file_bytes.pop(file_id, None)
+        return {"ok": True}
+
+    # --- validation -----------------------------------------------------------------------
+    def _check_content(self, args: dict[str, Any]) -> str | None:
+        if not args.get("text") and not args.get("blocks"):
+            return "no_text"
+        if len(str(args.get("text", ""))) > 40000:
+            return "msg_too_long"
+        return "invalid_blocks" if self._bad_blocks(args.get("blocks")) else None
+
+    def _bad_blocks(self, blocks: Any) -> bool:
+        if blocks is None:
+            return False
+        if not isinstance(blocks, list) or len(blocks) > 50:
+            return True
+        action_ids: set[str] = set()
+        for block in blocks:
+            kind = block.get("type")
+            if kind not in _BLOCK_TYPES:
+                return True
+            text = block.get("text")
+            if isinstance(text, dict) and len(text.get("text", "")) > 3000:
+                return True
+            if kind == "image" and self._bad_image(block):
+                return True
+            for element in block.get("elements", []) if kind == "actions" else []:
+                action_id = element.get("action_id")
+                if not action_id or action_id in action_ids or len(element.get("value", "")) > 2000:
+                    return True
+                action_ids.add(action_id)
+        return False
+
+    def _bad_image(self, block: dict[str, Any]) -> bool:
+        if not block.get("alt_text"):
+            return True
+        if "image_url" in block:
+            return not str(block["image_url"]).startswith("http")
+        ref = block.get("slack_file")
+        if not isinstance(ref, dict):
+            return True
+        if self.refuse_slack_file_blocks:
+            return True
+        return ref.get("id") not in self.files and ref.get("url") is None
+
+
+def _err(error: str) -> dict[str, Any]:
+    return {"ok": False, "error": error}
