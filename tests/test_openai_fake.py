@@ -249,6 +249,12 @@ async def test_a_wrong_key_gets_401(openai_fake: FakeOpenAI) -> None:
         )
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "invalid_api_key"
+    # like the real API, the message echoes the key's start and its last four characters
+    async with client(openai_fake, key="sk-proj-abcdefghijklmnop") as http:
+        response = await http.post(
+            "/images/generations", json={"model": "gpt-image-2", "prompt": "x"}
+        )
+    assert "sk-proj-************mnop" in response.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(
@@ -315,14 +321,30 @@ async def test_stream_cut_ends_after_a_partial(openai_fake: FakeOpenAI) -> None:
     assert [n for n, _ in sse_events(response.text)] == ["image_generation.partial_image"]
 
 
-async def test_stream_error_frame(openai_fake: FakeOpenAI) -> None:
-    openai_fake.fail_next("stream_error")
+@pytest.mark.parametrize(
+    ("shape", "name", "top_keys"),
+    [
+        ("both", "error", {"type", "created_at", "error"}),
+        ("typed", "error", {"type", "created_at", "message", "code", "param"}),
+        ("bare", "", {"error"}),
+    ],
+)
+async def test_stream_error_frame(
+    openai_fake: FakeOpenAI, shape: str, name: str, top_keys: set[str]
+) -> None:
+    openai_fake.fail_next("stream_error", shape=shape, code="moderation_blocked")
     body = {"model": "gpt-image-2", "prompt": "x", "stream": True, "partial_images": 1}
     async with client(openai_fake) as http:
         response = await http.post("/images/generations", json=body)
     events = sse_events(response.text)
-    assert [n for n, _ in events] == ["image_generation.partial_image", "error"]
-    schema_validator("Error").validate(events[1][1]["error"])
+    assert [n for n, _ in events] == ["image_generation.partial_image", name]
+    frame = events[1][1]
+    assert top_keys <= set(frame)
+    error = frame.get("error", frame)
+    assert error["code"] == "moderation_blocked"
+    assert "safety_violations=[violence]" in error["message"]
+    if shape != "typed":
+        schema_validator("Error").validate(frame["error"])
 
 
 async def test_timeout_fault_holds_the_answer(openai_fake: FakeOpenAI) -> None:

@@ -8,36 +8,46 @@ Answers carry real images of the asked size and format, real SSE streams and inj
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import io
 import json
-import math
-import os
-import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 import pytest_asyncio
-from aiohttp import BodyPartReader, web
-from PIL import Image
+from aiohttp import web
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "contracts" / "openai_images_schema.json"
-SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
-_FORMAT_CHECKER = jsonschema.Draft202012Validator.FORMAT_CHECKER
+from tests.fakes.openai_checks import (
+    SCHEMA,
+    SCHEMA_PATH,
+    Problem,
+    RecordedFile,
+    RecordedRequest,
+    check_body,
+    read_edit,
+    read_json,
+    schema_validator,
+    size_problem,
+)
+from tests.fakes.openai_render import b64, image_result, output_tokens, render_image
 
-_STANDARD_SIZES = {"1024x1024", "1536x1024", "1024x1536"}
-_INT_FIELDS = {"n", "output_compression", "partial_images"}
-_BOOL_FIELDS = {"stream"}
-_PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
-_TOKEN_FACTOR = {"low": 16, "medium": 48, "high": 96}
+__all__ = [
+    "FAULTS",
+    "SCHEMA",
+    "SCHEMA_PATH",
+    "FakeOpenAI",
+    "RecordedFile",
+    "RecordedRequest",
+    "assert_all_valid",
+    "openai_fake",
+    "output_tokens",
+    "render_image",
+    "schema_validator",
+    "size_problem",
+]
+
 _SAFETY = (
     "Your request was rejected by the safety system. If you believe this is an error, contact "
     "us at help.openai.com and include the request ID req_{req}. safety_violations=[{categories}]."
@@ -52,107 +62,48 @@ _ERROR_FAULTS: dict[str, tuple[int, str, str | None, str]] = {  # status, type, 
     "moderation_blocked": (400, "image_generation_user_error", "moderation_blocked", _SAFETY),
     "invalid_value": (400, "invalid_request_error", "invalid_value", "Invalid value."),
 }  # fmt: skip
-_BAD_KEY = "Incorrect API key provided. You can find your API key at platform.openai.com."
+_BAD_KEY = (
+    "Incorrect API key provided: {shown}. You can find your API key at "
+    "https://platform.openai.com/account/api-keys."
+)
 _ENDPOINTS = ("/v1/images/generations", "/v1/images/edits")
 _NO_INPUT = {"text_tokens": 0, "image_tokens": 0}
 FAULTS = frozenset(_ERROR_FAULTS) | {"timeout", "malformed_json", "stream_cut", "stream_error"}
-
-
-def schema_validator(name: str) -> jsonschema.Draft202012Validator:
-    """A validator for one ``$defs`` entry of the contract schema."""
-    return jsonschema.Draft202012Validator(
-        {"$ref": f"#/$defs/{name}", "$defs": SCHEMA["$defs"]}, format_checker=_FORMAT_CHECKER
-    )
-
-
-@dataclass
-class RecordedFile:
-    """One file part of a multipart request."""
-
-    field: str
-    filename: str
-    content_type: str
-    data: bytes
-
-
-@dataclass
-class RecordedRequest:
-    """What the fake received, and what it thought of it."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    json: dict[str, Any] | None = None
-    form: dict[str, str] = field(default_factory=dict)
-    files: list[RecordedFile] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    status: int | None = None
-    fault: str | None = None
-
-
-class _Problem(Exception):
-    pass
-
-
-def output_tokens(size: tuple[int, int], quality: str) -> int:
-    """gpt-image-2 output tokens for one image (the community formula from the notes)."""
-    f = _TOKEN_FACTOR.get(quality, 48)
-    width, height = size
-    short, long = min(width, height), max(width, height)
-    s = (2 * f * short + long) // (2 * long)
-    return math.ceil(f * s * (2_000_000 + width * height) / 4_000_000)
-
-
-def size_problem(model: str, size: str) -> str | None:
-    """Why the API would refuse ``size`` for ``model``, or None."""
-    if size == "auto" or size in _STANDARD_SIZES:
-        return None
-    match = re.fullmatch(r"(\d+)x(\d+)", size)
-    if not model.startswith("gpt-image-2") or not match:
-        return f"Invalid size '{size}' for model {model}."
-    width, height = int(match[1]), int(match[2])
-    if width % 16 or height % 16:
-        return "Width and height must both be divisible by 16."
-    if max(width, height) > 3 * min(width, height):
-        return "The aspect ratio must be between 1:3 and 3:1."
-    if max(width, height) > 3840:
-        return "The longest edge must be at most 3840 pixels."
-    if not 655_360 <= width * height <= 8_294_400:
-        return "The total number of pixels must be between 655360 and 8294400."
-    return None
-
-
-@lru_cache(maxsize=64)
-def render_image(
-    size: tuple[int, int], fmt: str, seed: int, transparent: bool, noise: bool
-) -> bytes:
-    """A real image of ``size`` in ``fmt``: a gradient tinted by ``seed``, or random noise."""
-    width, height = size
-    if noise:
-        img = Image.frombytes("RGB", size, os.urandom(width * height * 3))
-    else:
-        ramp = Image.linear_gradient("L").resize(size)
-        tint = Image.new("L", size, (seed * 57 + 80) % 256)
-        img = Image.merge("RGB", (ramp, tint, ramp.transpose(Image.Transpose.FLIP_TOP_BOTTOM)))
-    if transparent:
-        img = img.convert("RGBA")
-        img.putalpha(Image.linear_gradient("L").resize(size))
-    buf = io.BytesIO()
-    img.save(buf, _PIL_FORMATS[fmt], **({"quality": 80} if fmt != "png" else {}))
-    return buf.getvalue()
 
 
 def _request_id() -> str:
     return f"req_{secrets.token_hex(8)}"
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
+def _masked(key: str) -> str:
+    """The key as the real API echoes it back: its start and its last four characters."""
+    if len(key) <= 12:
+        return key[:3] + "*" * max(0, len(key) - 3)
+    return key[:8] + "*" * (len(key) - 12) + key[-4:]
 
 
 async def _event(response: web.StreamResponse, name: str, data: dict[str, Any]) -> None:
     payload = {"type": name, "created_at": int(time.time()), **data}
     await response.write(f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode())
+
+
+def _error_frame(shape: str = "both", code: str | None = None) -> bytes:
+    """An SSE error frame: ``both`` = ``event: error`` with ``type`` and a nested ``error``;
+    ``typed`` = ``type: error`` with the fields at the top; ``bare`` = only ``{"error": ...}``.
+    """
+    if code == "moderation_blocked":
+        error = {"type": "image_generation_user_error", "code": code, "param": None}
+        error["message"] = _SAFETY.format(req=secrets.token_hex(8), categories="violence")
+    else:
+        error = {"type": "server_error", "code": code, "param": None, "message": _SERVER_ERROR}
+    if shape == "bare":
+        return f"data: {json.dumps({'error': error})}\n\n".encode()
+    payload: dict[str, Any] = {"type": "error", "created_at": int(time.time())}
+    if shape == "typed":  # the frame's own type says "error"; the error's type is not sent
+        payload |= {k: v for k, v in error.items() if k != "type"}
+    else:
+        payload["error"] = error
+    return f"event: error\ndata: {json.dumps(payload)}\n\n".encode()
 
 
 def _error(
@@ -182,10 +133,12 @@ class FakeOpenAI:
     def fail_next(self, fault: str, *, times: int = 1, **params: Any) -> None:
         """Answer the next ``times`` valid requests with ``fault``.
 
-        Parameters by fault: rate_limit ``retry_after`` (seconds, default 0) and/or
-        ``retry_after_ms``; moderation_blocked ``categories`` (list); invalid_value ``message``,
-        ``param``; timeout ``seconds`` (default: until the server closes); stream_cut and
-        stream_error ``after`` (previews sent first, default 1); any error fault ``status``.
+        Parameters by fault: rate_limit ``retry_after`` (seconds or an HTTP date, default 0)
+        and/or ``retry_after_ms``; moderation_blocked ``categories`` (list); invalid_value
+        ``message``, ``param``; timeout ``seconds`` (default: until the server closes);
+        stream_cut and stream_error ``after`` (previews sent first, default 1); stream_error
+        ``shape`` (both, typed, bare: see ``_error_frame``) and ``code`` (moderation_blocked);
+        any error fault ``status``.
         stream_cut on a request that does not stream drops the connection mid-body.
         """
         if fault not in FAULTS:
@@ -245,11 +198,9 @@ class FakeOpenAI:
         body: dict[str, Any] | None = None
         try:
             if request.method != "POST" or request.path not in _ENDPOINTS:
-                raise _Problem(f"no such endpoint: {request.method} {request.path}")
-            body = await (
-                self._read_edit(request, rec) if is_edit else self._read_json(request, rec)
-            )
-        except _Problem as exc:
+                raise Problem(f"no such endpoint: {request.method} {request.path}")
+            body = await (read_edit(request, rec) if is_edit else read_json(request, rec))
+        except Problem as exc:
             rec.problems.append(str(exc))
         # recorded once its body is read, so wait_for predicates can look at it
         self.requests.append(rec)
@@ -268,10 +219,13 @@ class FakeOpenAI:
     ) -> web.StreamResponse:
         if request.method != "POST" or request.path not in _ENDPOINTS:
             return _error(404, rec.problems[0], "invalid_request_error", "unknown_url")
-        if rec.headers.get("authorization") != f"Bearer {self.api_key}":
-            return _error(401, _BAD_KEY, "invalid_request_error", "invalid_api_key")
+        auth = rec.headers.get("authorization", "")
+        if auth != f"Bearer {self.api_key}":
+            shown = _masked(auth.removeprefix("Bearer "))
+            message = _BAD_KEY.format(shown=shown)
+            return _error(401, message, "invalid_request_error", "invalid_api_key")
         if body is not None:
-            self._check(body, rec, is_edit)
+            check_body(body, rec, is_edit)
             body["_edit"] = is_edit
         if rec.problems or body is None:
             return _error(400, "; ".join(rec.problems), "invalid_request_error", "invalid_value")
@@ -285,197 +239,24 @@ class FakeOpenAI:
                 return answer
         if body.get("stream") is True:
             return await self._stream(request, body)
-        return self._json_answer(await asyncio.to_thread(self._result, body, is_edit))
-
-    async def _read_json(self, request: web.Request, rec: RecordedRequest) -> dict[str, Any]:
-        if request.content_type != "application/json":
-            raise _Problem(f"generations must be JSON, got {request.content_type}")
-        try:
-            data = json.loads(await request.read())
-        except ValueError as exc:
-            raise _Problem(f"body is not JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise _Problem("body is not a JSON object")
-        rec.json = data
-        return dict(data)
-
-    async def _read_edit(self, request: web.Request, rec: RecordedRequest) -> dict[str, Any]:
-        if request.content_type != "multipart/form-data":
-            raise _Problem(f"edits must be multipart/form-data, got {request.content_type}")
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader) or part.name is None:
-                raise _Problem("nested or unnamed multipart part")
-            if part.filename is not None:
-                ctype = part.headers.get("Content-Type", "")
-                data = bytes(await part.read())
-                rec.files.append(RecordedFile(part.name, part.filename, ctype, data))
-            else:
-                if part.name in rec.form:
-                    rec.problems.append(f"form field {part.name!r} sent twice")
-                rec.form[part.name] = await part.text()
-        body: dict[str, Any] = {}
-        for key, text in rec.form.items():
-            body[key] = self._typed(key, text, rec)
-        fields = {f.field for f in rec.files}
-        if fields - {"image", "image[]", "mask"}:
-            rec.problems.append(
-                f"unexpected file parts {sorted(fields - {'image', 'image[]', 'mask'})}"
-            )
-        images = [f for f in rec.files if f.field in ("image", "image[]")]
-        if "image" in fields and "image[]" in fields:
-            rec.problems.append("send either one 'image' part or 'image[]' parts, not both")
-        if sum(f.field == "image" for f in rec.files) > 1:
-            rec.problems.append("several parts named 'image': use 'image[]' for more than one")
-        if sum(f.field == "mask" for f in rec.files) > 1:
-            rec.problems.append("more than one mask")
-        if images:
-            body["image"] = (
-                images[0].filename if "image" in fields else [f.filename for f in images]
-            )
-        sizes = [self._check_image(f, rec) for f in images]
-        for mask in (f for f in rec.files if f.field == "mask"):
-            body["mask"] = mask.filename
-            self._check_image(mask, rec, sizes[0] if sizes else None)
-        body["_first_size"] = sizes[0] if sizes else None
-        return body
-
-    @staticmethod
-    def _typed(key: str, text: str, rec: RecordedRequest) -> Any:
-        if key in _INT_FIELDS:
-            if not re.fullmatch(r"-?\d+", text):
-                rec.problems.append(f"{key}={text!r} is not an integer")
-                return text
-            return int(text)
-        if key in _BOOL_FIELDS:
-            if text not in ("true", "false"):
-                rec.problems.append(f"{key}={text!r}: booleans are 'true' or 'false'")
-                return text
-            return text == "true"
-        return text
-
-    @staticmethod
-    def _check_image(
-        part: RecordedFile, rec: RecordedRequest, first: tuple[int, int] | None = None
-    ) -> tuple[int, int] | None:
-        """Decode an input image (or, given ``first``, the mask) and note what is wrong."""
-        is_mask = part.field == "mask"
-        try:
-            with Image.open(io.BytesIO(part.data)) as img:
-                fmt, size = img.format, img.size
-                has_alpha = "A" in img.mode or "transparency" in img.info
-                img.load()
-        except Exception as exc:
-            rec.problems.append(f"{part.filename}: not a decodable image ({exc})")
-            return None
-        allowed = ("PNG",) if is_mask else ("PNG", "JPEG", "WEBP")
-        if fmt not in allowed:
-            rec.problems.append(f"{part.filename}: {fmt} is not one of {allowed}")
-        if len(part.data) >= (4 if is_mask else 50) * 1024 * 1024:
-            rec.problems.append(f"{part.filename}: too large")
-        if is_mask and not has_alpha:
-            rec.problems.append("mask has no alpha channel")
-        if is_mask and first is not None and size != first:
-            rec.problems.append(f"mask is {size}, the first image is {first}")
-        return size
-
-    def _check(self, body: dict[str, Any], rec: RecordedRequest, is_edit: bool) -> None:
-        name = "CreateImageEditRequest" if is_edit else "CreateImageRequest"
-        validator = schema_validator(name)
-        plain = {k: v for k, v in body.items() if not k.startswith("_")}
-        for err in validator.iter_errors(plain):
-            rec.problems.append(
-                f"schema: {'/'.join(map(str, err.path)) or '(body)'}: {err.message}"
-            )
-        known = set(SCHEMA["$defs"][name]["properties"])
-        for key in sorted(set(plain) - known):
-            rec.problems.append(f"Unknown parameter: '{key}'.")
-        model = plain.get("model")
-        if not isinstance(model, str):
-            rec.problems.append("'model' is missing: the API would fall back to an old model")
-            model = ""
-        gpt = model.startswith("gpt-image") or model == "chatgpt-image-latest"
-        if (gpt or not model) and "response_format" in plain:
-            rec.problems.append("Unknown parameter: 'response_format' (GPT image models)")
-        if is_edit and "input_fidelity" in plain and model.startswith("gpt-image-2"):
-            rec.problems.append("input_fidelity is not used by gpt-image-2; leave it out")
-        fmt = plain.get("output_format") or "png"
-        if plain.get("background") == "transparent" and fmt == "jpeg":
-            rec.problems.append("Transparent background needs png or webp output")
-        if plain.get("output_compression") is not None and fmt == "png":
-            rec.problems.append("output_compression is only for jpeg and webp")
-        comp = plain.get("output_compression")
-        if isinstance(comp, int) and not 0 <= comp <= 100:
-            rec.problems.append("output_compression must be between 0 and 100")
-        prompt = plain.get("prompt")
-        if isinstance(prompt, str) and not 0 < len(prompt) <= 32000:
-            rec.problems.append("prompt must be 1 to 32000 characters")
-        if isinstance(plain.get("size"), str) and (why := size_problem(model, plain["size"])):
-            rec.problems.append(why)
-        if plain.get("partial_images") and not plain.get("stream"):
-            rec.problems.append("partial_images without stream=true does nothing")
+        return self._json_answer(await asyncio.to_thread(image_result, body, is_edit, self.noise))
 
     # --- answers -------------------------------------------------------------------------
-    def _out_size(self, body: dict[str, Any], is_edit: bool) -> tuple[int, int]:
-        size = body.get("size") or ("1024x1024" if is_edit else "auto")
-        if size != "auto":
-            w, h = size.split("x")
-            return int(w), int(h)
-        first = body.get("_first_size")
-        if not is_edit or first is None:
-            return (1024, 1024)
-        width, height = first
-        # keep the source's shape inside gpt-image-2's limits, on the 16-pixel grid
-        scale = min(1.0, 3840 / max(width, height), math.sqrt(8_294_400 / (width * height)))
-        scale = max(scale, math.sqrt(655_360 / (width * height)))
-        snap = math.ceil if scale > 1 else math.floor
-        width, height = snap(width * scale / 16) * 16, snap(height * scale / 16) * 16
-        if size_problem("gpt-image-2", f"{width}x{height}"):
-            return (1024, 1024)
-        return width, height
-
-    def _result(self, body: dict[str, Any], is_edit: bool) -> dict[str, Any]:
-        size = self._out_size(body, is_edit)
-        quality = body.get("quality") or "auto"
-        quality = "medium" if quality == "auto" else quality
-        transparent = body.get("background") == "transparent"
-        fmt = body.get("output_format") or "png"
-        n = body.get("n") or 1
-        images = [render_image(size, fmt, i, transparent, self.noise) for i in range(n)]
-        text_tokens = max(1, len(str(body.get("prompt", ""))) // 4)
-        image_tokens = 0
-        if is_edit:
-            count = len(body["image"]) if isinstance(body.get("image"), list) else 1
-            image_tokens = 388 * count  # a plausible per-image input cost
-        out = n * (output_tokens(size, quality) + 100 * (body.get("partial_images") or 0))
-        usage = {
-            "input_tokens": text_tokens + image_tokens,
-            "output_tokens": out,
-            "total_tokens": text_tokens + image_tokens + out,
-            "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": image_tokens},
-        }
-        return {
-            "created": int(time.time()),
-            "data": [{"b64_json": base64.b64encode(img).decode()} for img in images],
-            "background": "transparent" if transparent else "opaque",
-            "output_format": fmt,
-            "size": f"{size[0]}x{size[1]}",
-            "quality": quality,
-            "usage": usage,
-            "_images": images,
-            "_size": size,
-        }
-
     @staticmethod
     def _json_answer(result: dict[str, Any]) -> web.Response:
         body = {k: v for k, v in result.items() if not k.startswith("_")}
         return web.json_response(body, headers={"x-request-id": _request_id()})
 
     async def _stream(
-        self, request: web.Request, body: dict[str, Any], cut: str | None = None, after: int = 1
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        cut: str | None = None,
+        after: int = 1,
+        frame: dict[str, Any] | None = None,
     ) -> web.StreamResponse:
         is_edit = bool(body.get("_edit"))
-        result = await asyncio.to_thread(self._result, body, is_edit)
+        result = await asyncio.to_thread(image_result, body, is_edit, self.noise)
         prefix = "image_edit" if is_edit else "image_generation"
         headers = {"Content-Type": "text/event-stream", "x-request-id": _request_id()}
         response = web.StreamResponse(headers=headers)
@@ -489,16 +270,10 @@ class FakeOpenAI:
             partials = body.get("partial_images") or 0
             for p in range(min(partials, after) if cut else partials):
                 preview = render_image(small, result["output_format"], index * 10 + p, False, False)
-                partial = {"b64_json": _b64(preview), "partial_image_index": p, **common}
+                partial = {"b64_json": b64(preview), "partial_image_index": p, **common}
                 await _event(response, f"{prefix}.partial_image", partial)
             if cut == "stream_error":
-                error = {
-                    "message": "The server had an error while processing your request.",
-                    "type": "server_error",
-                    "param": None,
-                    "code": None,
-                }
-                await _event(response, "error", {"error": error})
+                await response.write(_error_frame(**frame))
             if cut:
                 await response.write_eof()
                 return response
@@ -511,7 +286,7 @@ class FakeOpenAI:
                 "total_tokens": first_input + per_image,
                 "input_tokens_details": details,
             }
-            done = {"b64_json": _b64(data), "usage": share, **common}
+            done = {"b64_json": b64(data), "usage": share, **common}
             await _event(response, f"{prefix}.completed", done)
         if self.send_done:
             await response.write(b"data: [DONE]\n\n")
@@ -546,7 +321,10 @@ class FakeOpenAI:
             broken = b'{"created": 1, "data": [{"b64_json": "iVBO'
             return web.Response(body=broken, content_type="application/json")
         if body.get("stream") is True:
-            return await self._stream(request, body, cut=fault, after=params.get("after", 1))
+            frame = {k: params[k] for k in ("shape", "code") if k in params}
+            return await self._stream(
+                request, body, cut=fault, after=params.get("after", 1), frame=frame
+            )
         # stream_cut without streaming: the connection drops halfway through the JSON body
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.content_length = 10_000
