@@ -74,11 +74,13 @@ def safety_categories(message: str) -> tuple[str, ...]:
 
 def error_fields(body: Any) -> tuple[str, str, str | None, str | None]:
     """``(message, type, code, param)`` from an error body, tolerating odd shapes."""
-    error = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(error, dict):
-        error = body if isinstance(body, dict) else {}
+    nested = body.get("error") if isinstance(body, dict) else None
+    flat = not isinstance(nested, dict)
+    error: dict[str, Any] = body if flat and isinstance(body, dict) else nested or {}
     message = error.get("message")
     etype = error.get("type")
+    if flat and etype == "error":
+        etype = None  # a flat stream frame's type names the event, not the kind of error
     code = error.get("code")
     param = error.get("param")
     return (

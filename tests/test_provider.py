@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import io
+import logging
+import re
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -114,6 +118,9 @@ async def test_generation_sends_the_contract_fields(
     assert "output_compression" not in sent.json  # png
     assert "stream" not in sent.json
     assert sent.json["user"] == ALICE.hashed_id != ALICE.user_id
+    # stable: the same person always sends the same id, another person another one
+    assert sent.json["user"] == Requester("discord", "1234").hashed_id
+    assert sent.json["user"] != Requester("slack", "1234").hashed_id
     assert sent.json["prompt"] == "a lighthouse in fog"
     assert sent.headers["authorization"] == "Bearer sk-test"
     [image] = result.images
@@ -245,12 +252,25 @@ async def test_a_stream_cut_before_any_preview_is_retried(
     assert [i for i, _, _ in partials.got] == [0, 1]
 
 
+@pytest.mark.parametrize("shape", ["both", "typed", "bare"])
 async def test_an_error_frame_in_the_stream(
-    openai_fake: FakeOpenAI, provider: OpenAIImages
+    openai_fake: FakeOpenAI, provider: OpenAIImages, shape: str
 ) -> None:
-    openai_fake.fail_next("stream_error")
-    with pytest.raises(ProviderUnavailable):
+    openai_fake.fail_next("stream_error", shape=shape)
+    with pytest.raises(ProviderUnavailable) as caught:
         await provider.create_images(request(partial_images=1), on_partial=Partials())
+    assert len(openai_fake.requests) == 1
+    assert "The server had an error" in caught.value.detail
+
+
+@pytest.mark.parametrize("shape", ["both", "typed", "bare"])
+async def test_a_safety_block_in_the_stream_names_its_category(
+    openai_fake: FakeOpenAI, provider: OpenAIImages, shape: str
+) -> None:
+    openai_fake.fail_next("stream_error", shape=shape, code="moderation_blocked")
+    with pytest.raises(ContentBlocked) as caught:
+        await provider.create_images(request(partial_images=1), on_partial=Partials())
+    assert caught.value.categories == ("violence",)
     assert len(openai_fake.requests) == 1
 
 
@@ -283,6 +303,16 @@ async def test_three_server_errors_give_up(openai_fake: FakeOpenAI, provider: Op
     assert "Nothing was charged" in caught.value.user_message
 
 
+async def test_backoff_doubles_up_to_eight_seconds(
+    openai_fake: FakeOpenAI, make_provider: Factory, sleeps: Sleeps
+) -> None:
+    openai_fake.fail_next("server_error", times=6)
+    await make_provider(max_retries=6).create_images(request())
+    assert len(openai_fake.requests) == 7
+    for wait, base in zip(sleeps.waits, [0.5, 1, 2, 4, 8, 8], strict=True):
+        assert 0.75 * base <= wait <= base
+
+
 async def test_max_retries_zero_tries_once(openai_fake: FakeOpenAI, make_provider: Factory) -> None:
     openai_fake.fail_next("server_error")
     with pytest.raises(ProviderUnavailable):
@@ -307,6 +337,21 @@ async def test_rate_limit_waits_as_told(
     await provider.create_images(request())
     assert len(openai_fake.requests) == 3
     assert sleeps.waits == [2.0, 1.5]
+
+
+async def test_retry_after_as_an_http_date(
+    openai_fake: FakeOpenAI, provider: OpenAIImages, sleeps: Sleeps
+) -> None:
+    soon = email.utils.formatdate(time.time() + 60, usegmt=True)
+    openai_fake.fail_next("rate_limit", retry_after=soon)
+    await provider.create_images(request())
+    [wait] = sleeps.waits
+    assert 55 <= wait <= 60  # the date has whole seconds
+    later = email.utils.formatdate(time.time() + 600, usegmt=True)
+    openai_fake.fail_next("rate_limit", retry_after=later)
+    with pytest.raises(ProviderUnavailable):
+        await provider.create_images(request())
+    assert len(openai_fake.requests) == 3 and len(sleeps.waits) == 1
 
 
 async def test_a_tiny_real_retry_after(openai_fake: FakeOpenAI, make_provider: Factory) -> None:
@@ -370,6 +415,30 @@ async def test_a_wrong_key_is_an_operator_problem(
 
 
 @pytest.mark.allow_error_logs
+async def test_no_log_line_carries_the_api_key(
+    openai_fake: FakeOpenAI, make_provider: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # every logger, httpx and httpcore included
+    good = "sk-proj-Zq81goodsecret0123456789abcd"
+    wrong = "sk-proj-Wr0ngsecret9876543210wxyz"
+    openai_fake.api_key = good
+    openai_fake.fail_next("server_error")
+    await make_provider(api_key=good).create_images(request())  # one retry, then success
+    with pytest.raises(ProviderMisconfigured):
+        await make_provider(api_key=wrong).create_images(request())
+    [refusal] = [r for r in openai_fake.requests if r.status == 401]
+    assert refusal.headers["authorization"] == f"Bearer {wrong}"
+    logged = caplog.text + "".join(str(r.args) for r in caplog.records)
+    for key in (good, wrong):
+        assert key not in logged
+        assert key[8:-4] not in logged
+    # the API echoes the bad key's last four characters: those are hidden too
+    assert "wxyz" not in logged
+    assert "OPENAI_API_KEY" in logged
+    assert re.search(r"answered 401 \(request req_[0-9a-f]{16}\)", caplog.text)
+
+
+@pytest.mark.allow_error_logs
 async def test_forbidden_is_an_operator_problem(
     openai_fake: FakeOpenAI, provider: OpenAIImages
 ) -> None:
@@ -418,11 +487,29 @@ async def test_success_logs_the_request_id(
 # --- error mapping details -----------------------------------------------------------------
 
 
-def test_should_retry_header_overrides_the_status() -> None:
-    body = {"error": {"message": "busy", "type": "x", "code": None, "param": None}}
-    assert isinstance(map_error(400, body, {"x-should-retry": "true"}), RetryableError)
-    assert isinstance(map_error(503, body, {"x-should-retry": "false"}), ProviderUnavailable)
-    assert isinstance(map_error(409, body, {}), RetryableError)
+@pytest.mark.parametrize(
+    ("status", "code", "headers", "expected"),
+    [
+        (408, None, {}, RetryableError),
+        (409, None, {}, RetryableError),
+        (429, "rate_limit_exceeded", {}, RetryableError),
+        (500, None, {}, RetryableError),
+        (503, None, {}, RetryableError),
+        (429, "rate_limit_exceeded", {"retry-after": "120"}, RetryableError),
+        (429, "rate_limit_exceeded", {"retry-after": "121"}, ProviderUnavailable),
+        (429, "insufficient_quota", {}, QuotaExhausted),
+        (400, "invalid_value", {}, InvalidRequest),
+        (404, None, {}, InvalidRequest),
+        # x-should-retry overrides the status either way
+        (400, None, {"x-should-retry": "true"}, RetryableError),
+        (503, None, {"x-should-retry": "false"}, ProviderUnavailable),
+    ],
+)
+def test_which_answers_are_retried(
+    status: int, code: str | None, headers: dict[str, str], expected: type[Exception]
+) -> None:
+    body = {"error": {"message": "busy", "type": "x", "code": code, "param": None}}
+    assert type(map_error(status, body, headers)) is expected
 
 
 def test_retry_after_forms() -> None:
