@@ -75,19 +75,17 @@ class SlackJobs:
         """Run one request end to end; every failure ends with words the user can read."""
         user = request.requester.user_id
         display = Placeholder(self.client, self.service, request, channel, thread_ts, self.interval)
+
+        async def tell_user(text: str) -> None:
+            await self.tell(user, channel, text, thread_ts=thread_ts, response_url=response_url)
+
         try:
             result = await self.service.run(request, display.on_event)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if display.cant_post and task is not None and task.uncancel() == 0:
                 # Our own cancel: nothing can be shown here, so the job was stopped (refunded).
-                await self.tell(
-                    user,
-                    channel,
-                    _cant_post_text(display.cant_post),
-                    thread_ts=thread_ts,
-                    response_url=response_url,
-                )
+                await tell_user(_cant_post_text(display.cant_post))
                 return
             # Shutting down mid-job: the service has refunded it; say so where people look.
             with contextlib.suppress(Exception):
@@ -95,20 +93,12 @@ class SlackJobs:
             raise
         except UserFacingError as exc:
             await display.close(FAILED_STATE)
-            await self.tell(
-                user, channel, exc.user_message, thread_ts=thread_ts, response_url=response_url
-            )
+            await tell_user(exc.user_message)
             return
         except Exception:
             logger.exception("Slack job %s failed", display.job_id or "(not admitted)")
             await display.close(FAILED_STATE)
-            await self.tell(
-                user,
-                channel,
-                generic_error(display.job_id),
-                thread_ts=thread_ts,
-                response_url=response_url,
-            )
+            await tell_user(generic_error(display.job_id))
             return
         try:
             await display.deliver(result)
@@ -116,15 +106,14 @@ class SlackJobs:
             error = exc.response.get("error") if isinstance(exc, SlackApiError) else None
             if error in CANT_POST_HERE:
                 logger.warning("Slack job %s: can't post in %s: %s", result.job_id, channel, error)
-                text = _cant_post_text(str(error))
-            else:
-                logger.exception("Slack job %s: posting the result failed", result.job_id)
-                await display.close(f"made, but I couldn't post it here (job {result.job_id})")
-                text = (
-                    f"Your image was made, but I couldn't post it here (job {result.job_id}); "
-                    "it has been logged."
-                )
-            await self.tell(user, channel, text, thread_ts=thread_ts, response_url=response_url)
+                await tell_user(_cant_post_text(str(error)))
+                return
+            logger.exception("Slack job %s: posting the result failed", result.job_id)
+            await display.close(f"made, but I couldn't post it here (job {result.job_id})")
+            await tell_user(
+                f"Your image was made, but I couldn't post it here (job {result.job_id}); "
+                "it has been logged."
+            )
 
 
 def _cant_post_text(error: str) -> str:

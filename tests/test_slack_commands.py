@@ -19,17 +19,11 @@ from adapters.slack_manifest import slack_manifest
 from bot.errors import ConfigError
 from bot.models import ImageRequest, Requester
 from tests.fakes.openai_server import FakeOpenAI
-from tests.fakes.slack_server import APP_TOKEN, BOT_TOKEN, FakeSlack, SlackCall
-
-TRANSPORTS = ["socket", "http"]
-
-
-def _text(call: SlackCall) -> str:
-    return str(call.args.get("text", ""))
-
-
-def _ephemerals(fake: FakeSlack, user: str = "UALICE") -> list[str]:
-    return [_text(c) for c in fake.calls_to("chat.postEphemeral") if c.args.get("user") == user]
+from tests.fakes.slack_server import APP_TOKEN, BOT_TOKEN, FakeSlack
+from tests.fakes.slack_steps import (
+    TRANSPORTS,
+    text_of,
+)
 
 
 @pytest.mark.parametrize("mode", TRANSPORTS)
@@ -46,7 +40,7 @@ async def test_slash_command_posts_placeholder_then_uploads_into_its_thread(
     placeholder = slack_fake.calls_to("chat.postMessage")[0]
     assert placeholder.args["channel"] == "C0GENERAL"
     assert "thread_ts" not in placeholder.args
-    assert _text(placeholder).startswith("<@UALICE>: a lighthouse in fog — ")
+    assert text_of(placeholder).startswith("<@UALICE>: a lighthouse in fog — ")
     root = slack_fake.message("C0GENERAL", complete[0].args["thread_ts"])
     assert root is not None and root["user"] == "UBOT"
     assert complete[0].args["channel_id"] == "C0GENERAL"
@@ -54,7 +48,7 @@ async def test_slash_command_posts_placeholder_then_uploads_into_its_thread(
     assert sent is not None and sent["size"] == "1536x1024" and sent["quality"] == "low"
     upload = next(iter(slack_fake.uploads.values()))
     assert upload.data.startswith(b"\x89PNG") and upload.completed
-    final = await slack_fake.wait_for("chat.update", lambda c: "done in" in _text(c))
+    final = await slack_fake.wait_for("chat.update", lambda c: "done in" in text_of(c))
     assert final[0].args["ts"] == root["ts"]
     blocks = final[0].args["blocks"]
     image = next(b for b in blocks if b["type"] == "image")
@@ -73,7 +67,7 @@ async def test_unknown_flag_gets_ephemeral_help_and_no_job(
     await start_slack(mode)
     await slack_fake.send_command(slack_fake.command_payload("a cat --style anime"))
     shown = await slack_fake.wait_for("chat.postEphemeral")
-    assert "--style" in _text(shown[0]) and "/imagine <prompt>" in _text(shown[0])
+    assert "--style" in text_of(shown[0]) and "/imagine <prompt>" in text_of(shown[0])
     assert shown[0].args["user"] == "UALICE"
     await slack_fake.send_command(slack_fake.command_payload(""))
     await slack_fake.wait_for("chat.postEphemeral", count=2)
@@ -116,9 +110,9 @@ async def test_progress_shows_queue_position_then_previews(
     await openai_fake.wait_for()
     await slack_fake.send_command(slack_fake.command_payload("second", user="UBOB"))
     queued = await slack_fake.wait_for(
-        "chat.postMessage", lambda c: _text(c).startswith("<@UBOB>: second")
+        "chat.postMessage", lambda c: text_of(c).startswith("<@UBOB>: second")
     )
-    assert _text(queued[0]) == "<@UBOB>: second — queued #1"
+    assert text_of(queued[0]) == "<@UBOB>: second — queued #1"
     await slack_fake.wait_for("files.completeUploadExternal", count=2, timeout=10)
     previews = [u for u in slack_fake.uploads.values() if u.filename.startswith("preview-")]
     assert previews and all(u.channel_id is None for u in previews)
@@ -127,7 +121,7 @@ async def test_progress_shows_queue_position_then_previews(
         b["slack_file"]["id"]
         for c in slack_fake.calls_to("chat.update")
         for b in c.args.get("blocks", [])
-        if b["type"] == "image" and "working" in _text(c)
+        if b["type"] == "image" and "working" in text_of(c)
     }
     assert shown and shown <= {u.file_id for u in previews}
     # Once the result shows, the bot's private preview files are removed.
@@ -142,9 +136,9 @@ async def test_progress_edits_are_throttled_and_coalesced(
     # With a long interval, the three previews of a quick job never earn an edit of their own.
     await start_slack("socket", imagine_partial_images=3, imagine_progress_interval=60)
     await slack_fake.send_command(slack_fake.command_payload("a quick one"))
-    await slack_fake.wait_for("chat.update", lambda c: "done in" in _text(c))
+    await slack_fake.wait_for("chat.update", lambda c: "done in" in text_of(c))
     updates = slack_fake.calls_to("chat.update")
-    assert len(updates) == 1 and "done in" in _text(updates[0])
+    assert len(updates) == 1 and "done in" in text_of(updates[0])
     assert not [u for u in slack_fake.uploads.values() if u.filename.startswith("preview-")]
     sent = openai_fake.requests[0].json
     assert sent is not None and sent["partial_images"] == 3 and sent["stream"] is True
@@ -158,7 +152,7 @@ async def test_rate_limited_call_is_retried(
     await slack_fake.send_command(slack_fake.command_payload("a quick sketch"))
     await slack_fake.wait_for("files.completeUploadExternal")
     posts = slack_fake.calls_to("chat.postMessage")
-    assert len(posts) == 2 and _text(posts[0]) == _text(posts[1])
+    assert len(posts) == 2 and text_of(posts[0]) == text_of(posts[1])
 
 
 async def test_image_block_refused_falls_back_to_text(
@@ -172,102 +166,6 @@ async def test_image_block_refused_falls_back_to_text(
     final = slack_fake.messages["C0GENERAL"]
     kinds = [b["type"] for b in final[0]["blocks"]]
     assert "image" not in kinds and "actions" in kinds
-
-
-@pytest.mark.parametrize("mode", TRANSPORTS)
-async def test_limit_refusal_is_ephemeral_with_reset_time(
-    mode: str, slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
-) -> None:
-    await start_slack(mode, imagine_user_limit="1/day")
-    await slack_fake.send_command(slack_fake.command_payload("one"))
-    await slack_fake.wait_for("files.completeUploadExternal")
-    await slack_fake.send_command(slack_fake.command_payload("two"))
-    refused = await slack_fake.wait_for("chat.postEphemeral")
-    assert "limit of 1 images per day" in _text(refused[0])
-    assert "Try again in" in _text(refused[0])
-    assert len(slack_fake.calls_to("chat.postMessage")) == 1  # no placeholder for "two"
-    assert len(openai_fake.requests) == 1
-
-
-@pytest.mark.parametrize("mode", TRANSPORTS)
-async def test_blocked_prompt_is_ephemeral_with_category(
-    mode: str, slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
-) -> None:
-    await start_slack(mode)
-    openai_fake.fail_next("moderation_blocked", categories=["violence"])
-    await slack_fake.send_command(slack_fake.command_payload("something nasty"))
-    shown = await slack_fake.wait_for("chat.postEphemeral")
-    assert "safety system" in _text(shown[0]) and "violence" in _text(shown[0])
-    closed = await slack_fake.wait_for("chat.update", lambda c: "not made" in _text(c))
-    assert "nothing was charged" in _text(closed[0])
-    assert not slack_fake.uploads
-
-
-async def test_provider_unavailable_is_explained(
-    slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
-) -> None:
-    await start_slack("socket")
-    openai_fake.fail_next("server_error", times=3)
-    await slack_fake.send_command(slack_fake.command_payload("a bridge"))
-    shown = await slack_fake.wait_for("chat.postEphemeral")
-    assert "unavailable" in _text(shown[0]) and "Nothing was charged" in _text(shown[0])
-
-
-@pytest.mark.allow_error_logs
-async def test_unexpected_failure_gives_job_id_not_traceback(
-    slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any, caplog: Any
-) -> None:
-    await start_slack("socket")
-    slack_fake.fail_next("files.completeUploadExternal", "internal_error")
-    await slack_fake.send_command(slack_fake.command_payload("a boat"))
-    shown = await slack_fake.wait_for("chat.postEphemeral")
-    final = slack_fake.calls_to("chat.postMessage")[0]
-    text = _text(shown[0])
-    assert "couldn't post it" in text and "Traceback" not in text and "internal_error" not in text
-    logged = [r for r in caplog.records if r.name == "adapters.slack" and r.levelname == "ERROR"]
-    assert logged and logged[0].args
-    assert f"(job {logged[0].args[0]})" in text
-    assert final.args["channel"] == "C0GENERAL"
-
-
-async def test_ephemeral_falls_back_to_response_url(
-    slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
-) -> None:
-    await start_slack("socket")
-    slack_fake.fail_next("chat.postEphemeral", "not_in_channel")
-    await slack_fake.send_command(slack_fake.command_payload("--quality ultra a dog"))
-    await slack_fake.wait_until(lambda: bool(slack_fake.responses))
-    assert slack_fake.responses[0]["response_type"] == "ephemeral"
-    assert "--quality ultra" in slack_fake.responses[0]["text"]
-
-
-async def test_joins_a_public_channel_but_explains_a_private_one(
-    slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
-) -> None:
-    await start_slack("socket")
-    slack_fake.outside.update({"C0PUBLIC", "G0PRIVATE"})
-    await slack_fake.send_command(slack_fake.command_payload("a kite", channel="C0PUBLIC"))
-    done = await slack_fake.wait_for("files.completeUploadExternal")
-    assert done[0].args["channel_id"] == "C0PUBLIC"
-    assert slack_fake.calls_to("conversations.join")[0].args["channel"] == "C0PUBLIC"
-    await slack_fake.send_command(slack_fake.command_payload("a secret", channel="G0PRIVATE"))
-    await slack_fake.wait_until(lambda: bool(slack_fake.responses))
-    text = slack_fake.responses[0]["text"]
-    assert "can't post in this channel" in text and "nothing was charged" in text
-    assert "/invite" in text
-    assert len(openai_fake.requests) == 1  # the private one never reached the image service
-
-
-async def test_channel_allow_list(
-    slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
-) -> None:
-    await start_slack("socket", slack_allowed_channels="C0ART")
-    await slack_fake.send_command(slack_fake.command_payload("a cat"))
-    shown = await slack_fake.wait_for("chat.postEphemeral")
-    assert "not enabled in this channel" in _text(shown[0])
-    await slack_fake.send_command(slack_fake.command_payload("a cat", channel="C0ART"))
-    await slack_fake.wait_for("files.completeUploadExternal")
-    assert len(openai_fake.requests) == 1
 
 
 async def test_interrupted_job_placeholder_is_updated_at_start(
@@ -290,7 +188,7 @@ async def test_interrupted_job_placeholder_is_updated_at_start(
     await start_slack("socket")
     update = await slack_fake.wait_for("chat.update")
     assert update[0].args["ts"] == placeholder["ts"]
-    assert "interrupted" in _text(update[0]) and "nothing was charged" in _text(update[0])
+    assert "interrupted" in text_of(update[0]) and "nothing was charged" in text_of(update[0])
 
 
 async def test_shutdown_mid_job_marks_placeholder_interrupted(
@@ -302,7 +200,7 @@ async def test_shutdown_mid_job_marks_placeholder_interrupted(
     await openai_fake.wait_for()
     await running.bot.stop()
     update = slack_fake.calls_to("chat.update")[-1]
-    assert "interrupted" in _text(update) and update.args["ts"]
+    assert "interrupted" in text_of(update) and update.args["ts"]
     usage = await running.app.store.usage_summary("slack:UALICE")
     assert all(row.images_today == 0 for row in usage)  # refunded
 
