@@ -34,6 +34,12 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
+# Each image option's argparse dest is its ImageOptions field name.
+_OPTION_ARGS = (
+    "size", "quality", "n", "background", "output_format", "output_compression", "partial_images",
+)  # fmt: skip
+
+
 def _image_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", help="auto, 1024x1024, 1536x1024, 1024x1536 or a custom WxH")
     parser.add_argument("--quality", choices=["auto", "low", "medium", "high"])
@@ -161,8 +167,8 @@ async def _usage(settings: Settings, user: str | None) -> int:
         rows = await store.usage_summary(user)
     finally:
         await store.close()
-    if not rows:
-        print("No images made yet." if user is None else f"No images made by {user} yet.")
+    if not rows:  # only when asking about everyone: one user's question gets a row of zeros
+        print("No images made yet.")
         return 0
     print(f"{'user':<32} {'today':>7} {'$ today':>9} {'month':>7} {'$ month':>9}")
     for row in rows:
@@ -235,15 +241,7 @@ async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
     app = await build(settings)
     try:
         requester = Requester(platform="cli", user_id=args.user or getpass.getuser())
-        options = app.service.options(
-            size=args.size,
-            quality=args.quality,
-            n=args.n,
-            background=args.background,
-            output_format=args.output_format,
-            output_compression=args.output_compression,
-            partial_images=args.partial_images,
-        )
+        options = app.service.options(**{name: getattr(args, name) for name in _OPTION_ARGS})
         request = ImageRequest(
             requester=requester,
             prompt=args.prompt,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -187,11 +188,57 @@ async def test_missing_key_and_missing_tokens_say_what_to_set(tmp_path: Path) ->
     assert "Traceback" not in ran.err
 
 
-@pytest.mark.parametrize("args", [("imagine", "x", "--size", "1000x1000")])
-async def test_an_invalid_size_is_refused_before_any_call(
-    args: tuple[str, ...], openai_fake: FakeOpenAI, tmp_path: Path
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("imagine", "x", "--size", "1000x1000"), "divisible by 16"),
+        (("edit", "x", "missing.png"), "imagine-bot: Can't read missing.png"),
+        (("edit", "x", "notes.txt"), "notes.txt: is a text file, not an image"),
+    ],
+)
+async def test_a_bad_request_is_refused_before_any_call(
+    args: tuple[str, ...], words: str, openai_fake: FakeOpenAI, tmp_path: Path
 ) -> None:
+    (tmp_path / "notes.txt").write_text("not a picture\n")
     ran = await imagine_bot(*args, cwd=tmp_path, fake=openai_fake)
     assert ran.code == 1
-    assert "divisible by 16" in ran.err
+    assert words in ran.err
+    assert len(ran.err.strip().splitlines()) == 1 and "Traceback" not in ran.err
     assert openai_fake.requests == []
+
+
+async def test_every_option_reaches_the_api_as_the_os_user(
+    openai_fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    ran = await imagine_bot(
+        *("imagine", "a paper crane", "--quality", "low", "--background", "transparent"),
+        *("--format", "webp", "--compression", "40", "-n", "1"),
+        cwd=tmp_path,
+        fake=openai_fake,
+        LOGNAME="bob",
+        USER="bob",
+    )
+    assert ran.code == 0, ran.err
+    body = openai_fake.requests[-1].json
+    assert body is not None
+    assert (body["quality"], body["background"], body["output_format"]) == (
+        "low",
+        "transparent",
+        "webp",
+    )
+    assert (body["output_compression"], body["n"]) == (40, 1)
+    [line] = ran.out.splitlines()
+    assert (tmp_path / line).parent == tmp_path  # --out defaults to the current directory
+    # progress goes to stderr, each line with the time since the start
+    assert re.search(r"^\[\s*\d+\.\ds\] generating \(job ", ran.err, re.MULTILINE)
+    assert re.search(r"^\[\s*\d+\.\ds\] done in \d+\.\ds, cost \$0\.0\d{3}", ran.err, re.MULTILINE)
+
+    usage = await imagine_bot("usage", "--user", "cli:bob", cwd=tmp_path)
+    assert usage.code == 0, usage.err
+    header, row = usage.out.splitlines()
+    assert header.split() == ["user", "today", "$", "today", "month", "$", "month"]
+    user, images_today, cost_today, images_month, cost_month = row.split()
+    assert (user, images_today, images_month) == ("cli:bob", "1", "1")
+    assert float(cost_today) == float(cost_month) > 0
+    nobody = await imagine_bot("usage", "--user", "cli:nobody", cwd=tmp_path)
+    assert nobody.out.splitlines()[1].split() == ["cli:nobody", "0", "0.0000", "0", "0.0000"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,28 @@ def test_other_bad_values_name_their_variable(
     with pytest.raises(ConfigError) as caught:
         load_settings()
     assert str(caught.value).startswith(expected)
+
+
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_setting_is_documented_in_env_example_and_readme() -> None:
+    variables = {name.upper() for name in Settings.model_fields}
+    example = _ROOT.joinpath(".env.example").read_text()
+    in_example = set(re.findall(r"^#?([A-Z][A-Z0-9_]+)=", example, re.MULTILINE))
+    readme = _ROOT.joinpath("README.md").read_text().splitlines()
+    in_readme = {
+        name
+        for line in readme
+        if line.startswith("| `")
+        for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1])
+    }
+    assert sorted(variables - in_example) == [], ".env.example misses these settings"
+    assert sorted(variables - in_readme) == [], "README's settings table misses these settings"
+    assert sorted(in_example - variables) == [], ".env.example names settings that don't exist"
+    # each variable in .env.example has a comment line right above it saying what it is
+    lines = example.splitlines()
+    for index, line in enumerate(lines):
+        if re.match(r"^#?[A-Z][A-Z0-9_]+=", line):
+            above = lines[index - 1]
+            assert above.startswith("# ") or re.match(r"^#?[A-Z][A-Z0-9_]+=", above), line
