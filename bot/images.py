@@ -10,9 +10,10 @@ import math
 import re
 from pathlib import PurePath
 
-from PIL import Image, ImageCms, ImageOps
+from PIL import Image, ImageOps
 
 from bot.errors import AttachmentRejected
+from bot.image_encoding import api_mode, encode, on_white, shrink_to_fit
 from bot.models import MIME_BY_FORMAT, SourceImage
 
 MIB = 1024 * 1024
@@ -83,14 +84,14 @@ def normalise_source(data: bytes, filename: str, *, max_bytes: int, max_pixels: 
     _upright(im)
     # Keep an RGB colour profile (phones tag photos Display P3); a CMYK or grey one no longer fits.
     icc = im.info.get("icc_profile") if im.mode in ("RGB", "RGBA", "P") else None
-    out = _api_mode(im, filename)
+    out = api_mode(im, filename)
     del im
     if fmt == "jpeg":
-        encoded, out_fmt = _encode(out, "jpeg", 95, icc), "jpeg"
+        encoded, out_fmt = encode(out, "jpeg", 95, icc), "jpeg"
     else:
-        encoded, out_fmt = _encode(out, "png", icc=icc), "png"
+        encoded, out_fmt = encode(out, "png", icc=icc), "png"
     if len(encoded) > max_bytes:
-        encoded, out_fmt, out = _shrink_to_fit(out, max_bytes, filename)
+        encoded, out_fmt, out = shrink_to_fit(out, max_bytes, filename)
     return SourceImage(
         encoded, _named(filename, out_fmt), MIME_BY_FORMAT[out_fmt], out.width, out.height
     )
@@ -107,7 +108,7 @@ def prepare_mask(
             filename, "has no transparency; the transparent areas mark what to change"
         )
     _upright(im)
-    mask = _api_mode(im, filename)
+    mask = api_mode(im, filename)
     del im
     if mask.mode != "RGBA":
         mask = mask.convert("RGBA")
@@ -129,15 +130,15 @@ def prepare_mask(
             filename,
             "nothing to edit: no transparent pixels (the transparent areas mark what to change)",
         )
-    encoded = _encode(mask, "png")
+    encoded = encode(mask, "png")
     if len(encoded) > MASK_LIMIT_BYTES:
         # Only alpha matters to the API, so drop the colours, then any partial transparency.
         mask = Image.merge("RGBA", (*(Image.new("L", mask.size, 0),) * 3, alpha))
-        encoded = _encode(mask, "png")
+        encoded = encode(mask, "png")
     if len(encoded) > MASK_LIMIT_BYTES:
         binary = alpha.point(lambda a: 0 if a == 0 else 255)
         mask.putalpha(binary)
-        encoded = _encode(mask, "png")
+        encoded = encode(mask, "png")
     if len(encoded) > MASK_LIMIT_BYTES:
         raise AttachmentRejected(filename, "is too detailed: the mask must be smaller than 4 MB")
     return SourceImage(encoded, _named(filename, "png"), "image/png", mask.width, mask.height)
@@ -150,9 +151,9 @@ def fit_for_upload(data: bytes, filename: str, limit_bytes: int) -> tuple[bytes,
     im = _open_checked(data, filename, max_bytes=len(data), max_pixels=_WORK_PIXEL_CAP)
     _load(im, filename)
     _upright(im)
-    flat = _api_mode(im, filename)
+    flat = api_mode(im, filename)
     del im
-    encoded, fmt, _ = _shrink_to_fit(flat, limit_bytes, filename)
+    encoded, fmt, _ = shrink_to_fit(flat, limit_bytes, filename)
     return encoded, _named(filename, fmt, force=True), MIME_BY_FORMAT[fmt]
 
 
@@ -164,10 +165,10 @@ def preview_jpeg(data: bytes, max_side: int = 512) -> bytes:
         im.draft("RGB", (max_side, max_side))
     _load(im, name)
     _upright(im)
-    small = _api_mode(im, name)
+    small = api_mode(im, name)
     del im
     small.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    return _encode(_on_white(small), "jpeg", 80)
+    return encode(on_white(small), "jpeg", 80)
 
 
 # --- intake ------------------------------------------------------------------------------
@@ -294,115 +295,6 @@ def _header_size(image: SourceImage) -> tuple[int, int]:
             return im.size
     except Exception:
         raise AttachmentRejected(image.filename, _describe_unreadable(image.data)) from None
-
-
-# --- conversion and encoding ----------------------------------------------------------------
-
-
-def _api_mode(im: Image.Image, filename: str) -> Image.Image:
-    """The image as 8-bit RGB, or RGBA when it has transparency (what the API expects)."""
-    mode = im.mode
-    if mode in ("RGB", "RGBA") and "transparency" not in im.info:
-        return im
-    try:
-        if mode == "CMYK":
-            return _cmyk_to_rgb(im)
-        if mode.startswith("I;16") or mode in ("I", "F"):
-            return _to_eight_bit(im).convert("RGB")
-        return im.convert("RGBA" if im.has_transparency_data else "RGB")
-    except ValueError:  # a pixel layout Pillow reads but cannot convert
-        raise AttachmentRejected(
-            filename, f"uses a colour format ({mode}) that can't be converted"
-        ) from None
-
-
-def _to_eight_bit(im: Image.Image) -> Image.Image:
-    """Scale 16-bit, 32-bit and float greyscale to 0-255 (a plain convert would clip at 255)."""
-    extrema = im.getextrema()
-    high = float(extrema[1]) if isinstance(extrema[1], (int, float)) else 0.0
-    if im.mode.startswith("I;16"):
-        top = 65535.0
-    else:
-        ceilings = (1.0, 255.0, 65535.0) if im.mode == "F" else (255.0, 65535.0)
-        top = next((c for c in ceilings if high <= c), high)
-    return im.convert("F").point(lambda v: v * (255.0 / top)).convert("L")
-
-
-def _cmyk_to_rgb(im: Image.Image) -> Image.Image:
-    icc = im.info.get("icc_profile")
-    if icc:
-        try:
-            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            converted = ImageCms.profileToProfile(
-                im, source, ImageCms.createProfile("sRGB"), outputMode="RGB"
-            )
-            if converted is not None:
-                return converted
-        except (ImageCms.PyCMSError, OSError, ValueError):
-            pass  # a broken profile: the plain conversion below is close enough
-    return im.convert("RGB")
-
-
-def _on_white(im: Image.Image) -> Image.Image:
-    if im.mode != "RGBA":
-        return im.convert("RGB") if im.mode != "RGB" else im
-    background = Image.new("RGB", im.size, (255, 255, 255))
-    background.paste(im, mask=im.getchannel("A"))
-    return background
-
-
-def _encode(im: Image.Image, fmt: str, quality: int = 90, icc: bytes | None = None) -> bytes:
-    buf = io.BytesIO()
-    extra = {"icc_profile": icc} if icc else {}
-    if fmt == "png":
-        im.save(buf, "PNG", **extra)
-    elif fmt == "jpeg":
-        im.save(buf, "JPEG", quality=quality, optimize=True, **extra)
-    else:
-        im.save(buf, "WEBP", quality=quality, **extra)
-    return buf.getvalue()
-
-
-_QUALITIES = (90, 80, 70, 60, 50)
-_WEBP_MAX_SIDE = 16383
-
-
-def _shrink_to_fit(
-    im: Image.Image, limit_bytes: int, filename: str
-) -> tuple[bytes, str, Image.Image]:
-    """Lossy re-encode at falling quality, then smaller sizes, until the bytes fit the limit."""
-    keep_alpha = im.mode == "RGBA"
-    # JPEG would drop transparency, so images with alpha only shrink in size as WebP.
-    formats = ("webp",) if keep_alpha else ("webp", "jpeg")
-    opaque = None if keep_alpha else _on_white(im)
-    current = im
-    while True:
-        smallest = math.inf
-        for fmt in formats:
-            if fmt == "webp" and max(current.size) > _WEBP_MAX_SIDE:
-                continue
-            source = current if fmt == "webp" or opaque is None else opaque
-            ladder = list(_QUALITIES)
-            while ladder:
-                encoded = _encode(source, fmt, ladder.pop(0))
-                if len(encoded) <= limit_bytes:
-                    return encoded, fmt, source
-                smallest = min(smallest, len(encoded))
-                # WebP is slow on large images; far off the limit, only the lowest quality can help.
-                if len(encoded) > 2 * limit_bytes:
-                    ladder = ladder[-1:]
-        width, height = current.size
-        if width <= 16 and height <= 16:
-            raise AttachmentRejected(filename, "can't be made small enough to upload here")
-        # Bytes scale roughly with area: take as many 0.75 steps as the overshoot asks for.
-        steps = 1
-        if math.isfinite(smallest):
-            steps = max(1, math.ceil(math.log(limit_bytes * 0.9 / smallest) / (2 * math.log(0.75))))
-        factor = 0.75**steps
-        size = (max(1, round(width * factor)), max(1, round(height * factor)))
-        current = im.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-        if opaque is not None:
-            opaque = _on_white(current)
 
 
 # --- names and numbers ----------------------------------------------------------------------
