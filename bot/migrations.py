@@ -1,4 +1,4 @@
-"""The SQLite schema: numbered migrations (in ``user_version``), row mapping, ledger queries."""
+"""The SQLite schema: numbered migrations (in ``user_version``) and row mapping."""
 
 from __future__ import annotations
 
@@ -8,16 +8,11 @@ import dataclasses
 import functools
 import json
 import sqlite3
-from collections.abc import Sequence
 
 import aiosqlite
 
-from bot.config import WindowRule
 from bot.errors import ConfigError
 from bot.models import ImageOptions, ImageRequest, JobRecord, Requester, Usage
-
-# Dollar sums are floats: a budget counts as kept when within this of the limit.
-COST_EPSILON = 1e-9
 
 # Each entry is one schema version; never edit a released entry, append a new one instead.
 # Statements are listed one by one because sqlite3's executescript() commits any open
@@ -140,12 +135,12 @@ async def migrate(db: aiosqlite.Connection) -> int:
 
 # --- the jobs table as models ---------------------------------------------------------------
 
-_JOB_COLUMNS = (
+JOB_COLUMNS = (
     "id, user_key, platform, user_id, team_id, channel_id, display_name, prompt, options, "
     "is_edit, parent_job_id, source_count, status, created_at, charged_images, charged_cost"
 )
-_JOB_VALUES = ", ".join("?" * len(_JOB_COLUMNS.split(",")))
-INSERT_JOB = f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({_JOB_VALUES})"
+JOB_VALUES = ", ".join("?" * len(JOB_COLUMNS.split(",")))
+INSERT_JOB = f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({JOB_VALUES})"
 INSERT_IMAGE = (
     "INSERT INTO job_images (job_id, kind, idx, path, mime, filename, width, height) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -215,71 +210,3 @@ def queued_record(job_id: str, request: ImageRequest, now: float) -> JobRecord:
         source_count=len(request.sources),
         charged_images=request.options.n,
     )
-
-
-# --- the usage ledger -----------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=32)
-def sums_sql(windows: int) -> str:
-    """One row: ``images_i`` and ``cost_i`` charged to a user within each of the windows."""
-    columns = ", ".join(
-        f"COALESCE(SUM(CASE WHEN created_at > ? THEN charged_images END), 0) AS images_{i}, "
-        f"COALESCE(SUM(CASE WHEN created_at > ? THEN charged_cost END), 0) AS cost_{i}"
-        for i in range(windows)
-    )
-    return f"SELECT {columns} FROM jobs WHERE user_key = ? AND created_at > ?"
-
-
-def window_params(windows: Sequence[int], key: str, now: float) -> list[object]:
-    """Parameters for ``sums_sql``; ``windows`` are seconds, ascending."""
-    params: list[object] = [now - seconds for seconds in windows for _ in (0, 1)]
-    return [*params, key, now - windows[-1]]
-
-
-@functools.lru_cache(maxsize=32)
-def _guarded_insert_sql(windows: int, checks: tuple[str, ...]) -> str:
-    where = " AND ".join(f"{column} + ? <= ?" for column in checks)
-    return (
-        f"INSERT INTO jobs ({_JOB_COLUMNS}) SELECT {_JOB_VALUES} "
-        f"FROM ({sums_sql(windows)}) WHERE {where}"
-    )
-
-
-def guarded_insert(
-    row: tuple[object, ...],
-    n: int,
-    cost: float,
-    limits: Sequence[WindowRule],
-    budgets: Sequence[WindowRule],
-    now: float,
-) -> tuple[str, list[object]]:
-    """An INSERT of a ``job_row`` that adds nothing when it would break any rule."""
-    windows = sorted({rule.seconds for rule in (*limits, *budgets)})
-    checks = [f"images_{windows.index(rule.seconds)}" for rule in limits]
-    checks += [f"cost_{windows.index(rule.seconds)}" for rule in budgets]
-    bounds: list[object] = [x for rule in limits for x in (n, rule.amount)]
-    bounds += [x for rule in budgets for x in (cost, rule.amount + COST_EPSILON)]
-    sql = _guarded_insert_sql(len(windows), tuple(checks))
-    key = row[1]
-    assert isinstance(key, str)
-    return sql, [*row, *window_params(windows, key, now), *bounds]
-
-
-def wait_for_room(
-    charges: Sequence[tuple[float, float]],
-    used: float,
-    requested: float,
-    rule: WindowRule,
-    now: float,
-) -> float:
-    """Seconds until enough of ``charges`` (created_at, amount; oldest first) leave the window."""
-    if requested > rule.amount + COST_EPSILON:
-        # Never fits, however long the user waits; a whole window is the honest figure.
-        return float(rule.seconds)
-    excess = used + requested - rule.amount
-    for created_at, amount in charges:
-        excess -= amount
-        if excess <= COST_EPSILON:
-            return max(0.0, created_at + rule.seconds - now)
-    return float(rule.seconds)

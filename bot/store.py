@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import os
 import secrets
 import shutil
 import sqlite3
@@ -19,21 +18,18 @@ from typing import Any
 
 import aiosqlite
 
+from bot.admission import check_rules, guarded_insert
 from bot.config import WindowRule
-from bot.errors import BudgetExceeded, JobNotFound, LimitExceeded
+from bot.errors import JobNotFound
+from bot.job_files import input_files, output_path, remove_files, write_files
 from bot.migrations import (
-    COST_EPSILON,
     INSERT_IMAGE,
     INSERT_JOB,
     configure,
-    guarded_insert,
     job_from_row,
     job_row,
     migrate,
     queued_record,
-    sums_sql,
-    wait_for_room,
-    window_params,
 )
 from bot.models import (
     ImageRequest,
@@ -46,7 +42,6 @@ from bot.models import (
 BUSY_TIMEOUT_MS = 10_000
 EVENT_TTL_S = 86_400.0
 _PRUNE_EVERY_S = 3_600.0
-_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 _ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 _REFUND = "charged_images = 0, charged_cost = 0"
 
@@ -154,14 +149,14 @@ class Store:
         n = request.options.n
         rules = () if exempt else (*limits, *budgets)
         job_id = new_job_id(now)
-        files = self._input_files(job_id, request)
+        files = input_files(job_id, request)
         if files and rules:
             # Refuse before writing what may be megabytes of attachments for nothing.
             async with self._lock:
-                await self._check(self._db, key, n, estimated_cost, limits, budgets, now)
+                await check_rules(self._db, key, n, estimated_cost, limits, budgets, now)
         if files:
             writes = [(self._absolute(f.path), f.image.data) for f in files]
-            await asyncio.to_thread(_write_files, writes)
+            await asyncio.to_thread(write_files, writes)
         row = job_row(job_id, request, now, estimated_cost)
         if not files:
             # Fast path: one INSERT ... SELECT that adds the row only if every rule allows it.
@@ -176,12 +171,12 @@ class Store:
                     return queued_record(job_id, request, now)
                 # Refused: name the rule with a plain read; it raises unless charges moved
                 # meanwhile, and then the transaction below decides.
-                await self._check(self._db, key, n, estimated_cost, limits, budgets, now)
+                await check_rules(self._db, key, n, estimated_cost, limits, budgets, now)
         try:
             # The slow path names the broken rule, or admits if charges moved meanwhile.
             async with self._write() as db:
                 if rules:
-                    await self._check(db, key, n, estimated_cost, limits, budgets, now)
+                    await check_rules(db, key, n, estimated_cost, limits, budgets, now)
                 await db.execute(INSERT_JOB, row)
                 if files:
                     await db.executemany(INSERT_IMAGE, [f.row(job_id) for f in files])
@@ -191,78 +186,6 @@ class Store:
                 await asyncio.to_thread(shutil.rmtree, job_dir, True)
             raise
         return queued_record(job_id, request, now)
-
-    def _input_files(self, job_id: str, request: ImageRequest) -> list[_InputFile]:
-        files = [
-            _InputFile(f"images/{job_id}/src_{i}.{_extension(s.mime)}", "source", i, s)
-            for i, s in enumerate(request.sources)
-        ]
-        if request.mask is not None:
-            mask = request.mask
-            files.append(
-                _InputFile(f"images/{job_id}/mask.{_extension(mask.mime)}", "mask", 0, mask)
-            )
-        return files
-
-    async def _check(
-        self,
-        db: aiosqlite.Connection,
-        key: str,
-        n: int,
-        cost: float,
-        limits: Sequence[WindowRule],
-        budgets: Sequence[WindowRule],
-        now: float,
-    ) -> None:
-        """Raise the refusal with the longest wait if admitting would break any rule."""
-        windows = sorted({rule.seconds for rule in (*limits, *budgets)})
-        oldest = now - windows[-1]
-        params = window_params(windows, key, now)
-        rows = list(await db.execute_fetchall(sums_sql(len(windows)), params))
-        used_images = {s: int(rows[0][2 * i]) for i, s in enumerate(windows)}
-        used_cost = {s: float(rows[0][2 * i + 1]) for i, s in enumerate(windows)}
-        broken_limits = [r for r in limits if used_images[r.seconds] + n > r.amount]
-        broken_budgets = [
-            r for r in budgets if used_cost[r.seconds] + cost > r.amount + COST_EPSILON
-        ]
-        if not broken_limits and not broken_budgets:
-            return
-        charges = [
-            (float(c[0]), float(c[1]), float(c[2]))
-            for c in await db.execute_fetchall(
-                "SELECT created_at, charged_images, charged_cost FROM jobs "
-                "WHERE user_key = ? AND created_at > ? ORDER BY created_at",
-                (key, oldest),
-            )
-        ]
-        refusals: list[LimitExceeded | BudgetExceeded] = []
-        for rule in broken_limits:
-            used = used_images[rule.seconds]
-            aged = [(t, images) for t, images, _ in charges if t > now - rule.seconds]
-            refusals.append(
-                LimitExceeded(
-                    limit=int(rule.amount),
-                    window_label=rule.label,
-                    used=used,
-                    requested=n,
-                    retry_after=wait_for_room(aged, used, n, rule, now),
-                    now=now,
-                )
-            )
-        for rule in broken_budgets:
-            spent = used_cost[rule.seconds]
-            aged = [(t, dollars) for t, _, dollars in charges if t > now - rule.seconds]
-            refusals.append(
-                BudgetExceeded(
-                    budget_usd=rule.amount,
-                    window_label=rule.label,
-                    spent_usd=spent,
-                    retry_after=wait_for_room(aged, spent, cost, rule, now),
-                    now=now,
-                )
-            )
-        # The request only fits once every rule allows it, so name the longest wait.
-        raise max(refusals, key=lambda refusal: refusal.retry_after)
 
     # --- job lifecycle ----------------------------------------------------------------------
 
@@ -287,11 +210,10 @@ class Store:
         # A job failed meanwhile (a timeout, a restart) still succeeds here: the provider
         # made and billed these images, so the user gets them and the ledger shows them.
         outputs = [
-            (i, f"images/{job_id}/out_{i}.{_extension(image.mime)}", image)
-            for i, image in enumerate(result.images)
+            (i, output_path(job_id, i, image.mime), image) for i, image in enumerate(result.images)
         ]
         writes = [(self._absolute(path), image.data) for _, path, image in outputs]
-        await asyncio.to_thread(_write_files, writes)
+        await asyncio.to_thread(write_files, writes)
         usage = None if result.usage is None else json.dumps(dataclasses.asdict(result.usage))
         try:
             async with self._write() as db:
@@ -307,7 +229,7 @@ class Store:
                     [(job_id, i, path, image.mime) for i, path, image in outputs],
                 )
         except BaseException:
-            await asyncio.to_thread(_remove_files, [path for path, _ in writes])
+            await asyncio.to_thread(remove_files, [path for path, _ in writes])
             raise
         return tuple(StoredImage(i, self._absolute(path), image.mime) for i, path, image in outputs)
 
@@ -449,42 +371,3 @@ class Store:
             # Asked about one user: "nothing yet" is an answer, not an absence.
             summary.append(UsageRow(user_key, 0, 0.0, 0, 0.0))
         return summary
-
-
-@dataclass(frozen=True)
-class _InputFile:
-    path: str
-    kind: str
-    index: int
-    image: SourceImage
-
-    def row(self, job_id: str) -> tuple[object, ...]:
-        image = self.image
-        return (
-            job_id,
-            self.kind,
-            self.index,
-            self.path,
-            image.mime,
-            image.filename,
-            image.width,
-            image.height,
-        )
-
-
-def _extension(mime: str) -> str:
-    return _EXTENSIONS.get(mime, "bin")
-
-
-def _write_files(files: Sequence[tuple[Path, bytes]]) -> None:
-    for path, data in files:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write then rename, so a crash never leaves a half image under the final name.
-        partial = path.with_name(path.name + ".part")
-        partial.write_bytes(data)
-        os.replace(partial, path)
-
-
-def _remove_files(paths: Sequence[Path]) -> None:
-    for path in paths:
-        path.unlink(missing_ok=True)
