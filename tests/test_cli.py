@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,18 +65,8 @@ async def test_imagine_writes_images_and_prints_their_paths(
     openai_fake: FakeOpenAI, tmp_path: Path
 ) -> None:
     ran = await imagine_bot(
-        "imagine",
-        "a red fox",
-        "--size",
-        "1024x1536",
-        "-n",
-        "2",
-        "--format",
-        "webp",
-        "--out",
-        "pictures",
-        "--partials",
-        "1",
+        *("imagine", "a red fox", "--size", "1024x1536", "-n", "2", "--format", "webp"),
+        *("--out", "pictures", "--partials", "1"),
         cwd=tmp_path,
         fake=openai_fake,
     )
@@ -105,12 +96,7 @@ async def test_edit_sends_every_image_and_the_mask(openai_fake: FakeOpenAI, tmp_
     mask.paste((0, 0, 0, 0), (0, 0, 128, 128))
     mask.save(tmp_path / "mask.png")
     ran = await imagine_bot(
-        "edit",
-        "put a hat on it",
-        "a.png",
-        "b.png",
-        "--mask",
-        "mask.png",
+        *("edit", "put a hat on it", "a.png", "b.png", "--mask", "mask.png"),
         cwd=tmp_path,
         fake=openai_fake,
     )
@@ -124,25 +110,17 @@ async def test_edit_sends_every_image_and_the_mask(openai_fake: FakeOpenAI, tmp_
 
 
 async def test_limit_holds_across_separate_runs(openai_fake: FakeOpenAI, tmp_path: Path) -> None:
-    first = await imagine_bot(
-        "imagine",
-        "one",
-        "--user",
-        "alice",
-        cwd=tmp_path,
-        fake=openai_fake,
-        IMAGINE_USER_LIMIT="1/hour",
-    )
+    def as_alice(prompt: str) -> Awaitable[Ran]:
+        return imagine_bot(
+            *("imagine", prompt, "--user", "alice"),
+            cwd=tmp_path,
+            fake=openai_fake,
+            IMAGINE_USER_LIMIT="1/hour",
+        )
+
+    first = await as_alice("one")
     assert first.code == 0, first.err
-    second = await imagine_bot(
-        "imagine",
-        "two",
-        "--user",
-        "alice",
-        cwd=tmp_path,
-        fake=openai_fake,
-        IMAGINE_USER_LIMIT="1/hour",
-    )
+    second = await as_alice("two")  # a new process: the limit comes from the store
     assert second.code == 1
     assert second.out == ""
     assert second.err.startswith("imagine-bot: You've reached your limit of 1 images per hour")

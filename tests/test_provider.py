@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import io
 import logging
@@ -69,23 +70,20 @@ def sleeps() -> Sleeps:
 
 @pytest.fixture
 async def make_provider(openai_fake: FakeOpenAI, sleeps: Sleeps) -> AsyncIterator[Factory]:
-    made: list[OpenAIImages] = []
+    async with contextlib.AsyncExitStack() as made:
 
-    def factory(**overrides: Any) -> OpenAIImages:
-        values: dict[str, Any] = {
-            "api_key": openai_fake.api_key,
-            "base_url": openai_fake.base_url,
-            "timeout": 10.0,
-            "sleep": sleeps,
-        }
-        values.update(overrides)
-        provider = OpenAIImages(**values)
-        made.append(provider)
-        return provider
+        def factory(**overrides: Any) -> OpenAIImages:
+            values: dict[str, Any] = {
+                "api_key": openai_fake.api_key,
+                "base_url": openai_fake.base_url,
+                "timeout": 10.0,
+                "sleep": sleeps,
+            }
+            provider = OpenAIImages(**(values | overrides))
+            made.push_async_callback(provider.aclose)
+            return provider
 
-    yield factory
-    for provider in made:
-        await provider.aclose()
+        yield factory
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import sqlite3
 import sys
@@ -37,16 +38,14 @@ OpenStore = Callable[[Path], Awaitable[Store]]
 @pytest.fixture
 async def open_store() -> AsyncIterator[OpenStore]:
     """Opens stores and closes every one at the end, even when the test fails."""
-    opened: list[Store] = []
+    async with contextlib.AsyncExitStack() as opened:
 
-    async def _open(path: Path) -> Store:
-        store = await Store.open(path)
-        opened.append(store)
-        return store
+        async def _open(path: Path) -> Store:
+            store = await Store.open(path)
+            opened.push_async_callback(store.close)
+            return store
 
-    yield _open
-    for store in opened:
-        await store.close()
+        yield _open
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -43,15 +44,13 @@ def fast_provider(settings: Settings) -> OpenAIImages:
 @pytest.fixture
 async def make_app(openai_fake: FakeOpenAI, tmp_path: Path) -> AsyncIterator[AppFactory]:
     """Build apps on one data dir; building again after ``aclose()`` is a restart."""
-    apps: list[App] = []
     data_dir = tmp_path / "data"
+    async with contextlib.AsyncExitStack() as made:
 
-    async def factory(**overrides: object) -> App:
-        settings = test_settings(openai_fake, data_dir, **overrides)
-        app = await build(settings, provider=fast_provider(settings))
-        apps.append(app)
-        return app
+        async def factory(**overrides: object) -> App:
+            settings = test_settings(openai_fake, data_dir, **overrides)
+            app = await build(settings, provider=fast_provider(settings))
+            made.push_async_callback(app.aclose)
+            return app
 
-    yield factory
-    for app in apps:
-        await app.aclose()
+        yield factory
