@@ -107,3 +107,25 @@ def test_every_setting_is_documented_in_env_example_and_readme() -> None:
         if re.match(r"^#?[A-Z][A-Z0-9_]+=", line):
             above = lines[index - 1]
             assert above.startswith("# ") or re.match(r"^#?[A-Z][A-Z0-9_]+=", above), line
+
+
+def test_defaults_match_what_env_example_says(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert defaults.openai_base_url == "https://api.openai.com/v1"
+    assert defaults.imagine_model == "gpt-image-2"
+    assert defaults.imagine_data_dir == Path("data")
+    assert defaults.imagine_max_concurrency == 4
+    assert defaults.openai_org_id is None and defaults.openai_project_id is None
+    assert defaults.user_limits == () and defaults.imagine_admin_users == []
+    example = _ROOT.joinpath(".env.example").read_text()
+    shown = re.findall(r"^#([A-Z][A-Z0-9_]+)=(.+)$", example, re.MULTILINE)
+    assert len(shown) > 20
+    for variable, value in shown:
+        field = variable.lower()
+        written = getattr(Settings(_env_file=None, **{field: value}), field)  # type: ignore[call-arg]
+        assert written == getattr(defaults, field), f"{variable}: .env.example shows {value}"

@@ -200,6 +200,30 @@ async def test_previews_arrive_in_order_then_the_image(
     assert result.usage is not None and result.usage.output_tokens > 0
 
 
+async def test_previews_reach_the_callback_while_the_answer_is_still_open(
+    openai_fake: FakeOpenAI, provider: OpenAIImages
+) -> None:
+    openai_fake.completion_gate = asyncio.Event()
+    partials = Partials()
+    both_previews = asyncio.Event()
+
+    async def on_partial(index: int, data: bytes, output_format: str) -> None:
+        await partials(index, data, output_format)
+        if len(partials.got) == 2:
+            both_previews.set()
+
+    task = asyncio.create_task(
+        provider.create_images(request(partial_images=2), on_partial=on_partial)
+    )
+    # the fake holds the completed event back: a client that read the whole body first
+    # would see no preview here
+    await asyncio.wait_for(both_previews.wait(), timeout=5)
+    assert not task.done()
+    openai_fake.completion_gate.set()
+    result = await task
+    assert [i for i, _, _ in partials.got] == [0, 1] and len(result.images) == 1
+
+
 async def test_streamed_edit_with_several_images_sums_usage(
     openai_fake: FakeOpenAI, provider: OpenAIImages
 ) -> None:

@@ -124,6 +124,9 @@ class FakeOpenAI:
         self.noise = False
         self.expect_invalid = False
         self.send_done = False  # end streams with ``data: [DONE]`` as some proxies do
+        # when set, streams pause after their previews until the event is set (or the server
+        # closes): proves a client reads previews while the answer is still open
+        self.completion_gate: asyncio.Event | None = None
         self._faults: list[tuple[str, dict[str, Any]]] = []
         self._runner: web.AppRunner | None = None
         self._closed = asyncio.Event()
@@ -178,6 +181,8 @@ class FakeOpenAI:
     async def close(self) -> None:
         """Stop the server, releasing any held ("timeout") responses."""
         self._closed.set()
+        if self.completion_gate is not None:
+            self.completion_gate.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -273,10 +278,12 @@ class FakeOpenAI:
                 partial = {"b64_json": b64(preview), "partial_image_index": p, **common}
                 await _event(response, f"{prefix}.partial_image", partial)
             if cut == "stream_error":
-                await response.write(_error_frame(**frame))
+                await response.write(_error_frame(**(frame or {})))
             if cut:
                 await response.write_eof()
                 return response
+            if self.completion_gate is not None:
+                await self.completion_gate.wait()
             # each completed event carries its own image's share; the input is counted once
             first_input = usage["input_tokens"] if index == 0 else 0
             details = usage["input_tokens_details"] if index == 0 else _NO_INPUT
