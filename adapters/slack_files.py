@@ -140,7 +140,7 @@ class SlackFiles:
         mb = size / 1024 / 1024
         limit = self.max_bytes / 1024 / 1024
         more = "more than " if at_least else ""
-        return f"it is {more}{mb:.1f} MB and the limit is {limit:.0f} MB"
+        return f"it is {more}{mb:.1f} MB and the limit is {limit:.3g} MB"
 
 
 _LOGIN_PAGE_REASON = (

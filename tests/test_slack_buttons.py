@@ -113,8 +113,12 @@ async def test_delete_by_requester_or_admin_only(
     await click(slack_fake, "UBOB", result, "imagine_delete", job_id)
     refused = await slack_fake.wait_for("chat.postEphemeral")
     assert refused[0].args["user"] == "UBOB"
-    assert "Only <@UALICE> or a workspace admin" in text_of(refused[0])
+    assert text_of(refused[0]) == "Only <@UALICE> or a workspace admin can delete this image."
+    # Bob was looked up and is no admin; nothing of the result was touched.
+    assert [c.args["user"] for c in slack_fake.calls_to("users.info")] == ["UBOB"]
     assert slack_fake.message(CHANNEL, root) is not None
+    assert not slack_fake.calls_to("chat.delete") and not slack_fake.calls_to("files.delete")
+    assert all(f in slack_fake.files for f in file_ids)
     await click(slack_fake, "UADMIN", result, "imagine_delete", job_id)
     await slack_fake.wait_for("chat.delete")
     assert slack_fake.message(CHANNEL, root) is None

@@ -124,6 +124,11 @@ async def test_progress_shows_queue_position_then_previews(
         if b["type"] == "image" and "working" in text_of(c)
     }
     assert shown and shown <= {u.file_id for u in previews}
+    # While it runs, the placeholder says how long it has been working.
+    assert any(
+        re.search(r"^<@U\w+>: \w+ — working… \d+ s", text_of(c))
+        for c in slack_fake.calls_to("chat.update")
+    )
     # Once the result shows, the bot's private preview files are removed.
     await slack_fake.wait_until(lambda: all(u.file_id not in slack_fake.files for u in previews))
     assert openai_fake.requests[0].json is not None

@@ -25,8 +25,26 @@ async def test_limit_refusal_is_ephemeral_with_reset_time(
     await slack_fake.wait_for("files.completeUploadExternal")
     await slack_fake.send_command(slack_fake.command_payload("two"))
     refused = await slack_fake.wait_for("chat.postEphemeral")
+    assert refused[0].args["user"] == "UALICE"
     assert "limit of 1 images per day" in text_of(refused[0])
     assert "Try again in" in text_of(refused[0])
+    assert len(slack_fake.calls_to("chat.postMessage")) == 1  # no placeholder for "two"
+    assert len(openai_fake.requests) == 1
+
+
+@pytest.mark.parametrize("mode", TRANSPORTS)
+async def test_budget_refusal_is_ephemeral_with_reset_time(
+    mode: str, slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
+) -> None:
+    # A low-quality image fits a ten-cent budget; a high-quality one (about $0.21) never does.
+    await start_slack(mode, imagine_user_budget="0.10/day")
+    await slack_fake.send_command(slack_fake.command_payload("one --quality low"))
+    await slack_fake.wait_for("files.completeUploadExternal")
+    await slack_fake.send_command(slack_fake.command_payload("two --quality high"))
+    refused = await slack_fake.wait_for("chat.postEphemeral")
+    text = text_of(refused[0])
+    assert refused[0].args["user"] == "UALICE"
+    assert "budget of $0.10 per day" in text and "Try again in" in text
     assert len(slack_fake.calls_to("chat.postMessage")) == 1  # no placeholder for "two"
     assert len(openai_fake.requests) == 1
 
@@ -116,8 +134,11 @@ async def test_channel_allow_list(
     ("setup", "expected"),
     [
         ("login_page", "sign-in page"),
+        ("login_page_mislabelled", "sign-in page"),
         ("foreign_host", "isn't stored on Slack"),
-        ("too_big", "the limit is"),
+        ("too_big", "it is 0.1 MB and the limit is 0.05 MB"),
+        ("too_big_unsized", "it is 0.1 MB and the limit is 0.05 MB"),
+        ("too_big_chunked", "it is more than 0."),
         ("not_image", "isn't an image"),
     ],
 )
@@ -125,16 +146,29 @@ async def test_file_problems_are_explained(
     setup: str, expected: str, slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
 ) -> None:
     await start_slack("socket", imagine_max_attachment_mb=0.05)
-    data = png() if setup != "too_big" else png(400, 400) + b"\0" * 60_000
+    data = png(400, 400) + b"\0" * 60_000 if setup.startswith("too_big") else png()
     file = slack_fake.add_file(data, "pic.png")
     if setup == "login_page":
         slack_fake.login_page_files.add(file["id"])
     elif setup == "foreign_host":
-        file["url_private"] = file["url_private_download"] = "https://evil.example.com/pic.png"
+        # Another name for this very machine: a lapse would show as a download, not a dial-out.
+        local = file["url_private"].replace("127.0.0.1", "localhost")
+        file["url_private"] = file["url_private_download"] = local
+    elif setup == "login_page_mislabelled":
+        slack_fake.mislabelled_login_page_files.add(file["id"])
+    elif setup.startswith("too_big_"):
+        del file["size"]  # only the download itself can tell
+        if setup == "too_big_chunked":
+            slack_fake.chunked_files.add(file["id"])
     elif setup == "not_image":
         file.update(name="notes.pdf", mimetype="application/pdf", filetype="pdf")
     msg = slack_fake.add_message(CHANNEL, f"<@{BOT_USER_ID}> edit this", files=[file])
     await slack_fake.send_event(slack_fake.message_event(CHANNEL, msg, kind="app_mention"))
     shown = await slack_fake.wait_for("chat.postEphemeral")
     assert expected in text_of(shown[0]) and text_of(shown[0]).startswith("Can't use ")
+    assert ("notes.pdf" if setup == "not_image" else "pic.png") in text_of(shown[0])
+    if setup.startswith(("login_page", "too_big_")):
+        assert [d.authorized for d in slack_fake.downloads] == [True]  # with the bot token
+    else:
+        assert not slack_fake.downloads
     assert not openai_fake.requests and not slack_fake.calls_to("chat.postMessage")

@@ -58,10 +58,15 @@ async def test_mention_delivered_twice_and_retried_makes_one_job(
         assert answer[0] == 200
         assert set(slack_fake.http_statuses) == {200}
     await slack_fake.wait_for("files.completeUploadExternal")
-    # One more retry after the job finished must not start another either.
+    # One more retry after the job finished must not start another either. A later mention
+    # is handled after it, so once that one's image is up the retry has been dealt with.
     await slack_fake.send_event(mention, retry_num=2)
-    assert len(openai_fake.requests) == 1
-    assert len(slack_fake.calls_to("chat.postMessage")) == 1
+    later = slack_fake.add_message(CHANNEL, f"<@{BOT_USER_ID}> a tiny car")
+    await slack_fake.send_event(slack_fake.message_event(CHANNEL, later, kind="app_mention"))
+    await slack_fake.wait_for("files.completeUploadExternal", count=2)
+    prompts = [r.json["prompt"] for r in openai_fake.requests if r.json is not None]
+    assert prompts == ["a tiny boat", "a tiny car"]
+    assert len(slack_fake.calls_to("chat.postMessage")) == 2
 
 
 async def test_mention_without_images_generates_and_works_inside_a_thread(
@@ -106,6 +111,9 @@ async def test_chain_of_three_thread_reply_edits(
         assert edit.files[0].data == before[0].read_bytes()  # the newest image in the thread
         job = await running.app.store.job_for_message("slack", f"{CHANNEL}:{root}")
         assert job is not None and job.parent_job_id == job_id
+        # Bob replies to Alice's result: the edit is his, shown and charged as his.
+        assert job.requester.user_id == "UBOB"
+        assert text_of(slack_fake.calls_to("chat.postMessage")[-1]).startswith("<@UBOB>: ")
         job_id = job.id
     uploads = slack_fake.calls_to("files.completeUploadExternal")
     assert [u.args["thread_ts"] for u in uploads] == [root] * 4

@@ -8,7 +8,10 @@ from aiohttp import web
 
 from tests.fakes.slack_workspace import BOT_TOKEN, Download, SlackWorkspace
 
-_LOGIN_PAGE = b"<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in</body></html>"
+_SIGN_IN = b"<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in"
+# Slack's sign-in page carries its inline scripts, so it is far larger than a small size cap.
+_LOGIN_PAGE = _SIGN_IN + b"<script>" + b"/* sign-in app */" * 6000 + b"</script></body></html>"
+_SHORT_LOGIN_PAGE = _SIGN_IN + b"</body></html>"
 
 
 class SlackFilesHost(SlackWorkspace):
@@ -41,7 +44,7 @@ class SlackFilesHost(SlackWorkspace):
         await self._notify()
         return web.Response(text=f"OK - {len(data)}")
 
-    async def _file(self, request: web.Request) -> web.Response:
+    async def _file(self, request: web.Request) -> web.StreamResponse:
         file_id = request.match_info["file_id"]
         authorized = request.headers.get("Authorization") == f"Bearer {BOT_TOKEN}"
         self.downloads.append(Download(file_id, authorized))
@@ -51,4 +54,14 @@ class SlackFilesHost(SlackWorkspace):
         if file_id not in self.file_bytes:
             return web.Response(status=404, text="file not found")
         data, mime = self.file_bytes[file_id]
-        return web.Response(body=data, content_type=mime)
+        if file_id in self.mislabelled_login_page_files:
+            data = _SHORT_LOGIN_PAGE
+        if file_id not in self.chunked_files:
+            return web.Response(body=data, content_type=mime)
+        response = web.StreamResponse(headers={"Content-Type": mime})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(data), 16 * 1024):
+            await response.write(data[start : start + 16 * 1024])
+        await response.write_eof()
+        return response

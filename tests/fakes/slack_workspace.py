@@ -76,6 +76,10 @@ class SlackWorkspace:
     refuse_slack_file_blocks: bool = False
     # Files whose link answers Slack's sign-in page even with the token (no files:read scope).
     login_page_files: set[str] = field(default_factory=set)
+    # Files whose sign-in page comes labelled as the file's own type (Slack has done that).
+    mislabelled_login_page_files: set[str] = field(default_factory=set)
+    # Files sent chunked, with no Content-Length: only counting the bytes shows their size.
+    chunked_files: set[str] = field(default_factory=set)
     # Channels the bot is not a member of (ids starting with G are private: it can't join).
     outside: set[str] = field(default_factory=set)
     mode: str = "socket"
