@@ -186,8 +186,10 @@ def test_exif_orientation_is_applied_to_a_png_exactly() -> None:
     assert out.getpixel((0, 0)) == (0, 0, 255)
 
 
-def test_cmyk_jpeg_becomes_an_rgb_jpeg() -> None:
-    data = encode(Image.new("CMYK", (40, 40), (0, 255, 255, 0)), "JPEG", quality=95)
+# a damaged embedded colour profile falls back to the plain conversion, not a refusal
+@pytest.mark.parametrize("profile", [{}, {"icc_profile": b"not a colour profile"}])
+def test_cmyk_jpeg_becomes_an_rgb_jpeg(profile: dict[str, bytes]) -> None:
+    data = encode(Image.new("CMYK", (40, 40), (0, 255, 255, 0)), "JPEG", quality=95, **profile)
     assert decode(data).mode == "CMYK"
     source = normalise(data, "print.jpg")
     assert (source.filename, source.mime) == ("print.jpg", "image/jpeg")

@@ -52,3 +52,33 @@ def test_estimate_reserves_at_least_the_real_cost_of_a_high_square() -> None:
     assert estimate_cost(ImageOptions(quality="auto", n=1)) >= estimate_cost(
         ImageOptions(quality="low", n=1)
     )
+
+
+@pytest.mark.parametrize(
+    ("model", "fresh", "cached"),
+    [
+        # text in + image in + image out; cached text in + cached image in ($ per million)
+        ("gpt-image-2", 5 + 8 + 30, 1.25 + 2),
+        ("gpt-image-1", 5 + 10 + 40, 1.25 + 2.50),
+        ("gpt-image-1-mini", 2 + 2.50 + 8, 0.20 + 0.25),
+    ],
+)
+def test_each_model_bills_at_its_published_prices(model: str, fresh: float, cached: float) -> None:
+    million = 1_000_000
+    uncached = Usage(
+        input_tokens=2 * million,
+        output_tokens=million,
+        total_tokens=3 * million,
+        input_text_tokens=million,
+        input_image_tokens=million,
+    )
+    assert cost_from_usage(model, uncached) == pytest.approx(fresh)
+    all_cached = Usage(
+        input_tokens=2 * million,
+        total_tokens=2 * million,
+        input_text_tokens=million,
+        input_image_tokens=million,
+        cached_input_tokens=2 * million,
+        cached_image_tokens=million,
+    )
+    assert cost_from_usage(model, all_cached) == pytest.approx(cached)

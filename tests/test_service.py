@@ -28,6 +28,7 @@ from bot.models import (
     SourceImage,
     Started,
 )
+from bot.pricing import cost_from_usage, estimate_cost
 from bot.service import ImageService, SlotQueue
 from tests.fakes.app_fixtures import AppFactory
 from tests.fakes.openai_server import FakeOpenAI
@@ -72,7 +73,10 @@ async def test_generation_delivers_real_images_and_records_the_job(
         with Image.open(stored.path) as image:
             assert image.size == (1536, 1024)
             assert image.format == "PNG"
-    assert result.cost_usd > 0
+    # billed from the usage the API returned (not the estimate), at the model's prices
+    assert result.usage is not None and result.usage.output_tokens > 0
+    assert result.cost_usd == pytest.approx(cost_from_usage("gpt-image-2", result.usage))
+    assert result.cost_usd != pytest.approx(estimate_cost(result.request.options))
     job = await app.store.get_job(result.job_id)
     assert job is not None
     assert job.status == "succeeded"
