@@ -118,6 +118,11 @@ class ImagineDiscordBot(discord.Client):
                 ) from None
         raise TimeoutError("Discord did not say READY in time")
 
+    async def wait_recovered(self) -> None:
+        """Until the start-up notices about interrupted jobs have been sent."""
+        if self._recovery is not None:
+            await asyncio.shield(self._recovery)
+
     async def wait_closed(self) -> None:
         """Until the gateway connection ends (raises what ended it)."""
         if self._gateway_task is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import discord
@@ -28,21 +30,58 @@ def imagine_of(client: discord.Client) -> DiscordImagine:
 
 
 # --- buttons: the job id lives in the custom_id, so they work after a restart ------------------
-class RegenerateButton(
-    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
-    template=rf"imagine:regen:{JOB}",
-):
-    """🔁 Regenerate: the same prompt and options, counted against whoever clicks."""
+async def _regenerate(interaction: discord.Interaction, job_id: str) -> None:
+    await imagine_of(interaction.client).regenerate(interaction, job_id)
 
-    def __init__(self, job_id: str) -> None:
+
+async def _open_edit_modal(interaction: discord.Interaction, job_id: str) -> None:
+    # Asking for a prompt the bot can't use would waste the user's typing: check first.
+    if await imagine_of(interaction.client).job_or_refuse(interaction, job_id, images=True) is None:
+        return
+    await interaction.response.send_modal(PromptModal(f"imagine:edit:{job_id}"))
+
+
+async def _delete(interaction: discord.Interaction, job_id: str) -> None:
+    await imagine_of(interaction.client).delete(interaction, job_id)
+
+
+@dataclass(frozen=True)
+class ButtonKind:
+    """How one of the result buttons looks, and what a click on it does."""
+
+    label: str
+    emoji: str
+    style: discord.ButtonStyle
+    on_click: Callable[[discord.Interaction, str], Awaitable[None]]
+
+
+RESULT_BUTTONS = {
+    # 🔁 the same prompt and options, counted against whoever clicks
+    "regen": ButtonKind("Regenerate", "🔁", discord.ButtonStyle.secondary, _regenerate),
+    # ✏️ a modal asks what to change, then the result is edited
+    "edit": ButtonKind("Edit", "✏️", discord.ButtonStyle.secondary, _open_edit_modal),
+    # 🗑 for the requester, or a member who can manage messages
+    "delete": ButtonKind("Delete", "🗑️", discord.ButtonStyle.danger, _delete),
+}
+
+
+class ResultButton(
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=rf"imagine:(?P<action>{'|'.join(RESULT_BUTTONS)}):{JOB}",
+):
+    """One of the buttons under a result; ``action`` is a key of RESULT_BUTTONS."""
+
+    def __init__(self, action: str, job_id: str) -> None:
+        kind = RESULT_BUTTONS[action]
         super().__init__(
             discord.ui.Button(
-                label="Regenerate",
-                emoji="🔁",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"imagine:regen:{job_id}",
+                label=kind.label,
+                emoji=kind.emoji,
+                style=kind.style,
+                custom_id=f"imagine:{action}:{job_id}",
             )
         )
+        self.action = action
         self.job_id = job_id
 
     @classmethod
@@ -52,85 +91,22 @@ class RegenerateButton(
         item: discord.ui.Item[Any],
         match: re.Match[str],
         /,
-    ) -> RegenerateButton:
-        return cls(match["job"])
+    ) -> ResultButton:
+        return cls(match["action"], match["job"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await imagine_of(interaction.client).regenerate(interaction, self.job_id)
+        await RESULT_BUTTONS[self.action].on_click(interaction, self.job_id)
 
 
-class EditButton(
-    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
-    template=rf"imagine:edit:{JOB}",
-):
-    """✏️ Edit: a modal asks what to change, then the result is edited."""
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Edit",
-                emoji="✏️",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"imagine:edit:{job_id}",
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls,
-        interaction: discord.Interaction,
-        item: discord.ui.Item[Any],
-        match: re.Match[str],
-        /,
-    ) -> EditButton:
-        return cls(match["job"])
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        await interaction.response.send_modal(PromptModal(f"imagine:edit:{self.job_id}"))
-
-
-class DeleteButton(
-    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
-    template=rf"imagine:delete:{JOB}",
-):
-    """🗑 Delete: for the requester, or a member who can manage messages."""
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Delete",
-                emoji="🗑️",
-                style=discord.ButtonStyle.danger,
-                custom_id=f"imagine:delete:{job_id}",
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls,
-        interaction: discord.Interaction,
-        item: discord.ui.Item[Any],
-        match: re.Match[str],
-        /,
-    ) -> DeleteButton:
-        return cls(match["job"])
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        await imagine_of(interaction.client).delete(interaction, self.job_id)
-
-
-DYNAMIC_ITEMS = (RegenerateButton, EditButton, DeleteButton)
+DYNAMIC_ITEMS = (ResultButton,)
 
 
 def result_view(job_id: str) -> discord.ui.View:
     """The buttons under a result."""
     view = discord.ui.View(timeout=None)
-    view.add_item(RegenerateButton(job_id))
-    view.add_item(EditButton(job_id))
-    view.add_item(DeleteButton(job_id))
-    # Stopped views are sent but not kept in memory: the dynamic items above answer the clicks.
+    for action in RESULT_BUTTONS:
+        view.add_item(ResultButton(action, job_id))
+    # Stopped views are sent but not kept in memory: the dynamic item above answers the clicks.
     view.stop()
     return view
 

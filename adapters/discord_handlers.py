@@ -19,7 +19,7 @@ from adapters.discord_jobs import (
 )
 from bot.app import App
 from bot.errors import AttachmentRejected, JobNotFound
-from bot.models import ImageRequest, SourceImage
+from bot.models import ImageRequest, JobRecord, SourceImage
 
 MENU_MEMORY = 500
 NOT_HERE = "⚠️ I'm not set up to make images in this channel."
@@ -114,22 +114,33 @@ class DiscordImagine:
         )
 
     # --- buttons ---------------------------------------------------------------------------------
+    async def job_or_refuse(
+        self, interaction: discord.Interaction, job_id: str, *, images: bool = False
+    ) -> JobRecord | None:
+        """The button's job; None after saying privately that the store lost it (or its images)."""
+        job = await self.app.store.get_job(job_id)
+        if job is not None and (not images or await self.app.store.job_images(job_id)):
+            return job
+        await interaction.response.send_message(
+            render.error_message(JobNotFound(job_id)), ephemeral=True
+        )
+        return None
+
     async def regenerate(self, interaction: discord.Interaction, job_id: str) -> None:
         """🔁: the same request again, counted against whoever clicked."""
         if await self._refuse_channel(interaction):
             return
+        job = await self.job_or_refuse(interaction, job_id)
+        if job is None:
+            return
         target = await self._defer(interaction)
-        job = await self.app.store.get_job(job_id)
         requester = requester_of(interaction.user, interaction.channel_id)
 
         async def build() -> ImageRequest:
             return await self.app.service.regenerate_request(job_id, requester)
 
         await self.runner.run(
-            target,
-            prompt=job.prompt if job is not None else "",
-            requester_label=interaction.user.mention,
-            build=build,
+            target, prompt=job.prompt, requester_label=interaction.user.mention, build=build
         )
 
     async def delete(self, interaction: discord.Interaction, job_id: str) -> None:

@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import io
+import shutil
 
 from PIL import Image
 
-from tests.fakes.discord_server import EPHEMERAL, BotFactory, FakeDiscord
+from tests.fakes.discord_server import EPHEMERAL, BotFactory, FakeDiscord, job_of, png
 from tests.fakes.openai_server import FakeOpenAI
-
-
-def png(size: tuple[int, int] = (64, 64)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, (120, 30, 200)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def job_of(message: dict[str, object]) -> str:
-    embeds = message["embeds"]
-    assert isinstance(embeds, list)
-    fields = {f["name"]: f["value"] for f in embeds[0]["fields"]}
-    return str(fields["Job"]).strip("`")
 
 
 async def test_regenerate_works_after_a_restart(
@@ -49,8 +37,7 @@ async def test_regenerate_counts_against_whoever_clicks(
     discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
 ) -> None:
     await discord_bot(imagine_user_limit="1/day")
-    it = await discord_fake.slash(discord_fake.alice, prompt="a paper crane")
-    first = await discord_fake.result_of(it)
+    first = await discord_fake.generate(discord_fake.alice, "a paper crane")
     regen = f"imagine:regen:{job_of(first)}"
 
     by_bob = await discord_fake.click(discord_fake.bob, first["id"], regen)
@@ -65,8 +52,7 @@ async def test_edit_button_asks_in_a_modal_then_edits_the_result(
     discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
 ) -> None:
     await discord_bot()
-    it = await discord_fake.slash(discord_fake.alice, prompt="a quiet harbour")
-    first = await discord_fake.result_of(it)
+    first = await discord_fake.generate(discord_fake.alice, "a quiet harbour")
     click = await discord_fake.click(
         discord_fake.alice, first["id"], f"imagine:edit:{job_of(first)}"
     )
@@ -87,8 +73,8 @@ async def test_delete_is_for_the_requester_or_a_moderator(
     discord_fake: FakeDiscord, discord_bot: BotFactory
 ) -> None:
     await discord_bot()
-    mine = await discord_fake.result_of(await discord_fake.slash(discord_fake.alice, prompt="one"))
-    other = await discord_fake.result_of(await discord_fake.slash(discord_fake.alice, prompt="two"))
+    mine = await discord_fake.generate(discord_fake.alice, "one")
+    other = await discord_fake.generate(discord_fake.alice, "two")
 
     refused = await discord_fake.click(
         discord_fake.bob, mine["id"], f"imagine:delete:{job_of(mine)}"
@@ -108,7 +94,7 @@ async def test_edit_image_menu_edits_any_message_with_an_image(
     discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
 ) -> None:
     await discord_bot()
-    photo = discord_fake.upload(png((96, 64)), "cat.png")
+    photo = discord_fake.upload(png((96, 64), (120, 30, 200)), "cat.png")
     posted = await discord_fake.send_message(discord_fake.bob, "my cat", attachments=(photo,))
     menu = await discord_fake.context_menu(discord_fake.alice, "Edit image", posted["id"])
     await discord_fake.wait_until(lambda: menu.callback_type == 9)
@@ -135,3 +121,29 @@ async def test_edit_image_menu_on_a_message_without_an_image(
     assert answer["flags"] & EPHEMERAL
     assert "no image" in answer["content"]
     assert openai_fake.requests == []
+
+
+async def test_buttons_on_a_result_the_store_no_longer_has_say_so_plainly(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    app, bot = await discord_bot()
+    first = await discord_fake.generate(discord_fake.alice, "a lost kite")
+    job_id = job_of(first)
+
+    await bot.close()
+    await app.aclose()
+    shutil.rmtree(app.settings.imagine_data_dir)  # the operator started over with no data
+    await discord_bot()
+
+    for action in ("regen", "edit"):
+        click = await discord_fake.click(
+            discord_fake.alice, first["id"], f"imagine:{action}:{job_id}"
+        )
+        answer = await discord_fake.private_reply(click)
+        # Answered at once and privately: no public "thinking", no modal asking for a prompt.
+        assert click.callback_type == 4
+        assert answer["flags"] & EPHEMERAL
+        assert "can't find that image any more" in answer["content"]
+        assert "Traceback" not in answer["content"]
+    assert len(openai_fake.requests) == 1
+    assert discord_fake.messages[first["id"]]["attachments"]  # the old result is left alone

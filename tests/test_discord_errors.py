@@ -5,18 +5,22 @@ from __future__ import annotations
 import io
 import logging
 import re
+import time
 
 import pytest
 from PIL import Image
 
-from tests.fakes.discord_server import EPHEMERAL, BotFactory, Call, FakeDiscord, ProviderGate
+from bot.app import App
+from tests.fakes.discord_server import (
+    EPHEMERAL,
+    BotFactory,
+    Call,
+    FakeDiscord,
+    FakeInteraction,
+    ProviderGate,
+    png,
+)
 from tests.fakes.openai_server import FakeOpenAI
-
-
-def png(size: tuple[int, int] = (64, 64)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, (10, 10, 10)).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def assert_private_and_plain(fake: FakeDiscord, reply: dict[str, object]) -> None:
@@ -24,6 +28,25 @@ def assert_private_and_plain(fake: FakeDiscord, reply: dict[str, object]) -> Non
     assert "Traceback" not in str(reply["content"])
     # The public "thinking…" message made way for the private answer.
     assert not [m for m in fake.channel_messages() if m.get("_token") and not m["embeds"]]
+
+
+def assert_resets_within_a_day(content: str) -> None:
+    """The refusal names its reset as a live Discord timestamp, within the day-long window."""
+    stamp = re.search(r"<t:(\d+):R>", content)
+    assert stamp, content
+    assert time.time() < int(stamp[1]) <= time.time() + 24 * 3600 + 1
+
+
+async def expired_while_queued(
+    fake: FakeDiscord, discord_bot: BotFactory, prompt: str
+) -> tuple[App, ProviderGate, FakeInteraction]:
+    """A /imagine whose job is held until its interaction token has expired."""
+    app, _bot = await discord_bot()
+    gate = ProviderGate.hold(app)
+    it = await fake.slash(fake.alice, prompt=prompt)
+    await fake.wait_until(lambda: it.callback_type == 5)
+    fake.expire(it)  # 15 minutes in the queue
+    return app, gate, it
 
 
 async def test_over_the_limit_says_when_it_resets(
@@ -36,8 +59,33 @@ async def test_over_the_limit_says_when_it_resets(
 
     assert_private_and_plain(discord_fake, reply)
     assert "limit of 1 images per day" in str(reply["content"])
-    assert re.search(r"<t:\d+:R>", str(reply["content"]))
+    assert_resets_within_a_day(str(reply["content"]))
     assert len(openai_fake.requests) == 1
+
+
+async def test_over_the_budget_says_when_it_resets(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    # One high-quality image reserves about $0.21: well over a one-cent budget.
+    await discord_bot(imagine_user_budget="0.01/day")
+    it = await discord_fake.slash(discord_fake.alice, prompt="a gold coin", quality="high")
+    reply = await discord_fake.private_reply(it)
+
+    assert_private_and_plain(discord_fake, reply)
+    assert "budget of $0.01 per day" in str(reply["content"])
+    assert_resets_within_a_day(str(reply["content"]))
+    assert openai_fake.requests == []
+
+
+async def test_more_images_than_the_setting_allows_is_refused(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    await discord_bot(imagine_max_images=2)
+    it = await discord_fake.slash(discord_fake.alice, prompt="three cats", count=3)
+    reply = await discord_fake.private_reply(it)
+    assert_private_and_plain(discord_fake, reply)
+    assert "at most 2 images" in str(reply["content"])
+    assert openai_fake.requests == []
 
 
 async def test_a_blocked_prompt_names_the_category_and_refunds(
@@ -74,7 +122,10 @@ async def test_refused_attachments_are_named_with_the_reason(
     reply = await discord_fake.private_reply(it)
     assert "notes.txt" in str(reply["content"]) and "not an image" in str(reply["content"])
 
-    elsewhere = {**discord_fake.upload(png(), "evil.png"), "url": "https://example.com/evil.png"}
+    elsewhere = {
+        **discord_fake.upload(png(colour=(10, 10, 10)), "evil.png"),
+        "url": "https://example.com/evil.png",
+    }
     it = await discord_fake.slash(discord_fake.alice, prompt="edit", image=elsewhere)
     reply = await discord_fake.private_reply(it)
     assert "evil.png" in str(reply["content"]) and "not stored on Discord" in str(reply["content"])
@@ -104,6 +155,23 @@ async def test_a_result_over_ten_megabytes_is_delivered_under_the_limit(
     assert all(c.status == 200 for c in uploads)  # never a 413 from Discord
 
 
+async def test_a_result_fits_the_upload_limit_the_interaction_names(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    # A server without boosts on a small plan: the interaction says 2 MiB, not the default 10.
+    discord_fake.attachment_size_limit = 2 * 1024 * 1024
+    await discord_bot()
+    openai_fake.noise = True  # about 3 MiB as PNG
+    it = await discord_fake.slash(discord_fake.alice, prompt="static", size="1024x1024")
+    message = await discord_fake.result_of(it)
+
+    [attachment] = message["attachments"]
+    delivered = discord_fake.cdn_bytes(attachment)
+    assert len(delivered) <= discord_fake.attachment_size_limit
+    Image.open(io.BytesIO(delivered)).verify()
+    assert all(c.status == 200 for c in discord_fake.calls_to("PATCH", it.token) if c.files)
+
+
 async def test_a_rate_limited_edit_is_retried(
     discord_fake: FakeDiscord, discord_bot: BotFactory
 ) -> None:
@@ -122,12 +190,7 @@ async def test_a_rate_limited_edit_is_retried(
 async def test_a_result_that_outlives_the_interaction_token_is_posted_in_the_channel(
     discord_fake: FakeDiscord, discord_bot: BotFactory
 ) -> None:
-    app, _bot = await discord_bot()
-    gate = ProviderGate(app.service.provider)
-    app.service.provider = gate
-    it = await discord_fake.slash(discord_fake.alice, prompt="a very patient snail")
-    await discord_fake.wait_until(lambda: it.callback_type == 5)
-    discord_fake.expire(it)  # 15 minutes in the queue
+    app, gate, _it = await expired_while_queued(discord_fake, discord_bot, "a very patient snail")
 
     def posted(with_result: bool) -> list[dict[str, object]]:
         mention = f"<@{discord_fake.alice.id}>"
@@ -153,12 +216,7 @@ async def test_a_result_that_outlives_the_interaction_token_is_posted_in_the_cha
 async def test_a_refusal_after_the_token_expired_is_said_in_the_channel(
     discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
 ) -> None:
-    app, _bot = await discord_bot()
-    gate = ProviderGate(app.service.provider)
-    app.service.provider = gate
-    it = await discord_fake.slash(discord_fake.alice, prompt="a battle")
-    await discord_fake.wait_until(lambda: it.callback_type == 5)
-    discord_fake.expire(it)
+    _app, gate, _it = await expired_while_queued(discord_fake, discord_bot, "a battle")
     openai_fake.fail_next("moderation_blocked", categories=["violence"])
     gate.release.set()
 

@@ -7,19 +7,16 @@ import io
 
 from PIL import Image
 
-from tests.fakes.discord_server import EPHEMERAL, BotFactory, Call, FakeDiscord, ProviderGate
+from tests.fakes.discord_server import (
+    EPHEMERAL,
+    BotFactory,
+    Call,
+    FakeDiscord,
+    ProviderGate,
+    job_of,
+    png,
+)
 from tests.fakes.openai_server import FakeOpenAI
-
-
-def png(size: tuple[int, int] = (64, 64), colour: tuple[int, ...] = (200, 40, 40)) -> bytes:
-    mode = "RGBA" if len(colour) == 4 else "RGB"
-    buffer = io.BytesIO()
-    Image.new(mode, size, colour).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def webhook_edits(fake: FakeDiscord, token: str) -> list[dict[str, object]]:
-    return [c.json or {} for c in fake.calls_to("PATCH", f"/{token}/messages/") if c.status == 200]
 
 
 async def test_imagine_defers_then_shows_the_result_with_embed_and_buttons(
@@ -41,7 +38,7 @@ async def test_imagine_defers_then_shows_the_result_with_embed_and_buttons(
     assert fields["Cost"].startswith("$")
     assert fields["Time"].endswith(" s")
     assert fields["Requested by"] == f"<@{discord_fake.alice.id}>"
-    job_id = fields["Job"].strip("`")
+    job_id = job_of(message)
     buttons = [b["custom_id"] for row in message["components"] for b in row["components"]]
     assert buttons == [
         f"imagine:regen:{job_id}",
@@ -57,7 +54,7 @@ async def test_imagine_defers_then_shows_the_result_with_embed_and_buttons(
     assert sent.path == "/v1/images/generations"
     assert sent.json["prompt"] == "a lighthouse in fog, watercolor"
     # The user saw the queue before the result.
-    contents = [e.get("content") or "" for e in webhook_edits(discord_fake, it.token)]
+    contents = [e.get("content") or "" for e in discord_fake.webhook_edits(it)]
     assert any("Queued" in c or "Generating" in c for c in contents)
 
 
@@ -76,6 +73,9 @@ async def test_options_reach_the_image_api(
     )
     message = await discord_fake.result_of(it)
     [sent] = openai_fake.requests
+    fields = {f["name"]: f["value"] for f in message["embeds"][0]["fields"]}
+    assert (fields["Size"], fields["Quality"]) == ("1536x1024", "low")
+    assert message["embeds"][0]["title"] == "Generated images"
     assert {k: sent.json[k] for k in ("size", "quality", "n", "background", "output_format")} == {
         "size": "1536x1024",
         "quality": "low",
@@ -110,8 +110,7 @@ async def test_partial_previews_are_shown_while_generating(
     discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
 ) -> None:
     app, _bot = await discord_bot(imagine_partial_images=2)
-    provider = ProviderGate(app.service.provider, after_preview=True)
-    app.service.provider = provider
+    provider = ProviderGate.hold(app, after_preview=True)
     it = await discord_fake.slash(discord_fake.alice, prompt="a slow sunrise")
 
     def preview_edits() -> list[Call]:
@@ -192,24 +191,74 @@ async def test_a_channel_outside_the_allowed_list_is_refused_privately(
 async def test_twenty_simultaneous_commands_are_all_deferred_and_answered(
     discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
 ) -> None:
-    await discord_bot(imagine_max_concurrency=4)
-    openai_fake.latency = 0.05
+    app, _bot = await discord_bot(imagine_max_concurrency=4)
+    gate = ProviderGate.hold(app)  # nothing finishes until every command has been answered
     users = [discord_fake.alice, discord_fake.bob, discord_fake.mod]
     interactions = await asyncio.gather(
         *(discord_fake.slash(users[i % 3], prompt=f"picture number {i}") for i in range(20))
     )
-    messages = await asyncio.gather(*(discord_fake.result_of(it) for it in interactions))
+
+    def told_their_place() -> list[dict[str, object]]:
+        return [
+            e
+            for it in interactions
+            for e in discord_fake.webhook_edits(it)
+            if "in line" in str(e.get("content"))
+        ]
 
     # The fake refuses (and reports) any callback later than Discord's 3 seconds.
-    assert [it.callback_type for it in interactions] == [5] * 20
+    await discord_fake.wait_until(lambda: all(it.callback_type == 5 for it in interactions))
+    assert await discord_fake.wait_until(told_their_place), "nobody was told their place"
+    gate.release.set()
+    messages = await asyncio.gather(*(discord_fake.result_of(it) for it in interactions))
+
     assert [m["embeds"][0]["description"] for m in messages] == [
         f"picture number {i}" for i in range(20)
     ]
     assert len(openai_fake.requests) == 20
-    queued = [
-        e
-        for it in interactions
-        for e in webhook_edits(discord_fake, it.token)
-        if "in line" in str(e.get("content"))
+
+
+async def test_a_long_prompt_is_shortened_in_the_embed_but_sent_whole(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    await discord_bot()
+    prompt = " ".join(f"word{i}" for i in range(200))  # about 1,300 characters
+    message = await discord_fake.generate(discord_fake.alice, prompt)
+
+    shown = message["embeds"][0]["description"]
+    assert len(shown) <= 300 and shown.endswith("…")
+    assert prompt.startswith(shown.removesuffix("…"))
+    assert openai_fake.requests[0].json["prompt"] == prompt
+
+
+async def test_progress_edits_are_throttled_and_coalesced(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    # With a long interval, the start and the three previews of a quick job earn no edit.
+    await discord_bot(imagine_partial_images=3, imagine_progress_interval=60)
+    it = await discord_fake.slash(discord_fake.alice, prompt="a quick one")
+    await discord_fake.result_of(it)
+
+    edits = discord_fake.webhook_edits(it)
+    assert len(edits) == 2 and edits[-1]["embeds"]
+    assert "Queued" in edits[0]["content"]
+    assert openai_fake.requests[0].json["partial_images"] == 3
+    assert not [
+        c
+        for c in discord_fake.calls_to("PATCH", it.token)
+        if c.files and not (c.json or {}).get("embeds")
     ]
-    assert queued, "nobody was told their place in the queue"
+
+
+async def test_custom_sizes_reach_the_api_or_are_refused_plainly(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    await discord_bot()
+    message = await discord_fake.generate(discord_fake.alice, "a wide sky", size="1792×1024")
+    assert openai_fake.requests[0].json["size"] == "1792x1024"
+    assert message["attachments"]
+
+    it = await discord_fake.slash(discord_fake.alice, prompt="a wide sky", size="1000x1001")
+    reply = await discord_fake.private_reply(it)
+    assert "1000x1001 won't work" in reply["content"] and "Try " in reply["content"]
+    assert len(openai_fake.requests) == 1

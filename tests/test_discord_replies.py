@@ -2,47 +2,23 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
-from PIL import Image
-
-from tests.fakes.discord_server import BotFactory, FakeDiscord
+from tests.fakes.discord_server import BotFactory, FakeDiscord, png
 from tests.fakes.openai_server import FakeOpenAI
-
-
-def png(size: tuple[int, int] = (64, 64), colour: tuple[int, ...] = (30, 160, 90)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGBA" if len(colour) == 4 else "RGB", size, colour).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-async def reply_result(fake: FakeDiscord, user_message: dict[str, Any]) -> dict[str, Any]:
-    """Wait for the bot's reply to ``user_message`` to show a finished result."""
-
-    def done() -> dict[str, Any] | None:
-        for message in fake.channel_messages():
-            ref = message.get("message_reference") or {}
-            if ref.get("message_id") == user_message["id"] and message["embeds"]:
-                return message
-        return None
-
-    found: dict[str, Any] = await fake.wait_until(done)
-    return found
 
 
 async def test_a_chain_of_three_reply_edits(
     discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
 ) -> None:
     app, _bot = await discord_bot()
-    it = await discord_fake.slash(discord_fake.alice, prompt="a house on a hill")
-    result = await discord_fake.result_of(it)
+    result = await discord_fake.generate(discord_fake.alice, "a house on a hill")
 
     jobs = [(await app.store.job_for_message("discord", result["id"]))]
     for step, prompt in enumerate(["make it night", "add snow", "add a fox"], start=1):
         previous = result
         asked = await discord_fake.send_message(discord_fake.alice, prompt, reply_to=previous["id"])
-        result = await reply_result(discord_fake, asked)
+        result = await discord_fake.reply_result(asked)
 
         sent = openai_fake.requests[step]
         assert sent.path == "/v1/images/edits"
@@ -62,8 +38,7 @@ async def test_reply_attachments_are_extra_inputs_and_mask(
     discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
 ) -> None:
     await discord_bot()
-    it = await discord_fake.slash(discord_fake.alice, prompt="an empty table", size="1024x1024")
-    result = await discord_fake.result_of(it)
+    result = await discord_fake.generate(discord_fake.alice, "an empty table", size="1024x1024")
     extra = discord_fake.upload(png(), "vase.png")
     mask = discord_fake.upload(png((1024, 1024), (0, 0, 0, 0)), "mask-table.png")
     asked = await discord_fake.send_message(
@@ -72,7 +47,7 @@ async def test_reply_attachments_are_extra_inputs_and_mask(
         attachments=(extra, mask),
         reply_to=result["id"],
     )
-    await reply_result(discord_fake, asked)
+    await discord_fake.reply_result(asked)
     sent = openai_fake.requests[-1]
     assert [f.field for f in sent.files].count("image[]") == 2
     assert [f.field for f in sent.files].count("mask") == 1
@@ -83,8 +58,7 @@ async def test_without_the_content_intent_only_replies_that_ping_the_bot_work(
 ) -> None:
     _app, bot = await discord_bot()
     assert not bot.intents.message_content
-    it = await discord_fake.slash(discord_fake.alice, prompt="a red boat")
-    result = await discord_fake.result_of(it)
+    result = await discord_fake.generate(discord_fake.alice, "a red boat")
 
     # Discord strips the text of a reply that does not ping the bot: nothing can be done.
     silent = await discord_fake.send_message(
@@ -93,13 +67,9 @@ async def test_without_the_content_intent_only_replies_that_ping_the_bot_work(
     pinged = await discord_fake.send_message(
         discord_fake.alice, "make it green", reply_to=result["id"]
     )
-    await reply_result(discord_fake, pinged)
+    await discord_fake.reply_result(pinged)
     assert [r.form["prompt"] for r in openai_fake.requests[1:]] == ["make it green"]
-    assert not [
-        m
-        for m in discord_fake.channel_messages()
-        if (m.get("message_reference") or {}).get("message_id") == silent["id"]
-    ]
+    assert discord_fake.replies_to(silent["id"]) == []
 
 
 async def test_with_the_content_intent_any_reply_works(
@@ -108,12 +78,11 @@ async def test_with_the_content_intent_any_reply_works(
     _app, _bot = await discord_bot(discord_message_content_intent=True)
     assert discord_fake.identify is not None
     assert discord_fake.identify["intents"] & (1 << 15)
-    it = await discord_fake.slash(discord_fake.alice, prompt="a red boat")
-    result = await discord_fake.result_of(it)
+    result = await discord_fake.generate(discord_fake.alice, "a red boat")
     asked = await discord_fake.send_message(
         discord_fake.bob, "make it blue", reply_to=result["id"], ping=False
     )
-    await reply_result(discord_fake, asked)
+    await discord_fake.reply_result(asked)
     assert openai_fake.requests[-1].form["prompt"] == "make it blue"
 
 
@@ -129,7 +98,7 @@ async def test_mentioning_the_bot_on_someone_elses_image_edits_it(
         f"<@{discord_fake.bot.id}> turn this into a painting",
         reply_to=theirs["id"],
     )
-    result = await reply_result(discord_fake, asked)
+    result = await discord_fake.reply_result(asked)
     sent = openai_fake.requests[-1]
     assert sent.path == "/v1/images/edits"
     assert sent.form["prompt"] == "turn this into a painting"
@@ -140,18 +109,11 @@ async def test_a_reply_without_words_gets_a_hint(
     discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
 ) -> None:
     await discord_bot()
-    it = await discord_fake.slash(discord_fake.alice, prompt="a red boat")
-    result = await discord_fake.result_of(it)
+    result = await discord_fake.generate(discord_fake.alice, "a red boat")
     asked = await discord_fake.send_message(
         discord_fake.alice, f"<@{discord_fake.bot.id}>", reply_to=result["id"]
     )
-    hint = await discord_fake.wait_until(
-        lambda: [
-            m
-            for m in discord_fake.channel_messages()
-            if (m.get("message_reference") or {}).get("message_id") == asked["id"]
-        ]
-    )
+    hint = await discord_fake.wait_until(lambda: discord_fake.replies_to(asked["id"]))
     assert "Tell me what to change" in hint[0]["content"]
     assert len(openai_fake.requests) == 1
 
@@ -160,20 +122,14 @@ async def test_a_refused_reply_edit_is_explained_in_the_reply(
     discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
 ) -> None:
     await discord_bot()
-    it = await discord_fake.slash(discord_fake.alice, prompt="a red boat")
-    result = await discord_fake.result_of(it)
+    result = await discord_fake.generate(discord_fake.alice, "a red boat")
     openai_fake.fail_next("moderation_blocked", categories=["violence"])
     asked = await discord_fake.send_message(
         discord_fake.alice, "add a battle", reply_to=result["id"]
     )
 
     def explained() -> list[dict[str, Any]]:
-        return [
-            m
-            for m in discord_fake.channel_messages()
-            if (m.get("message_reference") or {}).get("message_id") == asked["id"]
-            and "safety system" in m["content"]
-        ]
+        return [m for m in discord_fake.replies_to(asked["id"]) if "safety system" in m["content"]]
 
     [reply] = await discord_fake.wait_until(explained)
     assert "violence" in reply["content"]
@@ -193,14 +149,7 @@ async def test_without_the_intent_a_mention_on_someone_elses_image_points_to_the
         ping=False,
     )
 
-    def answered() -> list[dict[str, Any]]:
-        return [
-            m
-            for m in discord_fake.channel_messages()
-            if (m.get("message_reference") or {}).get("message_id") == asked["id"]
-        ]
-
-    [hint] = await discord_fake.wait_until(answered)
+    [hint] = await discord_fake.wait_until(lambda: discord_fake.replies_to(asked["id"]))
     assert "Edit image" in hint["content"]
     assert openai_fake.requests == []
 
@@ -209,16 +158,15 @@ async def test_a_message_delivered_twice_is_edited_once(
     discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
 ) -> None:
     await discord_bot()
-    it = await discord_fake.slash(discord_fake.alice, prompt="a red boat")
-    result = await discord_fake.result_of(it)
+    result = await discord_fake.generate(discord_fake.alice, "a red boat")
     asked = await discord_fake.send_message(
         discord_fake.alice, "make it blue", reply_to=result["id"]
     )
     # A gateway resume can replay events the bot already handled.
     await discord_fake.dispatch("MESSAGE_CREATE", discord_fake.as_bot_sees(asked))
-    await reply_result(discord_fake, asked)
+    await discord_fake.reply_result(asked)
     later = await discord_fake.send_message(
         discord_fake.alice, "make it green", reply_to=result["id"]
     )
-    await reply_result(discord_fake, later)
+    await discord_fake.reply_result(later)
     assert [r.form["prompt"] for r in openai_fake.requests[1:]] == ["make it blue", "make it green"]

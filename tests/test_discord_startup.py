@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
+import sys
 import time
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -12,12 +16,17 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from adapters.discord_bot import run_discord
-from adapters.discord_invite import application_id_from_token, discord_invite_url
+from adapters.discord_invite import BOT_PERMISSIONS, application_id_from_token, discord_invite_url
 from bot.app import App
 from bot.errors import ConfigError
 from bot.models import ImageRequest, Requester
 from tests.fakes.app_fixtures import AppFactory
 from tests.fakes.discord_server import BotFactory, FakeDiscord, ProviderGate
+from tests.fakes.openai_server import FakeOpenAI
+
+# The console script from this environment; fall back to the module for a bare checkout.
+_SCRIPT = shutil.which("imagine-bot", path=str(Path(sys.executable).parent))
+COMMAND = [_SCRIPT] if _SCRIPT else [sys.executable, "-m", "bot.cli"]
 
 
 async def running_job(app: App, fake: FakeDiscord, prompt: str, platform: str = "discord") -> str:
@@ -32,6 +41,38 @@ async def running_job(app: App, fake: FakeDiscord, prompt: str, platform: str = 
     )
     await app.store.mark_running(job.id)
     return job.id
+
+
+async def start_cli(*args: str, cwd: Path, **env: str) -> asyncio.subprocess.Process:
+    """Start ``imagine-bot`` with only the settings given (none from the developer's shell)."""
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPENAI_", "IMAGINE_", "DISCORD_", "SLACK_"))
+    }
+    return await asyncio.create_subprocess_exec(
+        *COMMAND,
+        *args,
+        cwd=cwd,  # no .env there
+        env={**clean, "IMAGINE_DATA_DIR": str(cwd / "data"), **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def logged_line(process: asyncio.subprocess.Process, text: str) -> str:
+    """The first line the process logs that contains ``text``."""
+
+    async def scan() -> str:
+        assert process.stderr is not None
+        seen: list[str] = []
+        while line := (await process.stderr.readline()).decode():
+            if text in line:
+                return line
+            seen.append(line)
+        raise AssertionError(f"the process ended without logging {text!r}:\n{''.join(seen)}")
+
+    return await asyncio.wait_for(scan(), timeout=60)
 
 
 async def test_interrupted_jobs_are_reported_after_a_restart(
@@ -95,7 +136,7 @@ async def test_stopping_with_a_job_in_flight_tells_its_user_and_refunds(
     discord_fake: FakeDiscord, discord_bot: BotFactory
 ) -> None:
     app, bot = await discord_bot()
-    app.service.provider = ProviderGate(app.service.provider)  # never released
+    ProviderGate.hold(app)  # never released
     it = await discord_fake.slash(discord_fake.alice, prompt="a long exposure")
     await discord_fake.wait_until(
         lambda: (
@@ -168,3 +209,49 @@ def test_application_id_from_token(discord_fake: FakeDiscord) -> None:
     assert application_id_from_token("MTIzNDU2Nzg5MDEyMzQ1Njc4.GaBcDe.xyz") == "123456789012345678"
     assert application_id_from_token("not a token") is None
     assert application_id_from_token("") is None
+
+
+@pytest.mark.parametrize("args", [("run",), ("run", "discord")])
+async def test_imagine_bot_run_serves_discord_when_its_token_is_set(
+    args: tuple[str, ...], discord_fake: FakeDiscord, openai_fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    process = await start_cli(
+        *args,
+        cwd=tmp_path,
+        DISCORD_TOKEN=discord_fake.token,
+        DISCORD_API_BASE_URL=discord_fake.api_url,
+        DISCORD_GATEWAY_URL=discord_fake.gateway_url,
+        OPENAI_API_KEY=openai_fake.api_key,
+        OPENAI_BASE_URL=openai_fake.base_url,
+        IMAGINE_PARTIAL_IMAGES="0",
+    )
+    try:
+        ready = await logged_line(process, "invite it with")
+        assert discord_invite_url(discord_fake.app_id) in ready  # the operator gets the link
+        assert discord_fake.connected
+        message = await discord_fake.generate(discord_fake.alice, "a kite over the sea")
+        assert message["attachments"] and message["components"]
+    finally:
+        if process.returncode is None:
+            process.terminate()  # SIGTERM: how a container is stopped
+        _out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, err.decode()
+    assert "Traceback" not in err.decode()
+    await discord_fake.wait_until(lambda: not discord_fake.connected)
+
+
+async def test_imagine_bot_discord_invite_prints_the_link(
+    discord_fake: FakeDiscord, tmp_path: Path
+) -> None:
+    process = await start_cli("discord-invite", cwd=tmp_path, DISCORD_TOKEN=discord_fake.token)
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, err.decode()
+    query = parse_qs(urlsplit(out.decode().strip()).query)
+    assert query["client_id"] == [discord_fake.app_id]
+    assert query["permissions"] == [str(BOT_PERMISSIONS.value)]
+    assert query["scope"] == ["bot applications.commands"]
+
+    process = await start_cli("discord-invite", cwd=tmp_path)
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 1 and out == b""
+    assert "DISCORD_TOKEN" in err.decode() and "Traceback" not in err.decode()

@@ -1,0 +1,293 @@
+"""The fake Discord's gateway: identify, READY, and the events users cause (commands, messages)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from tests.fakes.discord_payloads import (
+    MEMBER_PERMISSIONS,
+    MESSAGE_CONTENT_INTENT,
+    FakeInteraction,
+    FakeUser,
+    iso,
+)
+from tests.fakes.discord_state import DiscordState
+
+
+class DiscordGateway(DiscordState):
+    """The websocket the bot connects to, and the user actions that arrive through it."""
+
+    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        """Send a gateway DISPATCH to the connected bot."""
+        if self._ws is None:
+            raise RuntimeError("no bot is connected to the fake gateway")
+        self._seq += 1
+        await self._ws.send_str(json.dumps({"op": 0, "t": event, "s": self._seq, "d": data}))
+
+    async def slash(self, user: FakeUser, name: str = "imagine", **options: Any) -> FakeInteraction:
+        """Run a slash command; attachment options are attachment objects from upload()."""
+        opts, resolved = [], {}
+        for key, value in options.items():
+            if isinstance(value, dict):
+                opts.append({"name": key, "type": 11, "value": value["id"]})
+                resolved[value["id"]] = value
+            elif isinstance(value, int):
+                opts.append({"name": key, "type": 4, "value": value})
+            else:
+                opts.append({"name": key, "type": 3, "value": value})
+        data: dict[str, Any] = {
+            "id": self._command_id(name),
+            "name": name,
+            "type": 1,
+            "options": opts,
+        }
+        if resolved:
+            data["resolved"] = {"attachments": resolved}
+        return await self._interact(user, 2, data)
+
+    async def generate(self, user: FakeUser, prompt: str, **options: Any) -> dict[str, Any]:
+        """Run /imagine and wait for its finished result message."""
+        return await self.result_of(await self.slash(user, prompt=prompt, **options))
+
+    async def autocomplete(self, user: FakeUser, focused: str, value: str) -> FakeInteraction:
+        """Type into an /imagine option that has autocomplete."""
+        data = {
+            "id": self._command_id("imagine"),
+            "name": "imagine",
+            "type": 1,
+            "options": [
+                {"name": "prompt", "type": 3, "value": "x"},
+                {"name": focused, "type": 3, "value": value, "focused": True},
+            ],
+        }
+        return await self._interact(user, 4, data)
+
+    async def context_menu(self, user: FakeUser, name: str, message_id: str) -> FakeInteraction:
+        """Use a message context-menu command on a message."""
+        data = {
+            "id": self._command_id(name),
+            "name": name,
+            "type": 3,
+            "target_id": message_id,
+            "resolved": {"messages": {message_id: self.messages[message_id]}},
+        }
+        return await self._interact(user, 2, data)
+
+    async def click(self, user: FakeUser, message_id: str, custom_id: str) -> FakeInteraction:
+        """Press a button on a message."""
+        message = self.messages[message_id]
+        ids = [c["custom_id"] for row in message["components"] for c in row["components"]]
+        if custom_id not in ids:
+            raise AssertionError(f"no button {custom_id!r} on the message; it has {ids}")
+        data = {"custom_id": custom_id, "component_type": 2}
+        return await self._interact(user, 3, data, message=message)
+
+    async def submit_modal(
+        self, user: FakeUser, opened_by: FakeInteraction, values: dict[str, str]
+    ) -> FakeInteraction:
+        """Fill in and submit the modal the bot opened in answer to ``opened_by``."""
+        modal = opened_by.callback_data
+        if opened_by.callback_type != 9 or modal is None:
+            raise AssertionError("the bot did not answer with a modal")
+        rows = []
+        for row in modal["components"]:
+            inner = row["components"] if row["type"] == 1 else [row["component"]]
+            for comp in inner:
+                rows.append(
+                    {
+                        "type": 1,
+                        "components": [
+                            {
+                                "type": 4,
+                                "custom_id": comp["custom_id"],
+                                "value": values.get(comp["custom_id"], ""),
+                            }
+                        ],
+                    }
+                )
+        data = {"custom_id": modal["custom_id"], "components": rows}
+        extra = opened_by.payload.get("message")
+        return await self._interact(user, 5, data, message=extra)
+
+    async def send_message(
+        self,
+        user: FakeUser,
+        content: str,
+        *,
+        attachments: tuple[dict[str, Any], ...] = (),
+        reply_to: str | None = None,
+        ping: bool = True,
+    ) -> dict[str, Any]:
+        """A user posts a message; a reply (``reply_to``) pings the author unless ``ping=False``."""
+        mentions = []
+        msg_type = 0
+        extra: dict[str, Any] = {}
+        if reply_to is not None:
+            target = self.messages[reply_to]
+            msg_type = 19
+            extra["message_reference"] = {
+                "message_id": reply_to,
+                "channel_id": self.channel_id,
+                "guild_id": self.guild_id,
+            }
+            extra["referenced_message"] = target
+            if ping:
+                mentions.append(target["author"])
+        if f"<@{self.bot.id}>" in content:
+            mentions.append(self.bot.payload())
+        message = self._message(
+            user.payload(),
+            content=content,
+            attachments=list(attachments),
+            type=msg_type,
+            mentions=mentions,
+            **extra,
+        )
+        message["member"] = {k: v for k, v in user.member().items() if k != "user"}
+        self.messages[message["id"]] = message
+        event = self.as_bot_sees(message)
+        if "referenced_message" in event:
+            event["referenced_message"] = self.as_bot_sees(event["referenced_message"])
+        await self.dispatch("MESSAGE_CREATE", event)
+        return message
+
+    def _command_id(self, name: str) -> str:
+        for commands in self.commands.values():
+            for command in commands:
+                if command["name"] == name:
+                    return str(command["id"])
+        raise AssertionError(f"the bot never registered a command named {name!r}")
+
+    async def _interact(
+        self, user: FakeUser, kind: int, data: dict[str, Any], message: dict[str, Any] | None = None
+    ) -> FakeInteraction:
+        token = "tok-" + self.snowflake()
+        payload: dict[str, Any] = {
+            "id": self.snowflake(),
+            "application_id": self.app_id,
+            "type": kind,
+            "token": token,
+            "version": 1,
+            "guild_id": self.guild_id,
+            "data": data,
+            "locale": "en-US",
+            "channel_id": self.channel_id,
+            "channel": self._channel(),
+            "member": user.member(),
+            "app_permissions": str(MEMBER_PERMISSIONS),
+            "attachment_size_limit": self.attachment_size_limit,
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": self.guild_id},
+            "context": 0,
+        }
+        if message is not None:
+            payload["message"] = message
+        it = FakeInteraction(
+            payload["id"], token, kind, user.payload(), asyncio.get_running_loop().time(), payload
+        )
+        self.interactions[token] = it
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return it
+
+    def _channel(self) -> dict[str, Any]:
+        return {
+            "id": self.channel_id,
+            "type": 0,
+            "name": self.channel_name,
+            "position": 0,
+            "guild_id": self.guild_id,
+            "permission_overwrites": [],
+            "nsfw": False,
+            "parent_id": None,
+            "topic": None,
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+            "flags": 0,
+        }
+
+    def _guild(self) -> dict[str, Any]:
+        everyone = {
+            "id": self.guild_id,
+            "name": "@everyone",
+            "permissions": str(MEMBER_PERMISSIONS),
+            "position": 0,
+            "color": 0,
+            "hoist": False,
+            "managed": False,
+            "mentionable": False,
+            "flags": 0,
+        }
+        return {
+            "id": self.guild_id,
+            "name": "Test Guild",
+            "icon": None,
+            "owner_id": self.mod.id,
+            "roles": [everyone],
+            "channels": [self._channel()],
+            "threads": [],
+            "members": [self.bot.member()],
+            "member_count": 4,
+            "features": [],
+            "emojis": [],
+            "stickers": [],
+            "unavailable": False,
+            "large": False,
+            "joined_at": iso(time.time()),
+            "voice_states": [],
+            "presences": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "soundboard_sounds": [],
+            "verification_level": 0,
+            "default_message_notifications": 0,
+            "explicit_content_filter": 0,
+            "mfa_level": 0,
+            "nsfw_level": 0,
+            "premium_tier": 0,
+            "preferred_locale": "en-US",
+            "system_channel_flags": 0,
+        }
+
+    # --- gateway -----------------------------------------------------------------------------
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 45000}}))
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            frame = json.loads(msg.data)
+            if frame["op"] == 1:
+                await ws.send_str(json.dumps({"op": 11}))
+            elif frame["op"] == 2:
+                await self._identify(ws, frame["d"])
+        if self._ws is ws:
+            self._ws = None
+        return ws
+
+    async def _identify(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> None:
+        if data.get("token") != self.token:
+            await ws.close(code=4004, message=b"Authentication failed.")
+            return
+        if data.get("intents", 0) & MESSAGE_CONTENT_INTENT and not self.allow_message_content:
+            await ws.close(code=4014, message=b"Disallowed intent(s).")
+            return
+        self.identify, self._ws, self._seq = data, ws, 0
+        await self.dispatch(
+            "READY",
+            {
+                "v": 10,
+                "user": {**self.bot.payload(), "bot": True},
+                "session_id": "s1",
+                "guilds": [{"id": self.guild_id, "unavailable": True}],
+                "resume_gateway_url": self.gateway_url,
+                "application": {"id": self.app_id, "flags": 0},
+            },
+        )
+        await self.dispatch("GUILD_CREATE", self._guild())
+        await self._notify()

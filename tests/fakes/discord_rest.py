@@ -1,0 +1,309 @@
+"""The fake Discord's REST API and CDN: login, commands, interaction callbacks, messages."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakes.discord_payloads import (
+    ACK_DEADLINE_S,
+    EPHEMERAL,
+    LOADING,
+    Call,
+    FakeInteraction,
+    Refused,
+    UploadedFile,
+    command_problem,
+    error_response,
+    iso,
+    modal_problem,
+    ok_response,
+    payload_problem,
+    sniff_type,
+)
+from tests.fakes.discord_state import DiscordState
+
+
+class DiscordRest(DiscordState):
+    """REST routes as Discord answers them, checked the way Discord checks them."""
+
+    async def _serve_cdn(self, request: web.Request) -> web.Response:
+        self.cdn_requests.append(request.match_info["path"])
+        found = self._cdn.get(request.match_info["path"])
+        if found is None:
+            return web.Response(status=404, text="Not Found")
+        return web.Response(body=found[0], content_type=found[1])
+
+    # --- REST --------------------------------------------------------------------------------
+    async def _rest(self, request: web.Request) -> web.Response:
+        call = Call(request.method, "/" + request.match_info["path"], dict(request.query), None, [])
+        self.calls.append(call)
+        try:
+            if request.content_type == "multipart/form-data":
+                reader = await request.multipart()
+                async for part in reader:
+                    if part.name == "payload_json":  # type: ignore[union-attr]
+                        call.json = json.loads(await part.text())  # type: ignore[union-attr]
+                    else:
+                        call.files.append(
+                            UploadedFile(
+                                part.name or "",
+                                part.filename or "",  # type: ignore[union-attr]
+                                part.headers.get("Content-Type", ""),
+                                bytes(await part.read()),
+                            )
+                        )  # type: ignore[union-attr]
+            elif request.can_read_body:
+                call.json = await request.json()
+            for rule in self._rejections:
+                if rule[0](call):
+                    self._rejections.remove(rule)
+                    raise Refused(rule[1])
+            response = await self._route(request, call)
+        except Refused as exc:
+            response = exc.response
+        call.status = response.status
+        await self._notify()
+        return response
+
+    async def _route(self, request: web.Request, call: Call) -> web.Response:
+        parts, method = call.path.strip("/").split("/"), request.method
+        if parts[0] not in ("interactions", "webhooks") and (
+            request.headers.get("Authorization") != f"Bot {self.token}"
+        ):
+            return error_response(401, 0, "401: Unauthorized")
+        if parts == ["users", "@me"]:
+            return ok_response({**self.bot.payload(), "bot": True, "verified": True, "flags": 0})
+        if parts == ["oauth2", "applications", "@me"]:
+            return ok_response(
+                {
+                    "id": self.app_id,
+                    "name": "imagine",
+                    "description": "",
+                    "icon": None,
+                    "bot_public": True,
+                    "bot_require_code_grant": False,
+                    "owner": self.mod.payload(),
+                    "verify_key": "00",
+                    "flags": 0,
+                }
+            )
+        if parts[0] == "applications" and parts[-1] == "commands":
+            return self._commands(parts, method, call)
+        if parts[0] == "interactions" and len(parts) == 4 and parts[3] == "callback":
+            return self._callback(self._interaction(parts[2], ack=True), call)
+        if parts[0] == "webhooks" and len(parts) == 3 and method == "POST":
+            if parts[1] != self.app_id:
+                return error_response(404, 10015, "Unknown Webhook")
+            return self._followup(self._interaction(parts[2]), call)
+        if parts[0] == "webhooks" and len(parts) == 5:
+            it = self._interaction(parts[2])
+            mid = it.original_id if parts[4] == "@original" else parts[4]
+            if (
+                mid is None
+                or mid not in self.messages
+                or self.messages[mid].get("_token") not in (it.token, None)
+            ):
+                return error_response(404, 10008, "Unknown Message")
+            return self._edit_or_delete(self.messages[mid], method, call)
+        if parts[0] == "channels" and parts[1] != self.channel_id:
+            return error_response(404, 10003, "Unknown Channel")
+        if parts[0] == "channels" and len(parts) == 3 and method == "POST":
+            return self._channel_post(call)
+        if parts[0] == "channels" and len(parts) == 4 and parts[2] == "messages":
+            message = self.messages.get(parts[3])
+            if message is None or message["flags"] & EPHEMERAL:
+                return error_response(404, 10008, "Unknown Message")
+            if method == "GET":
+                return ok_response(self.as_bot_sees(message))
+            if message["author"]["id"] != self.bot.id:
+                return error_response(403, 50013, "Missing Permissions")
+            return self._edit_or_delete(message, method, call)
+        self.problems.append(f"unexpected request {method} {call.path}")
+        return error_response(404, 0, "404: Not Found")
+
+    def _interaction(self, token: str, *, ack: bool = False) -> FakeInteraction:
+        it = self.interactions.get(token)
+        if it is None:
+            raise Refused(error_response(404, 10062 if ack else 10015, "Unknown interaction"))
+        if it.expired:
+            raise Refused(error_response(401, 50027, "Invalid Webhook Token"))
+        return it
+
+    def _commands(self, parts: list[str], method: str, call: Call) -> web.Response:
+        scope = parts[3] if len(parts) == 5 else "global"
+        if method == "GET":
+            return ok_response(self.commands.get(scope, []))
+        saved = []
+        for command in call.json or []:
+            problem = command_problem(command)
+            if problem:
+                self.problems.append(f"command {command.get('name')!r}: {problem}")
+                return error_response(400, 50035, "Invalid Form Body", errors=problem)
+            saved.append(
+                {
+                    **command,
+                    "id": self.snowflake(),
+                    "application_id": self.app_id,
+                    "version": "1",
+                    "description": command.get("description", ""),
+                    "type": command.get("type", 1),
+                }
+            )
+        self.commands[scope] = saved
+        return ok_response(saved)
+
+    def _callback(self, it: FakeInteraction, call: Call) -> web.Response:
+        late = asyncio.get_running_loop().time() - it.created > ACK_DEADLINE_S
+        if late:
+            self.problems.append(f"interaction {it.id} answered after {ACK_DEADLINE_S:.0f} s")
+            return error_response(404, 10062, "Unknown interaction")
+        if it.callback_type is not None:
+            self.problems.append(f"interaction {it.id} answered twice")
+            return error_response(400, 40060, "Interaction has already been acknowledged.")
+        body = call.json or {}
+        kind, data = body.get("type"), body.get("data") or {}
+        allowed = {2: {4, 5, 9}, 3: {4, 5, 6, 7, 9}, 4: {8}, 5: {4, 5, 6, 7}}[it.type]
+        if kind not in allowed:
+            self.problems.append(f"callback type {kind} is invalid for interaction type {it.type}")
+            return error_response(400, 50035, "Invalid Form Body")
+        message = None
+        if kind in (4, 5):
+            flags = (data.get("flags", 0) & EPHEMERAL) | (LOADING if kind == 5 else 0)
+            message = self._message(
+                self.bot.payload(), type=20, flags=flags, _token=it.token, webhook_id=self.app_id
+            )
+            if kind == 4:
+                self._apply(message, data, call.files, creating=True)
+            self.messages[message["id"]] = message
+            it.original_id = message["id"]
+        elif kind in (6, 7):
+            target = it.payload.get("message")
+            if target is None:
+                self.problems.append("update callback for an interaction without a message")
+                return error_response(400, 50035, "Invalid Form Body")
+            message = self.messages[target["id"]]
+            it.original_id = message["id"]
+            if kind == 7:
+                self._apply(message, data, call.files, creating=False)
+        elif kind == 8 and len(data.get("choices", [])) > 25:
+            self.problems.append("more than 25 autocomplete choices")
+        elif kind == 9 and (problem := modal_problem(data)):
+            self.problems.append(f"modal: {problem}")
+            return error_response(400, 50035, "Invalid Form Body", errors=problem)
+        it.callback_type, it.callback_data = kind, data
+        answer: dict[str, Any] = {
+            "interaction": {
+                "id": it.id,
+                "type": it.type,
+                "response_message_id": it.original_id,
+                "response_message_loading": kind == 5,
+                "response_message_ephemeral": bool(message and message["flags"] & EPHEMERAL),
+            }
+        }
+        answer["resource"] = {"type": kind}
+        if message is not None:
+            answer["resource"]["message"] = self.public(message)
+        return ok_response(answer)
+
+    def _followup(self, it: FakeInteraction, call: Call) -> web.Response:
+        if it.callback_type is None:
+            self.problems.append("followup sent before the interaction was acknowledged")
+            return error_response(404, 10015, "Unknown Webhook")
+        original = self.messages.get(it.original_id or "")
+        if original is not None and original["flags"] & LOADING:
+            # Discord's rule: the first followup after a defer replaces the "thinking" message and
+            # keeps the defer's visibility, whatever flags it asks for.
+            self._apply(original, call.json or {}, call.files, creating=False)
+            return ok_response(self.public(original))
+        flags = (call.json or {}).get("flags", 0) & EPHEMERAL
+        message = self._message(
+            self.bot.payload(), flags=flags, _token=it.token, webhook_id=self.app_id
+        )
+        self._apply(message, call.json or {}, call.files, creating=True)
+        self.messages[message["id"]] = message
+        return ok_response(self.public(message))
+
+    def _channel_post(self, call: Call) -> web.Response:
+        body = call.json or {}
+        fields: dict[str, Any] = {}
+        reference = body.get("message_reference")
+        if reference is not None:
+            target = self.messages.get(str(reference.get("message_id")))
+            if target is None and reference.get("fail_if_not_exists", True):
+                return error_response(400, 50035, "Invalid Form Body: Unknown message")
+            if target is not None:
+                fields = {
+                    "type": 19,
+                    "referenced_message": self.public(target),
+                    "message_reference": {
+                        "message_id": target["id"],
+                        "channel_id": self.channel_id,
+                    },
+                }
+        message = self._message(self.bot.payload(), **fields)
+        self._apply(message, body, call.files, creating=True)
+        self.messages[message["id"]] = message
+        return ok_response(self.public(message))
+
+    def _edit_or_delete(self, message: dict[str, Any], method: str, call: Call) -> web.Response:
+        if method == "GET":
+            return ok_response(self.public(message))
+        if method == "DELETE":
+            del self.messages[message["id"]]
+            self.deleted.append(message)
+            return web.Response(status=204)
+        self._apply(message, call.json or {}, call.files, creating=False)
+        message["flags"] &= ~LOADING
+        message["edited_timestamp"] = iso(time.time())
+        return ok_response(self.public(message))
+
+    def _apply(
+        self,
+        message: dict[str, Any],
+        body: dict[str, Any],
+        files: list[UploadedFile],
+        *,
+        creating: bool,
+    ) -> None:
+        """Check a create/edit payload like Discord does, then apply it to ``message``."""
+        problem = payload_problem(body, files)
+        if not problem and sum(len(f.data) for f in files) > self.attachment_size_limit:
+            raise Refused(error_response(413, 40005, "Request entity too large"))
+        if problem:
+            self.problems.append(problem)
+            raise Refused(error_response(400, 50035, "Invalid Form Body", errors=problem))
+        for key in ("content", "embeds", "components"):
+            if key in body:
+                message[key] = (
+                    body[key] if body[key] is not None else ([] if key != "content" else "")
+                )
+        uploads = {f.field: f for f in files}
+        kept = {a["id"]: a for a in message["attachments"]}
+        if "attachments" in body or files:
+            wanted = body.get("attachments")
+            if wanted is None:
+                wanted = [{"id": i} for i in range(len(files))]
+                if not creating:
+                    wanted = [{"id": a} for a in kept] + wanted
+            new = []
+            for entry in wanted:
+                if str(entry["id"]) in kept:
+                    new.append(kept[str(entry["id"])])
+                elif (upload := uploads.get(f"files[{entry['id']}]")) is not None:
+                    new.append(self.upload(upload.data, upload.filename, sniff_type(upload)))
+                else:
+                    self.problems.append(f"attachment {entry} is neither kept nor uploaded")
+            message["attachments"] = new
+        if creating and not (
+            message["content"]
+            or message["embeds"]
+            or message["attachments"]
+            or message["components"]
+        ):
+            self.problems.append("empty message")
+            raise Refused(error_response(400, 50006, "Cannot send an empty message"))
