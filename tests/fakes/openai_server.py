@@ -33,6 +33,9 @@ from tests.fakes.openai_checks import (
 )
 from tests.fakes.openai_render import b64, image_result, output_tokens, render_image
 
+# Fixtures for driving the real provider against this fake (make_provider, provider, sleeps).
+pytest_plugins = ["tests.fakes.openai_client"]
+
 __all__ = [
     "FAULTS",
     "SCHEMA",
