@@ -70,7 +70,8 @@ async def test_unknown_flag_gets_ephemeral_help_and_no_job(
     assert "--style" in text_of(shown[0]) and "/imagine <prompt>" in text_of(shown[0])
     assert shown[0].args["user"] == "UALICE"
     await slack_fake.send_command(slack_fake.command_payload(""))
-    await slack_fake.wait_for("chat.postEphemeral", count=2)
+    shown = await slack_fake.wait_for("chat.postEphemeral", count=2)
+    assert text_of(shown[1]).startswith("*Make an image:* `/imagine <prompt> [options]`")
     assert not slack_fake.calls_to("chat.postMessage") and not openai_fake.requests
 
 

@@ -17,35 +17,38 @@ from tests.fakes.slack_steps import (
 
 
 @pytest.mark.parametrize("mode", TRANSPORTS)
-async def test_limit_refusal_is_ephemeral_with_reset_time(
-    mode: str, slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
+@pytest.mark.parametrize(
+    ("setting", "first", "second", "says"),
+    [
+        ({"imagine_user_limit": "1/day"}, "one", "two", "limit of 1 images per day"),
+        # A low-quality image fits a ten-cent budget; a high-quality one (about $0.21) never does.
+        (
+            {"imagine_user_budget": "0.10/day"},
+            "one --quality low",
+            "two --quality high",
+            "budget of $0.10 per day",
+        ),
+    ],
+    ids=["limit", "budget"],
+)
+async def test_limit_and_budget_refusals_are_ephemeral_with_reset_time(
+    mode: str,
+    setting: dict[str, str],
+    first: str,
+    second: str,
+    says: str,
+    slack_fake: FakeSlack,
+    openai_fake: FakeOpenAI,
+    start_slack: Any,
 ) -> None:
-    await start_slack(mode, imagine_user_limit="1/day")
-    await slack_fake.send_command(slack_fake.command_payload("one"))
+    await start_slack(mode, **setting)
+    await slack_fake.send_command(slack_fake.command_payload(first))
     await slack_fake.wait_for("files.completeUploadExternal")
-    await slack_fake.send_command(slack_fake.command_payload("two"))
+    await slack_fake.send_command(slack_fake.command_payload(second))
     refused = await slack_fake.wait_for("chat.postEphemeral")
     assert refused[0].args["user"] == "UALICE"
-    assert "limit of 1 images per day" in text_of(refused[0])
-    assert "Try again in" in text_of(refused[0])
-    assert len(slack_fake.calls_to("chat.postMessage")) == 1  # no placeholder for "two"
-    assert len(openai_fake.requests) == 1
-
-
-@pytest.mark.parametrize("mode", TRANSPORTS)
-async def test_budget_refusal_is_ephemeral_with_reset_time(
-    mode: str, slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
-) -> None:
-    # A low-quality image fits a ten-cent budget; a high-quality one (about $0.21) never does.
-    await start_slack(mode, imagine_user_budget="0.10/day")
-    await slack_fake.send_command(slack_fake.command_payload("one --quality low"))
-    await slack_fake.wait_for("files.completeUploadExternal")
-    await slack_fake.send_command(slack_fake.command_payload("two --quality high"))
-    refused = await slack_fake.wait_for("chat.postEphemeral")
-    text = text_of(refused[0])
-    assert refused[0].args["user"] == "UALICE"
-    assert "budget of $0.10 per day" in text and "Try again in" in text
-    assert len(slack_fake.calls_to("chat.postMessage")) == 1  # no placeholder for "two"
+    assert says in text_of(refused[0]) and "Try again in" in text_of(refused[0])
+    assert len(slack_fake.calls_to("chat.postMessage")) == 1  # no placeholder for the second
     assert len(openai_fake.requests) == 1
 
 
