@@ -17,6 +17,7 @@ from adapters import discord_render as render
 from adapters.discord_commands import COMMANDS, DYNAMIC_ITEMS, handle_modal_submit, result_view
 from adapters.discord_handlers import DiscordImagine
 from adapters.discord_invite import application_id_from_token, discord_invite_url
+from adapters.discord_jobs import Display
 from bot.app import App
 from bot.errors import ConfigError
 from bot.models import JobRecord
@@ -179,6 +180,7 @@ class ImagineDiscordBot(discord.Client):
     async def _tell_interrupted(self, job: JobRecord) -> None:
         ref = job.platform_ref
         text = render.interrupted_message(job.prompt)
+        notice = Display(text)
         message_id = str(ref.get("message_id") or "")
         channel_id = str(ref.get("channel_id") or job.requester.channel_id or "")
         token = str(ref.get("interaction_token") or "")
@@ -187,18 +189,14 @@ class ImagineDiscordBot(discord.Client):
         if ref.get("kind") == "interaction" and token and message_id.isdigit() and fresh:
             webhook = discord.Webhook.partial(int(str(ref["application_id"])), token, client=self)
             with contextlib.suppress(discord.HTTPException):
-                await webhook.edit_message(
-                    int(message_id), content=text, embeds=[], attachments=[], view=None
-                )
+                await webhook.edit_message(int(message_id), **notice.edit_args())
                 return
         if not channel_id.isdigit():
             return
         channel = self.get_partial_messageable(int(channel_id))
         if ref.get("kind") == "message" and message_id.isdigit():
             with contextlib.suppress(discord.HTTPException):
-                await channel.get_partial_message(int(message_id)).edit(
-                    content=text, embeds=[], attachments=[], view=None
-                )
+                await channel.get_partial_message(int(message_id)).edit(**notice.edit_args())
                 return
         await channel.send(f"<@{job.requester.user_id}> {text}")
 

@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import discord
 
@@ -24,6 +25,7 @@ from bot.errors import UserFacingError
 from bot.models import (
     Finished,
     ImageRequest,
+    JobResult,
     PartialImage,
     ProgressEvent,
     Queued,
@@ -36,20 +38,36 @@ logger = logging.getLogger("adapters.discord")
 ViewFactory = Callable[[str], discord.ui.View]
 
 
+@dataclass(frozen=True)
+class Display:
+    """Everything a job's message shows; each edit replaces all of it."""
+
+    content: str | None = None
+    embed: discord.Embed | None = None
+    files: Sequence[Upload] = ()
+    view: discord.ui.View | None = None
+
+    def addressed_to(self, user: discord.abc.User) -> Display:
+        """The same, naming the user first (for messages posted where nobody knows whose it is)."""
+        return replace(self, content="\n".join(filter(None, (user.mention, self.content))))
+
+    def edit_args(self) -> dict[str, Any]:
+        """Keyword arguments for discord.py's message edits."""
+        return {
+            "content": self.content,
+            "embed": self.embed,
+            "attachments": to_files(self.files),
+            "view": self.view,
+        }
+
+
 class Target(Protocol):
     """A message a job's progress and result are drawn on."""
 
     upload_limit: int
     message_id: int | None
 
-    async def show(
-        self,
-        content: str | None,
-        *,
-        embed: discord.Embed | None = None,
-        files: Sequence[Upload] = (),
-        view: discord.ui.View | None = None,
-    ) -> int:
+    async def show(self, display: Display) -> int:
         """Replace what the message shows; returns the message id."""
         ...
 
@@ -83,35 +101,25 @@ class InteractionTarget:
         self.upload_limit = interaction.filesize_limit or DEFAULT_UPLOAD_LIMIT
         self.fallback: discord.Message | None = None
 
-    async def show(
-        self,
-        content: str | None,
-        *,
-        embed: discord.Embed | None = None,
-        files: Sequence[Upload] = (),
-        view: discord.ui.View | None = None,
-    ) -> int:
-        # Posted in the channel, the message names the user: nobody else knows whose it is.
-        addressed = "\n".join(filter(None, (self.interaction.user.mention, content)))
+    async def show(self, display: Display) -> int:
         if self.fallback is not None:
             self.fallback = await self.fallback.edit(
-                content=addressed, embed=embed, attachments=to_files(files), view=view
+                **display.addressed_to(self.interaction.user).edit_args()
             )
             return self.fallback.id
         try:
-            message = await self.interaction.edit_original_response(
-                content=content, embed=embed, attachments=to_files(files), view=view
-            )
+            message = await self.interaction.edit_original_response(**display.edit_args())
         except discord.HTTPException as exc:
             # The token lives 15 minutes; a long queue can outlast it. Post in the channel then.
             if exc.status != 401 or self.interaction.channel_id is None:
                 raise
             channel = self.interaction.client.get_partial_messageable(self.interaction.channel_id)
+            posted = display.addressed_to(self.interaction.user)
             self.fallback = await channel.send(
-                content=addressed,
-                embed=embed or discord.utils.MISSING,
-                files=to_files(files),
-                view=view or discord.utils.MISSING,
+                content=posted.content,
+                embed=posted.embed or discord.utils.MISSING,
+                files=to_files(posted.files),
+                view=posted.view or discord.utils.MISSING,
             )
             self.message_id = self.fallback.id
             return self.fallback.id
@@ -129,7 +137,7 @@ class InteractionTarget:
             except discord.HTTPException as exc:
                 if exc.status != 401:
                     raise
-        await self.show(text)  # the token expired: say it in the channel
+        await self.show(Display(text))  # the token expired: say it in the channel
 
     def platform_ref(self) -> dict[str, object]:
         interaction = self.interaction
@@ -154,21 +162,12 @@ class MessageTarget:
         guild = status.guild
         self.upload_limit = guild.filesize_limit if guild is not None else DEFAULT_UPLOAD_LIMIT
 
-    async def show(
-        self,
-        content: str | None,
-        *,
-        embed: discord.Embed | None = None,
-        files: Sequence[Upload] = (),
-        view: discord.ui.View | None = None,
-    ) -> int:
-        self.status = await self.status.edit(
-            content=content, embed=embed, attachments=to_files(files), view=view
-        )
+    async def show(self, display: Display) -> int:
+        self.status = await self.status.edit(**display.edit_args())
         return self.status.id
 
     async def fail(self, text: str) -> None:
-        await self.status.edit(content=text, embed=None, attachments=[], view=None)
+        await self.show(Display(text))
 
     def platform_ref(self) -> dict[str, object]:
         return {
@@ -248,11 +247,11 @@ class ProgressRenderer:
 
     async def _edit(self) -> None:
         if self._started_at is None:
-            await self.target.show(render.status_queued(self.prompt, self._position))
+            await self.target.show(Display(render.status_queued(self.prompt, self._position)))
             return
         text = render.status_generating(self.prompt, self._started_at, time.time(), self._previews)
         files = [await preview_file(self._preview)] if self._preview is not None else []
-        await self.target.show(text, files=files)
+        await self.target.show(Display(text, files=files))
 
     async def close(self) -> None:
         """Stop editing; an edit already on the wire finishes first so the order holds."""
@@ -281,6 +280,18 @@ class JobRunner:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    @contextlib.contextmanager
+    def _tracked(self) -> Iterator[None]:
+        # shutdown() cancels what is tracked here, so each user hears their job was interrupted.
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        try:
+            yield
+        finally:
+            if task is not None:
+                self._running.discard(task)
+
     async def run(
         self,
         target: Target,
@@ -290,61 +301,52 @@ class JobRunner:
         build: Callable[[], Awaitable[ImageRequest]],
     ) -> str | None:
         """Build the request, run it with live progress, show the result; the job id or None."""
-        task = asyncio.current_task()
-        if task is None:
-            return await self._run(target, prompt, requester_label, build)
-        self._running.add(task)
-        try:
-            return await self._run(target, prompt, requester_label, build)
-        finally:
-            self._running.discard(task)
-
-    async def _run(
-        self,
-        target: Target,
-        prompt: str,
-        requester_label: str,
-        build: Callable[[], Awaitable[ImageRequest]],
-    ) -> str | None:
-        store = self.app.store
 
         async def admitted(job_id: str) -> None:
-            await store.set_platform_ref(job_id, target.platform_ref())
+            await self.app.store.set_platform_ref(job_id, target.platform_ref())
 
         renderer = ProgressRenderer(
             target, prompt, self.app.settings.imagine_progress_interval, admitted
         )
-        try:
-            request = await build()
-            result = await self.app.service.run(request, renderer.on_event)
-            await renderer.close()
-            files = await result_files(result.images, result.job_id, target.upload_limit)
-            # Link first, so a reply that comes the moment the result appears finds its job.
-            linked = target.message_id
-            if linked is not None:
-                await store.link_message("discord", str(linked), result.job_id)
-            message_id = await target.show(
-                None,
+        with self._tracked():
+            try:
+                request = await build()
+                result = await self.app.service.run(request, renderer.on_event)
+                await renderer.close()
+                await self._deliver(target, result, requester_label)
+                return result.job_id
+            except asyncio.CancelledError:
+                await renderer.close()
+                notice = Display(render.interrupted_message(prompt))
+                with contextlib.suppress(discord.HTTPException, TimeoutError):
+                    await asyncio.wait_for(target.show(notice), 5)
+                raise
+            except UserFacingError as exc:
+                await renderer.close()
+                await self._tell(target, render.error_message(exc), renderer.job_id)
+            except Exception:
+                logger.exception("Discord job %s failed", renderer.job_id or "(not admitted)")
+                await renderer.close()
+                await self._tell(target, render.generic_error(renderer.job_id), renderer.job_id)
+        return None
+
+    async def _deliver(self, target: Target, result: JobResult, requester_label: str) -> None:
+        """Show the finished result and link its message to the job (for replies and buttons)."""
+        store = self.app.store
+        files = await result_files(result.images, result.job_id, target.upload_limit)
+        # Link first, so a reply that comes the moment the result appears finds its job.
+        linked = target.message_id
+        if linked is not None:
+            await store.link_message("discord", str(linked), result.job_id)
+        message_id = await target.show(
+            Display(
                 embed=render.result_embed(result, requester_label),
                 files=files,
                 view=self.result_view(result.job_id),
             )
-            if message_id != linked:
-                await store.link_message("discord", str(message_id), result.job_id)
-            return result.job_id
-        except asyncio.CancelledError:
-            await renderer.close()
-            with contextlib.suppress(discord.HTTPException, TimeoutError):
-                await asyncio.wait_for(target.show(render.interrupted_message(prompt)), 5)
-            raise
-        except UserFacingError as exc:
-            await renderer.close()
-            await self._tell(target, render.error_message(exc), renderer.job_id)
-        except Exception:
-            logger.exception("Discord job %s failed", renderer.job_id or "(not admitted)")
-            await renderer.close()
-            await self._tell(target, render.generic_error(renderer.job_id), renderer.job_id)
-        return None
+        )
+        if message_id != linked:
+            await store.link_message("discord", str(message_id), result.job_id)
 
     @staticmethod
     async def _tell(target: Target, text: str, job_id: str | None) -> None:

@@ -7,7 +7,14 @@ import shutil
 
 from PIL import Image
 
-from tests.fakes.discord_server import EPHEMERAL, BotFactory, FakeDiscord, job_of, png
+from tests.fakes.discord_server import (
+    EPHEMERAL,
+    BotFactory,
+    FakeDiscord,
+    edit_inputs,
+    job_of,
+    png,
+)
 from tests.fakes.openai_server import FakeOpenAI
 
 
@@ -56,16 +63,12 @@ async def test_edit_button_asks_in_a_modal_then_edits_the_result(
     click = await discord_fake.click(
         discord_fake.alice, first["id"], f"imagine:edit:{job_of(first)}"
     )
-    await discord_fake.wait_until(lambda: click.callback_type == 9)
-    submitted = await discord_fake.submit_modal(
-        discord_fake.alice, click, {"prompt": "add fireworks"}
-    )
-    edited = await discord_fake.result_of(submitted)
+    edited = await discord_fake.fill_in_prompt(discord_fake.alice, click, "add fireworks")
 
+    assert click.callback_type == 9  # a modal
     sent = openai_fake.requests[-1]
-    assert sent.path == "/v1/images/edits" and sent.form["prompt"] == "add fireworks"
-    [image] = [f for f in sent.files if f.field in ("image", "image[]")]
-    assert image.data == discord_fake.cdn_bytes(first["attachments"][0])
+    assert sent.form["prompt"] == "add fireworks"
+    assert edit_inputs(sent) == [discord_fake.cdn_bytes(first["attachments"][0])]
     assert edited["embeds"][0]["description"] == "add fireworks"
 
 
@@ -97,17 +100,14 @@ async def test_edit_image_menu_edits_any_message_with_an_image(
     photo = discord_fake.upload(png((96, 64), (120, 30, 200)), "cat.png")
     posted = await discord_fake.send_message(discord_fake.bob, "my cat", attachments=(photo,))
     menu = await discord_fake.context_menu(discord_fake.alice, "Edit image", posted["id"])
-    await discord_fake.wait_until(lambda: menu.callback_type == 9)
-    assert menu.callback_data is not None and menu.callback_data["title"] == "Edit image"
-    submitted = await discord_fake.submit_modal(
-        discord_fake.alice, menu, {"prompt": "give the cat a hat"}
-    )
-    result = await discord_fake.result_of(submitted)
+    result = await discord_fake.fill_in_prompt(discord_fake.alice, menu, "give the cat a hat")
 
+    assert menu.callback_type == 9  # a modal
+    assert menu.callback_data is not None and menu.callback_data["title"] == "Edit image"
     sent = openai_fake.requests[-1]
-    assert sent.path == "/v1/images/edits" and sent.form["prompt"] == "give the cat a hat"
-    [image] = [f for f in sent.files if f.field in ("image", "image[]")]
-    assert Image.open(io.BytesIO(image.data)).size == (96, 64)
+    assert sent.form["prompt"] == "give the cat a hat"
+    [image] = edit_inputs(sent)
+    assert Image.open(io.BytesIO(image)).size == (96, 64)
     assert result["embeds"][0]["title"] == "Edited image"
 
 

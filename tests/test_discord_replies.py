@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.fakes.discord_server import BotFactory, FakeDiscord, png
+from tests.fakes.discord_server import BotFactory, FakeDiscord, FakeUser, edit_inputs, png
 from tests.fakes.openai_server import FakeOpenAI
+
+
+async def reply_to_a_result(
+    fake: FakeDiscord, user: FakeUser, text: str, *, ping: bool = True
+) -> dict[str, Any]:
+    """Alice makes an image, then ``user`` replies to it with ``text``; returns the reply."""
+    result = await fake.generate(fake.alice, "a red boat")
+    return await fake.send_message(user, text, reply_to=result["id"], ping=ping)
 
 
 async def test_a_chain_of_three_reply_edits(
@@ -21,11 +29,9 @@ async def test_a_chain_of_three_reply_edits(
         result = await discord_fake.reply_result(asked)
 
         sent = openai_fake.requests[step]
-        assert sent.path == "/v1/images/edits"
         assert sent.form["prompt"] == prompt
-        [image] = [f for f in sent.files if f.field in ("image", "image[]")]
         # The edit starts from exactly the image the user replied to.
-        assert image.data == discord_fake.cdn_bytes(previous["attachments"][0])
+        assert edit_inputs(sent) == [discord_fake.cdn_bytes(previous["attachments"][0])]
         assert result["embeds"][0]["title"] == "Edited image"
         assert result["type"] == 19  # a reply to the user's message
         job = await app.store.job_for_message("discord", result["id"])
@@ -78,10 +84,7 @@ async def test_with_the_content_intent_any_reply_works(
     _app, _bot = await discord_bot(discord_message_content_intent=True)
     assert discord_fake.identify is not None
     assert discord_fake.identify["intents"] & (1 << 15)
-    result = await discord_fake.generate(discord_fake.alice, "a red boat")
-    asked = await discord_fake.send_message(
-        discord_fake.bob, "make it blue", reply_to=result["id"], ping=False
-    )
+    asked = await reply_to_a_result(discord_fake, discord_fake.bob, "make it blue", ping=False)
     await discord_fake.reply_result(asked)
     assert openai_fake.requests[-1].form["prompt"] == "make it blue"
 
@@ -109,10 +112,7 @@ async def test_a_reply_without_words_gets_a_hint(
     discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
 ) -> None:
     await discord_bot()
-    result = await discord_fake.generate(discord_fake.alice, "a red boat")
-    asked = await discord_fake.send_message(
-        discord_fake.alice, f"<@{discord_fake.bot.id}>", reply_to=result["id"]
-    )
+    asked = await reply_to_a_result(discord_fake, discord_fake.alice, f"<@{discord_fake.bot.id}>")
     hint = await discord_fake.wait_until(lambda: discord_fake.replies_to(asked["id"]))
     assert "Tell me what to change" in hint[0]["content"]
     assert len(openai_fake.requests) == 1
@@ -158,15 +158,11 @@ async def test_a_message_delivered_twice_is_edited_once(
     discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
 ) -> None:
     await discord_bot()
-    result = await discord_fake.generate(discord_fake.alice, "a red boat")
-    asked = await discord_fake.send_message(
-        discord_fake.alice, "make it blue", reply_to=result["id"]
-    )
+    asked = await reply_to_a_result(discord_fake, discord_fake.alice, "make it blue")
     # A gateway resume can replay events the bot already handled.
     await discord_fake.dispatch("MESSAGE_CREATE", discord_fake.as_bot_sees(asked))
     await discord_fake.reply_result(asked)
-    later = await discord_fake.send_message(
-        discord_fake.alice, "make it green", reply_to=result["id"]
-    )
+    result_id = asked["message_reference"]["message_id"]
+    later = await discord_fake.send_message(discord_fake.alice, "make it green", reply_to=result_id)
     await discord_fake.reply_result(later)
     assert [r.form["prompt"] for r in openai_fake.requests[1:]] == ["make it blue", "make it green"]

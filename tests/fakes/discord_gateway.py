@@ -114,6 +114,14 @@ class DiscordGateway(DiscordState):
         extra = opened_by.payload.get("message")
         return await self._interact(user, 5, data, message=extra)
 
+    async def fill_in_prompt(
+        self, user: FakeUser, opened_by: FakeInteraction, prompt: str
+    ) -> dict[str, Any]:
+        """Wait for the bot's modal, type ``prompt`` into it, submit, and wait for the result."""
+        await self.wait_until(lambda: opened_by.callback_type is not None)
+        submitted = await self.submit_modal(user, opened_by, {"prompt": prompt})
+        return await self.result_of(submitted)
+
     async def send_message(
         self,
         user: FakeUser,

@@ -234,3 +234,9 @@ def job_of(message: dict[str, Any]) -> str:
     """The job id a result message's embed shows."""
     fields = {f["name"]: f["value"] for f in message["embeds"][0]["fields"]}
     return str(fields["Job"]).strip("`")
+
+
+def edit_inputs(sent: Any) -> list[bytes]:
+    """The input images (``image`` or ``image[]`` parts) of an edit the fake OpenAI received."""
+    assert sent.path == "/v1/images/edits", f"not an edit: {sent.path}"
+    return [f.data for f in sent.files if f.field in ("image", "image[]")]

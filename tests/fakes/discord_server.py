@@ -32,6 +32,7 @@ from tests.fakes.discord_payloads import (
     FakeInteraction,
     FakeUser,
     UploadedFile,
+    edit_inputs,
     job_of,
     png,
 )
@@ -164,6 +165,7 @@ __all__ = [
     "UploadedFile",
     "discord_bot",
     "discord_fake",
+    "edit_inputs",
     "job_of",
     "png",
 ]
