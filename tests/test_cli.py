@@ -195,8 +195,12 @@ async def test_every_option_reaches_the_api_as_the_os_user(
         fake=openai_fake,
         LOGNAME="bob",
         USER="bob",
+        OPENAI_ORG_ID="org-cli",
+        OPENAI_PROJECT_ID="proj_cli",
     )
     assert ran.code == 0, ran.err
+    headers = openai_fake.requests[-1].headers
+    assert (headers["openai-organization"], headers["openai-project"]) == ("org-cli", "proj_cli")
     body = openai_fake.requests[-1].json
     assert body is not None
     assert (body["quality"], body["background"], body["output_format"]) == (

@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -123,6 +124,18 @@ async def test_open_creates_schema_and_reopening_keeps_data(
 ) -> None:
     store = await open_store(db_path)
     job = await admit(store, request(), T0)
+    options = ImageOptions(
+        model="gpt-image-1-mini",
+        size="1536x1024",
+        quality="high",
+        n=3,
+        background="transparent",
+        output_format="webp",
+        output_compression=70,
+        moderation="low",
+        partial_images=2,
+    )
+    detailed = await admit(store, replace(request(), options=options), T0 + 1)
     await store.close()
 
     tables = {row[0] for row in raw_rows(db_path, "SELECT name FROM sqlite_master")}
@@ -137,6 +150,12 @@ async def test_open_creates_schema_and_reopening_keeps_data(
     assert stored.prompt == "a lighthouse in fog"
     assert stored.requester == request().requester
     assert stored.status == "queued"
+    # every option and the requester's platform ids come back as they were asked
+    reread = await again.get_job(detailed.id)
+    assert reread is not None
+    assert reread.options == options
+    assert (reread.requester.team_id, reread.requester.channel_id) == ("guild1", "chan1")
+    assert reread.charged_images == 3
 
 
 async def test_a_file_from_a_newer_version_is_refused(db_path: Path) -> None:

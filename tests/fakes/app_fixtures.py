@@ -35,6 +35,8 @@ def fast_provider(settings: Settings) -> OpenAIImages:
     return OpenAIImages(
         api_key=settings.require_openai_key(),
         base_url=settings.openai_base_url,
+        organization=settings.openai_org_id,
+        project=settings.openai_project_id,
         timeout=settings.openai_timeout,
         max_retries=settings.openai_max_retries,
         backoff_scale=0.01,
