@@ -329,11 +329,5 @@ def _as_list(value: object) -> list[object]:
 
 def _with_overrides(options: ImageOptions, parsed: ParsedPrompt) -> ImageOptions:
     """A reply's own flags (``--quality high``) win over the edited job's options."""
-    return replace(
-        options,
-        size=parsed.size or options.size,
-        quality=parsed.quality or options.quality,
-        n=parsed.n or options.n,
-        background=parsed.background or options.background,
-        output_format=parsed.output_format or options.output_format,
-    )
+    chosen: dict[str, Any] = {k: v for k, v in parsed.overrides().items() if v is not None}
+    return replace(options, **chosen)

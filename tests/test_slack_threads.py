@@ -184,3 +184,17 @@ async def test_reply_with_a_mask_masks_the_newest_image(
     (edit,) = edits(openai_fake)
     assert [f.field for f in edit.files] == ["image", "mask"]
     assert edit.files[0].data == newest
+
+
+async def test_reply_flags_win_over_the_edited_jobs_options(
+    slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
+) -> None:
+    await start_slack("socket")
+    root, _ = await slash_result(slack_fake, "a harbour --size 1536x1024 --format webp")
+    reply = slack_fake.add_message(CHANNEL, "make it night --quality high", thread_ts=root)
+    await slack_fake.send_event(slack_fake.message_event(CHANNEL, reply))
+    await slack_fake.wait_for("files.completeUploadExternal", count=2)
+    (edit,) = edits(openai_fake)
+    assert edit.form["prompt"] == "make it night"
+    assert edit.form["quality"] == "high"  # the reply's own flag
+    assert (edit.form["size"], edit.form["output_format"]) == ("1536x1024", "webp")  # kept
