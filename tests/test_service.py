@@ -218,6 +218,40 @@ async def test_cancelling_the_caller_fails_and_refunds_the_job(
     await app.service.run(request(app.service))  # the refunded image can be used
 
 
+async def test_cancelling_a_job_waiting_in_line_refunds_it_and_frees_its_place(
+    make_app: AppFactory, openai_fake: FakeOpenAI
+) -> None:
+    app = await make_app(imagine_max_concurrency=1, imagine_user_limit="2/hour")
+    openai_fake.answer_gate = asyncio.Event()
+    first = asyncio.create_task(app.service.run(request(app.service, "one")))
+    await openai_fake.wait_for(count=1)
+    waiting = Recorder()
+    in_line = asyncio.Event()
+
+    async def progress(event: ProgressEvent) -> None:
+        await waiting(event)
+        if isinstance(event, Queued) and event.position == 1:
+            in_line.set()
+
+    second = asyncio.create_task(app.service.run(request(app.service, "two"), progress))
+    await asyncio.wait_for(in_line.wait(), timeout=5)
+    second.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    job = await app.store.get_job(waiting.events[0].job_id)
+    assert job is not None
+    assert (job.status, job.charged_images) == ("failed", 0)
+    assert waiting.kinds() == ["Queued", "Finished"]
+
+    openai_fake.answer_gate.set()
+    await asyncio.wait_for(first, timeout=10)
+    # the cancelled job gave back both its image and its place: a third one fits and starts at once
+    third = Recorder()
+    await asyncio.wait_for(app.service.run(request(app.service, "three"), third), timeout=10)
+    assert [e.position for e in third.events if isinstance(e, Queued)] == [0]
+    assert [r.json["prompt"] for r in openai_fake.requests if r.json] == ["one", "three"]
+
+
 async def test_options_are_checked_before_anything_is_charged(make_app: AppFactory) -> None:
     app = await make_app(imagine_user_limit="1/hour")
     with pytest.raises(InvalidRequest, match="at most 4 images"):

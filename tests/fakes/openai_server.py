@@ -127,6 +127,8 @@ class FakeOpenAI:
         self.noise = False
         self.expect_invalid = False
         self.send_done = False  # end streams with ``data: [DONE]`` as some proxies do
+        # when set, every valid request waits for it (or the server closing) before its answer
+        self.answer_gate: asyncio.Event | None = None
         # when set, streams pause after their previews until the event is set (or the server
         # closes): proves a client reads previews while the answer is still open
         self.completion_gate: asyncio.Event | None = None
@@ -184,8 +186,9 @@ class FakeOpenAI:
     async def close(self) -> None:
         """Stop the server, releasing any held ("timeout") responses."""
         self._closed.set()
-        if self.completion_gate is not None:
-            self.completion_gate.set()
+        for gate in (self.answer_gate, self.completion_gate):
+            if gate is not None:
+                gate.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -239,6 +242,8 @@ class FakeOpenAI:
             return _error(400, "; ".join(rec.problems), "invalid_request_error", "invalid_value")
         if self.latency:
             await self._hold(self.latency)
+        if self.answer_gate is not None:
+            await self.answer_gate.wait()
         if self._faults:
             fault, params = self._faults.pop(0)
             rec.fault = fault
