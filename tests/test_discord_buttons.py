@@ -147,3 +147,40 @@ async def test_buttons_on_a_result_the_store_no_longer_has_say_so_plainly(
         assert "Traceback" not in answer["content"]
     assert len(openai_fake.requests) == 1
     assert discord_fake.messages[first["id"]]["attachments"]  # the old result is left alone
+
+
+async def test_an_edit_modal_opened_before_a_restart_still_works(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    app, bot = await discord_bot()
+    first = await discord_fake.generate(discord_fake.alice, "a snowy owl")
+    click = await discord_fake.click(
+        discord_fake.alice, first["id"], f"imagine:edit:{job_of(first)}"
+    )
+    await discord_fake.wait_until(lambda: click.callback_type == 9)
+
+    await bot.close()
+    await app.aclose()
+    await discord_bot()  # the user was still typing while the bot restarted
+    edited = await discord_fake.fill_in_prompt(discord_fake.alice, click, "give it glasses")
+
+    assert edit_inputs(openai_fake.requests[-1]) == [
+        discord_fake.cdn_bytes(first["attachments"][0])
+    ]
+    assert edited["embeds"][0]["description"] == "give it glasses"
+
+
+async def test_edit_image_menu_on_a_result_edits_that_result(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    app, _bot = await discord_bot()
+    first = await discord_fake.generate(discord_fake.alice, "a tin robot")
+    menu = await discord_fake.context_menu(discord_fake.bob, "Edit image", first["id"])
+    edited = await discord_fake.fill_in_prompt(discord_fake.bob, menu, "paint it red")
+
+    assert edit_inputs(openai_fake.requests[-1]) == [
+        discord_fake.cdn_bytes(first["attachments"][0])
+    ]
+    job = await app.store.job_for_message("discord", edited["id"])
+    assert job is not None and job.parent_job_id == job_of(first)
+    assert job.requester.user_id == discord_fake.bob.id

@@ -103,7 +103,7 @@ async def test_mentioning_the_bot_on_someone_elses_image_edits_it(
     )
     result = await discord_fake.reply_result(asked)
     sent = openai_fake.requests[-1]
-    assert sent.path == "/v1/images/edits"
+    assert edit_inputs(sent) == [discord_fake.cdn_bytes(photo)]
     assert sent.form["prompt"] == "turn this into a painting"
     assert result["embeds"][0]["title"] == "Edited image"
 
