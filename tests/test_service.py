@@ -54,9 +54,20 @@ class Recorder:
 
     def __init__(self) -> None:
         self.events: list[ProgressEvent] = []
+        self._changed = asyncio.Event()
 
     async def __call__(self, event: ProgressEvent) -> None:
         self.events.append(event)
+        self._changed.set()
+
+    async def heard(self, kind: type[ProgressEvent]) -> ProgressEvent:
+        """Wait for the first event of ``kind``."""
+        while True:
+            found = [event for event in self.events if isinstance(event, kind)]
+            if found:
+                return found[0]
+            self._changed.clear()
+            await self._changed.wait()
 
     def kinds(self) -> list[str]:
         return [type(event).__name__ for event in self.events]
@@ -113,13 +124,16 @@ async def test_queue_positions_are_first_come_first_served(
     make_app: AppFactory, openai_fake: FakeOpenAI
 ) -> None:
     app = await make_app(imagine_max_concurrency=1)
-    openai_fake.latency = 0.2
+    openai_fake.answer_gate = asyncio.Event()  # the first job holds the only slot until released
     recorders = [Recorder() for _ in range(3)]
     tasks = []
-    for recorder in recorders:
-        tasks.append(asyncio.create_task(app.service.run(request(app.service), recorder)))
-        await asyncio.sleep(0)  # let each one take its place in line in order
-    await asyncio.gather(*tasks)
+    for place, recorder in enumerate(recorders):
+        prompt = f"job {place}"
+        tasks.append(asyncio.create_task(app.service.run(request(app.service, prompt), recorder)))
+        # each one has taken its place in line before the next one asks
+        await asyncio.wait_for(recorder.heard(Queued), timeout=5)
+    openai_fake.answer_gate.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=10)
 
     def positions(recorder: Recorder) -> list[int]:
         return [e.position for e in recorder.events if isinstance(e, Queued)]
@@ -127,6 +141,7 @@ async def test_queue_positions_are_first_come_first_served(
     assert positions(recorders[0]) == [0]
     assert positions(recorders[1]) == [1]
     assert positions(recorders[2]) == [2, 1]
+    assert [r.json["prompt"] for r in openai_fake.requests if r.json] == ["job 0", "job 1", "job 2"]
 
 
 async def test_slot_queue_never_runs_more_than_its_size() -> None:
@@ -226,15 +241,9 @@ async def test_cancelling_a_job_waiting_in_line_refunds_it_and_frees_its_place(
     first = asyncio.create_task(app.service.run(request(app.service, "one")))
     await openai_fake.wait_for(count=1)
     waiting = Recorder()
-    in_line = asyncio.Event()
-
-    async def progress(event: ProgressEvent) -> None:
-        await waiting(event)
-        if isinstance(event, Queued) and event.position == 1:
-            in_line.set()
-
-    second = asyncio.create_task(app.service.run(request(app.service, "two"), progress))
-    await asyncio.wait_for(in_line.wait(), timeout=5)
+    second = asyncio.create_task(app.service.run(request(app.service, "two"), waiting))
+    queued = await asyncio.wait_for(waiting.heard(Queued), timeout=5)
+    assert isinstance(queued, Queued) and queued.position == 1
     second.cancel()
     with pytest.raises(asyncio.CancelledError):
         await second
