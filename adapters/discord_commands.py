@@ -55,12 +55,10 @@ class ButtonKind:
     on_click: Callable[[discord.Interaction, str], Awaitable[None]]
 
 
+# The custom_id is "imagine:<key>:<job id>": keys must stay stable, or old buttons stop working.
 RESULT_BUTTONS = {
-    # 🔁 the same prompt and options, counted against whoever clicks
     "regen": ButtonKind("Regenerate", "🔁", discord.ButtonStyle.secondary, _regenerate),
-    # ✏️ a modal asks what to change, then the result is edited
     "edit": ButtonKind("Edit", "✏️", discord.ButtonStyle.secondary, _open_edit_modal),
-    # 🗑 for the requester, or a member who can manage messages
     "delete": ButtonKind("Delete", "🗑️", discord.ButtonStyle.danger, _delete),
 }
 

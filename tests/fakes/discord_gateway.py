@@ -22,6 +22,7 @@ from tests.fakes.discord_state import DiscordState
 class DiscordGateway(DiscordState):
     """The websocket the bot connects to, and the user actions that arrive through it."""
 
+    # --- what users do (it reaches the bot as gateway events) ---------------------------------
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
         """Send a gateway DISPATCH to the connected bot."""
         if self._ws is None:
@@ -164,6 +165,7 @@ class DiscordGateway(DiscordState):
         await self.dispatch("MESSAGE_CREATE", event)
         return message
 
+    # --- building the events ------------------------------------------------------------------
     def _command_id(self, name: str) -> str:
         for commands in self.commands.values():
             for command in commands:
@@ -261,7 +263,7 @@ class DiscordGateway(DiscordState):
             "system_channel_flags": 0,
         }
 
-    # --- gateway -----------------------------------------------------------------------------
+    # --- gateway ------------------------------------------------------------------------------
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)

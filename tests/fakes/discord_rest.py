@@ -31,6 +31,7 @@ from tests.fakes.discord_state import DiscordState
 class DiscordRest(DiscordState):
     """REST routes as Discord answers them, checked the way Discord checks them."""
 
+    # --- CDN ----------------------------------------------------------------------------------
     async def _serve_cdn(self, request: web.Request) -> web.Response:
         self.cdn_requests.append(request.match_info["path"])
         found = self._cdn.get(request.match_info["path"])
@@ -38,7 +39,7 @@ class DiscordRest(DiscordState):
             return web.Response(status=404, text="Not Found")
         return web.Response(body=found[0], content_type=found[1])
 
-    # --- REST --------------------------------------------------------------------------------
+    # --- REST ---------------------------------------------------------------------------------
     async def _rest(self, request: web.Request) -> web.Response:
         call = Call(request.method, "/" + request.match_info["path"], dict(request.query), None, [])
         self.calls.append(call)

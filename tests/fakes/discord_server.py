@@ -42,7 +42,7 @@ from tests.fakes.discord_rest import DiscordRest
 class FakeDiscord(DiscordGateway, DiscordRest):
     """Discord for one test: start(), drive with slash()/send_message()/click(), inspect."""
 
-    # --- lifecycle ---------------------------------------------------------------------------
+    # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         """Listen on a free 127.0.0.1 port."""
         app = web.Application(client_max_size=100 * 1024 * 1024)

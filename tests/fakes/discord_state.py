@@ -61,7 +61,7 @@ class DiscordState:
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
 
-    # --- helpers for tests -------------------------------------------------------------------
+    # --- helpers for tests --------------------------------------------------------------------
     def snowflake(self) -> str:
         """A fresh id whose timestamp is now, like Discord's."""
         ms = int(time.time() * 1000) - DISCORD_EPOCH_MS
@@ -247,6 +247,7 @@ class DiscordState:
         """True while a bot holds an identified gateway connection."""
         return self._ws is not None and not self._ws.closed
 
+    # --- internals ----------------------------------------------------------------------------
     def _message(self, author: dict[str, Any], **fields: Any) -> dict[str, Any]:
         message = {
             "id": self.snowflake(),
