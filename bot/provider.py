@@ -194,7 +194,7 @@ class OpenAIImages(ImageProvider):
         self._sleep = sleep
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> OpenAIImages:
+    def from_settings(cls, settings: Settings, *, backoff_scale: float = 1.0) -> OpenAIImages:
         """The provider configured from OPENAI_* settings."""
         return cls(
             api_key=settings.require_openai_key(),
@@ -203,6 +203,7 @@ class OpenAIImages(ImageProvider):
             project=settings.openai_project_id,
             timeout=settings.openai_timeout,
             max_retries=settings.openai_max_retries,
+            backoff_scale=backoff_scale,
         )
 
     async def aclose(self) -> None:

@@ -32,15 +32,7 @@ def test_settings(openai_fake: FakeOpenAI, data_dir: Path, **overrides: object) 
 
 def fast_provider(settings: Settings) -> OpenAIImages:
     """The real provider with retries that back off in milliseconds instead of seconds."""
-    return OpenAIImages(
-        api_key=settings.require_openai_key(),
-        base_url=settings.openai_base_url,
-        organization=settings.openai_org_id,
-        project=settings.openai_project_id,
-        timeout=settings.openai_timeout,
-        max_retries=settings.openai_max_retries,
-        backoff_scale=0.01,
-    )
+    return OpenAIImages.from_settings(settings, backoff_scale=0.01)
 
 
 @pytest.fixture
