@@ -224,3 +224,19 @@ async def test_every_option_reaches_the_api_as_the_os_user(
     assert float(cost_today) == float(cost_month) > 0
     nobody = await imagine_bot("usage", "--user", "cli:nobody", cwd=tmp_path)
     assert nobody.out.splitlines()[1].split() == ["cli:nobody", "0", "0.0000", "0", "0.0000"]
+
+
+async def test_a_wrong_key_says_what_to_fix_and_never_prints_the_key(
+    openai_fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    wrong = "sk-proj-Wr0ngsecret9876543210wxyz"
+    ran = await imagine_bot(
+        "imagine", "a fox", cwd=tmp_path, fake=openai_fake, OPENAI_API_KEY=wrong
+    )
+    assert ran.code == 1
+    assert [r.status for r in openai_fake.requests] == [401]
+    assert "OPENAI_API_KEY" in ran.err  # the log line for the operator
+    assert "Traceback" not in ran.err
+    output = ran.out + ran.err
+    assert wrong not in output and wrong[8:-4] not in output
+    assert "wxyz" not in output  # the API echoes the last four characters; they are hidden too
