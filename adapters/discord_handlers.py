@@ -22,6 +22,7 @@ from bot.errors import AttachmentRejected, JobNotFound
 from bot.models import ImageRequest, JobRecord, SourceImage
 
 MENU_MEMORY = 500
+MENTION = re.compile(r"<@!?(\d+)>")
 NOT_HERE = "⚠️ I'm not set up to make images in this channel."
 NO_IMAGE = "⚠️ That message has no image I can edit."
 CANT_SEE = (
@@ -146,7 +147,9 @@ class DiscordImagine:
     async def delete(self, interaction: discord.Interaction, job_id: str) -> None:
         """🗑: the requester or a member who can manage messages removes the result."""
         job = await self.app.store.get_job(job_id)
-        is_owner = job is not None and job.requester.user_id == str(interaction.user.id)
+        # Without the job (data wiped), the result's own embed still says who asked.
+        owner = job.requester.user_id if job is not None else requested_by(interaction.message)
+        is_owner = owner == str(interaction.user.id)
         if not (is_owner or interaction.permissions.manage_messages):
             await interaction.response.send_message(
                 "⚠️ Only the person who asked for this image, or someone who can manage "
@@ -286,6 +289,16 @@ class DiscordImagine:
         except discord.HTTPException:
             logger.info("could not fetch the message %s was replying to", message.id)
             return None
+
+
+def requested_by(message: discord.Message | None) -> str | None:
+    """The user id a result's "Requested by" embed field names, if any."""
+    for embed in message.embeds if message is not None else ():
+        for field in embed.fields:
+            found = MENTION.fullmatch(field.value or "")
+            if field.name == render.REQUESTED_BY and found:
+                return found[1]
+    return None
 
 
 def strip_mention(content: str, user_id: int) -> str:

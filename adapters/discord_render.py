@@ -12,6 +12,7 @@ from bot.models import JobResult
 EMBED_COLOUR = discord.Colour(0x5865F2)
 PROMPT_IN_EMBED = 300
 PROMPT_IN_STATUS = 150
+REQUESTED_BY = "Requested by"
 
 
 def shorten(text: str, limit: int) -> str:
@@ -73,7 +74,7 @@ def result_embed(result: JobResult, requester: str) -> discord.Embed:
     embed.add_field(name="Time", value=f"{result.elapsed_s:.1f} s")
     embed.add_field(name="Cost", value=f"${result.cost_usd:.3f}")
     embed.add_field(name="Job", value=f"`{result.job_id}`")
-    embed.add_field(name="Requested by", value=requester)
+    embed.add_field(name=REQUESTED_BY, value=requester)
     return embed
 
 

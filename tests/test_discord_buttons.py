@@ -123,7 +123,7 @@ async def test_edit_image_menu_on_a_message_without_an_image(
     assert openai_fake.requests == []
 
 
-async def test_buttons_on_a_result_the_store_no_longer_has_say_so_plainly(
+async def test_buttons_on_a_result_the_store_no_longer_has(
     discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
 ) -> None:
     app, bot = await discord_bot()
@@ -147,6 +147,13 @@ async def test_buttons_on_a_result_the_store_no_longer_has_say_so_plainly(
         assert "Traceback" not in answer["content"]
     assert len(openai_fake.requests) == 1
     assert discord_fake.messages[first["id"]]["attachments"]  # the old result is left alone
+
+    # Delete still knows who asked: the result's embed names them.
+    delete = f"imagine:delete:{job_id}"
+    refused = await discord_fake.click(discord_fake.bob, first["id"], delete)
+    assert "Only the person who asked" in (await discord_fake.private_reply(refused))["content"]
+    await discord_fake.click(discord_fake.alice, first["id"], delete)
+    await discord_fake.wait_until(lambda: first["id"] not in discord_fake.messages)
 
 
 async def test_an_edit_modal_opened_before_a_restart_still_works(

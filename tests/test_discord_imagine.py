@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 
 from PIL import Image
 
@@ -125,7 +126,8 @@ async def test_partial_previews_are_shown_while_generating(
     message = await discord_fake.result_of(it)
 
     assert openai_fake.requests[0].json["stream"] is True
-    assert "Generating" in (previews[-1].json or {})["content"]
+    shown = (previews[-1].json or {})["content"]
+    assert "Generating" in shown and re.search(r"started <t:\d+:R> \(\d+ s so far\)", shown)
     assert previews[-1].files[0].data[:3] == b"\xff\xd8\xff"  # a JPEG
     assert [a["filename"] for a in message["attachments"]] != ["preview.jpg"]
 
