@@ -14,6 +14,7 @@ from tests.fakes.discord_server import (
     Call,
     FakeDiscord,
     ProviderGate,
+    edit_inputs,
     job_of,
     png,
 )
@@ -105,6 +106,23 @@ async def test_two_images_and_a_mask_make_one_multipart_edit(
     fields = [f.field for f in sent.files]
     assert fields.count("image[]") == 2 and fields.count("mask") == 1
     assert message["embeds"][0]["title"] == "Edited image"
+
+
+async def test_three_images_are_sent_in_order(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
+    await discord_bot()
+    colours = [(200, 0, 0), (0, 200, 0), (0, 0, 200)]
+    uploads = [discord_fake.upload(png(colour=c), f"part{i}.png") for i, c in enumerate(colours)]
+    it = await discord_fake.slash(
+        discord_fake.alice,
+        prompt="combine these",
+        image=uploads[0],
+        image2=uploads[1],
+        image3=uploads[2],
+    )
+    await discord_fake.result_of(it)
+    assert edit_inputs(openai_fake.requests[0]) == [discord_fake.cdn_bytes(u) for u in uploads]
 
 
 async def test_partial_previews_are_shown_while_generating(
