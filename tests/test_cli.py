@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import re
-import shutil
-import sys
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.fakes.cli_process import start_cli
 from tests.fakes.openai_server import FakeOpenAI
-
-# The console script from this environment; fall back to the module for a bare checkout.
-_SCRIPT = shutil.which("imagine-bot", path=str(Path(sys.executable).parent))
-COMMAND = [_SCRIPT] if _SCRIPT else [sys.executable, "-m", "bot.cli"]
 
 
 @dataclass
@@ -31,23 +25,10 @@ class Ran:
 
 async def imagine_bot(*args: str, cwd: Path, fake: FakeOpenAI | None = None, **env: str) -> Ran:
     """Run the command with a clean environment (no secrets from the developer's shell)."""
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("OPENAI_", "IMAGINE_", "DISCORD_", "SLACK_"))
-    }
+    settings = {"IMAGINE_PARTIAL_IMAGES": "0"}
     if fake is not None:
-        clean.update(OPENAI_API_KEY=fake.api_key, OPENAI_BASE_URL=fake.base_url)
-    clean.update(IMAGINE_DATA_DIR=str(cwd / "data"), IMAGINE_PARTIAL_IMAGES="0")
-    clean.update(env)
-    process = await asyncio.create_subprocess_exec(
-        *COMMAND,
-        *args,
-        cwd=cwd,
-        env=clean,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+        settings.update(OPENAI_API_KEY=fake.api_key, OPENAI_BASE_URL=fake.base_url)
+    process = await start_cli(*args, cwd=cwd, **{**settings, **env})
     out, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode is not None
     return Ran(process.returncode, out.decode(), err.decode())

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
-import sys
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -21,12 +18,9 @@ from bot.app import App
 from bot.errors import ConfigError
 from bot.models import ImageRequest, Requester
 from tests.fakes.app_fixtures import AppFactory
+from tests.fakes.cli_process import start_cli
 from tests.fakes.discord_server import BotFactory, FakeDiscord, ProviderGate
 from tests.fakes.openai_server import FakeOpenAI
-
-# The console script from this environment; fall back to the module for a bare checkout.
-_SCRIPT = shutil.which("imagine-bot", path=str(Path(sys.executable).parent))
-COMMAND = [_SCRIPT] if _SCRIPT else [sys.executable, "-m", "bot.cli"]
 
 
 async def running_job(app: App, fake: FakeDiscord, prompt: str, platform: str = "discord") -> str:
@@ -41,23 +35,6 @@ async def running_job(app: App, fake: FakeDiscord, prompt: str, platform: str = 
     )
     await app.store.mark_running(job.id)
     return job.id
-
-
-async def start_cli(*args: str, cwd: Path, **env: str) -> asyncio.subprocess.Process:
-    """Start ``imagine-bot`` with only the settings given (none from the developer's shell)."""
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("OPENAI_", "IMAGINE_", "DISCORD_", "SLACK_"))
-    }
-    return await asyncio.create_subprocess_exec(
-        *COMMAND,
-        *args,
-        cwd=cwd,  # no .env there
-        env={**clean, "IMAGINE_DATA_DIR": str(cwd / "data"), **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
 
 
 async def logged_line(process: asyncio.subprocess.Process, text: str) -> str:

@@ -3,32 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import signal
-import sys
 from pathlib import Path
 
+from tests.fakes.cli_process import start_cli
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import APP_TOKEN, BOT_TOKEN, FakeSlack
-
-_SCRIPT = shutil.which("imagine-bot", path=str(Path(sys.executable).parent))
-COMMAND = [_SCRIPT] if _SCRIPT else [sys.executable, "-m", "bot.cli"]
 
 
 async def test_run_serves_discord_and_slack_together_and_stops_cleanly(
     openai_fake: FakeOpenAI, discord_fake: FakeDiscord, slack_fake: FakeSlack, tmp_path: Path
 ) -> None:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("OPENAI_", "IMAGINE_", "DISCORD_", "SLACK_"))
-    }
-    env.update(
+    slack_fake.mode = "socket"
+    process = await start_cli(
+        "run",
+        cwd=tmp_path,
         OPENAI_API_KEY=openai_fake.api_key,
         OPENAI_BASE_URL=openai_fake.base_url,
-        IMAGINE_DATA_DIR=str(tmp_path / "data"),
         IMAGINE_PARTIAL_IMAGES="0",
         # The most talkative level: still no secret may reach the log.
         IMAGINE_LOG_LEVEL="DEBUG",
@@ -38,15 +30,6 @@ async def test_run_serves_discord_and_slack_together_and_stops_cleanly(
         SLACK_BOT_TOKEN=BOT_TOKEN,
         SLACK_APP_TOKEN=APP_TOKEN,
         SLACK_API_URL=slack_fake.api_url,
-    )
-    slack_fake.mode = "socket"
-    process = await asyncio.create_subprocess_exec(
-        *COMMAND,
-        "run",
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
     )
     try:
         await discord_fake.wait_until(lambda: discord_fake.connected, timeout=30)
