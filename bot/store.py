@@ -266,13 +266,16 @@ class Store:
         return job_from_row(rows[0]) if rows else None
 
     async def job_images(self, job_id: str) -> tuple[StoredImage, ...]:
-        """The job's output images in order (absolute paths; empty until it succeeds)."""
+        """The job's output images still on disk, in order (empty until it succeeds)."""
         rows = await self._fetch(
             "SELECT idx, path, mime FROM job_images WHERE job_id = ? AND kind = 'output' "
             "ORDER BY idx",
             (job_id,),
         )
-        return tuple(StoredImage(row[0], self._absolute(row[1]), row[2]) for row in rows)
+        images = [StoredImage(row[0], self._absolute(row[1]), row[2]) for row in rows]
+        # An operator may prune old image files by hand; a missing file is no image to offer.
+        present = await asyncio.to_thread(lambda: [image.path.is_file() for image in images])
+        return tuple(image for image, exists in zip(images, present, strict=True) if exists)
 
     async def job_sources(self, job_id: str) -> tuple[tuple[SourceImage, ...], SourceImage | None]:
         """The input images and mask saved at admission; JobNotFound if their files are gone."""

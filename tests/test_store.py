@@ -195,6 +195,15 @@ async def test_admit_run_finish_saves_images_and_settles_cost(store: Store, db_p
     assert await store.finish(job.id, result(png(b"c")), 0.01, now=T0 + 31) == saved
 
 
+async def test_images_pruned_from_disk_are_not_offered(store: Store) -> None:
+    job = await admit(store, request(n=2), T0)
+    saved = await store.finish(job.id, result(png(b"a"), png(b"b")), 0.02, now=T0 + 5)
+    saved[0].path.unlink()
+    assert await store.job_images(job.id) == (saved[1],)
+    saved[1].path.unlink()
+    assert await store.job_images(job.id) == ()
+
+
 async def test_finish_keeps_the_output_format_in_the_file_name(store: Store) -> None:
     job = await admit(store, request(), T0)
     saved = await store.finish(job.id, result(b"jpegdata", output_format="jpeg"), 0.02)
