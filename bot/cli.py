@@ -94,7 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     _image_options(edit)
 
     usage = commands.add_parser("usage", help="images and dollars per user, today and this month")
-    usage.add_argument("--user", help="only this requester id (e.g. discord:1234, cli:alice)")
+    usage.add_argument(
+        "--user",
+        help="only this requester: discord:1234, slack:U0123, or a bare name for cli:NAME "
+        "(as imagine --user takes it)",
+    )
 
     commands.add_parser("discord-invite", help="print the link that adds the bot to a server")
     commands.add_parser("slack-manifest", help="print the Slack app manifest (YAML)")
@@ -162,6 +166,8 @@ def _discord_invite(settings: Settings) -> int:
 async def _usage(settings: Settings, user: str | None) -> int:
     from bot.store import Store
 
+    if user is not None and ":" not in user:
+        user = f"cli:{user}"  # the same bare name `imagine --user` counts under
     store = await Store.open(settings.database_path)
     try:
         rows = await store.usage_summary(user)

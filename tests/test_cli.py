@@ -203,6 +203,8 @@ async def test_every_option_reaches_the_api_as_the_os_user(
     user, images_today, cost_today, images_month, cost_month = row.split()
     assert (user, images_today, images_month) == ("cli:bob", "1", "1")
     assert float(cost_today) == float(cost_month) > 0
+    bare = await imagine_bot("usage", "--user", "bob", cwd=tmp_path)
+    assert bare.out == usage.out  # a bare name means the CLI user, as for imagine --user
     nobody = await imagine_bot("usage", "--user", "cli:nobody", cwd=tmp_path)
     assert nobody.out.splitlines()[1].split() == ["cli:nobody", "0", "0.0000", "0", "0.0000"]
 
