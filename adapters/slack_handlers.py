@@ -118,7 +118,7 @@ class SlackHandlers:
 
         async def work() -> None:
             if not self._allowed(reply.channel):
-                raise NotAllowed("I'm not enabled in this channel.")
+                raise NotAllowed(NOT_HERE)
             if not await self.store.claim_event(f"slack:trigger:{body.get('trigger_id')}"):
                 return
             text = clean_prompt(body.get("text") or "")
@@ -194,6 +194,8 @@ class SlackHandlers:
         ts = str(message.get("ts") or body.get("message_ts"))
         reply = _Reply(user, channel, message.get("thread_ts"), body.get("response_url"))
         try:
+            if not self._allowed(channel):
+                raise NotAllowed(NOT_HERE)
             job = await self.store.job_for_message("slack", f"{channel}:{ts}")
             images = [f for f in message.get("files") or [] if is_image_file(f)]
             if job is None and not images:
@@ -208,6 +210,8 @@ class SlackHandlers:
                 named = ", ".join(str(f.get("name") or "image") for f in images[:8])
                 described = f"Editing {named}."
             await self._open_modal(body["trigger_id"], metadata, described)
+        except UserFacingError as exc:
+            await self._tell(reply, exc.user_message)
         except Exception:
             logger.exception("opening the edit modal for %s failed", user)
             await self._tell(reply, generic_error(None))
@@ -233,11 +237,14 @@ class SlackHandlers:
         async def work() -> None:
             if not await self.store.claim_event(f"slack:view:{view.get('id')}"):
                 return
+            if not self._allowed(reply.channel):
+                raise NotAllowed(NOT_HERE)
             parsed = parse_prompt(clean_prompt(prompt))
             team = str(body.get("team", {}).get("id") or "")
             requester = self._requester(user, team, reply.channel, body["user"].get("name", ""))
             if metadata.get("j"):
                 request = await self.service.edit_request(metadata["j"], requester, parsed.prompt)
+                request = replace(request, options=_with_overrides(request.options, parsed))
             else:
                 sources, mask = await self.files.sources(metadata.get("f") or [])
                 if not sources:
@@ -261,6 +268,8 @@ class SlackHandlers:
         job_id, reply, root, _ = self._button(body)
 
         async def work() -> None:
+            if not self._allowed(reply.channel):
+                raise NotAllowed(NOT_HERE)
             team = str(body.get("team", {}).get("id") or "")
             requester = self._requester(
                 reply.user, team, reply.channel, body["user"].get("name", "")
@@ -276,7 +285,9 @@ class SlackHandlers:
         await ack()
         job_id, reply, root, _ = self._button(body)
         try:
-            if await self.store.get_job(job_id) is None:
+            if not self._allowed(reply.channel):
+                raise NotAllowed(NOT_HERE)
+            if not await self.store.job_images(job_id):
                 raise JobNotFound(job_id)
             metadata = {"c": reply.channel, "t": root, "j": job_id}
             await self._open_modal(body["trigger_id"], metadata, "Editing this image.")
@@ -315,6 +326,9 @@ class SlackHandlers:
             return False
         person: Mapping[str, Any] = info.get("user") or {}
         return any(person.get(k) for k in ("is_admin", "is_owner", "is_primary_owner"))
+
+
+NOT_HERE = "I'm not enabled in this channel."
 
 
 def _file_ref(file: Mapping[str, Any]) -> Json:
