@@ -242,7 +242,12 @@ class DiscordImagine:
             return
         if not await self.app.store.claim_event(f"discord:message:{message.id}"):
             return
-        status = await message.reply(render.status_working(prompt), mention_author=False)
+        try:
+            status = await message.reply(render.status_working(prompt), mention_author=False)
+        except (discord.Forbidden, discord.NotFound) as exc:
+            # No job was admitted yet; without access to the channel there is nobody to tell.
+            logger.warning("could not answer message %s: %s", message.id, exc)
+            return
         target = MessageTarget(status, message.author)
         requester = requester_of(message.author, message.channel.id)
         extra, mask = split_mask(message.attachments)

@@ -92,6 +92,16 @@ def requester_of(user: discord.User | discord.Member, channel_id: int | None) ->
     )
 
 
+async def post_in(channel: discord.abc.Messageable, display: Display) -> discord.Message:
+    """Post ``display`` as a new message in ``channel``."""
+    return await channel.send(
+        content=display.content,
+        embed=display.embed or discord.utils.MISSING,
+        files=to_files(display.files),
+        view=display.view or discord.utils.MISSING,
+    )
+
+
 class InteractionTarget:
     """The deferred response of a slash command, button or modal."""
 
@@ -102,29 +112,34 @@ class InteractionTarget:
         self.fallback: discord.Message | None = None
 
     async def show(self, display: Display) -> int:
-        if self.fallback is not None:
+        if self.fallback is None:
+            try:
+                message = await self.interaction.edit_original_response(**display.edit_args())
+            except discord.HTTPException as exc:
+                # 401: the token lives 15 minutes and a long queue can outlast it. 404: someone
+                # deleted the message. Either way the channel is where the user can still look.
+                if exc.status not in (401, 404) or self.interaction.channel_id is None:
+                    raise
+            else:
+                self.message_id = message.id
+                return message.id
+        elif await self._edit_fallback(display):
+            return self.fallback.id
+        channel = self.interaction.client.get_partial_messageable(self.interaction.channel_id or 0)
+        self.fallback = await post_in(channel, display.addressed_to(self.interaction.user))
+        self.message_id = self.fallback.id
+        return self.fallback.id
+
+    async def _edit_fallback(self, display: Display) -> bool:
+        """Edit the message posted in the channel; False when it was deleted meanwhile."""
+        assert self.fallback is not None
+        try:
             self.fallback = await self.fallback.edit(
                 **display.addressed_to(self.interaction.user).edit_args()
             )
-            return self.fallback.id
-        try:
-            message = await self.interaction.edit_original_response(**display.edit_args())
-        except discord.HTTPException as exc:
-            # The token lives 15 minutes; a long queue can outlast it. Post in the channel then.
-            if exc.status != 401 or self.interaction.channel_id is None:
-                raise
-            channel = self.interaction.client.get_partial_messageable(self.interaction.channel_id)
-            posted = display.addressed_to(self.interaction.user)
-            self.fallback = await channel.send(
-                content=posted.content,
-                embed=posted.embed or discord.utils.MISSING,
-                files=to_files(posted.files),
-                view=posted.view or discord.utils.MISSING,
-            )
-            self.message_id = self.fallback.id
-            return self.fallback.id
-        self.message_id = message.id
-        return message.id
+        except discord.NotFound:
+            return False
+        return True
 
     async def fail(self, text: str) -> None:
         if self.fallback is None:
@@ -159,11 +174,20 @@ class MessageTarget:
         self.status = status
         self.message_id: int | None = status.id
         self.requester = requester
+        self.reposted = False
         guild = status.guild
         self.upload_limit = guild.filesize_limit if guild is not None else DEFAULT_UPLOAD_LIMIT
 
     async def show(self, display: Display) -> int:
-        self.status = await self.status.edit(**display.edit_args())
+        if self.reposted:
+            display = display.addressed_to(self.requester)
+        try:
+            self.status = await self.status.edit(**display.edit_args())
+        except discord.NotFound:
+            # Someone deleted the bot's reply: post again, naming the user, so the result lands.
+            self.reposted = True
+            self.status = await post_in(self.status.channel, display.addressed_to(self.requester))
+            self.message_id = self.status.id
         return self.status.id
 
     async def fail(self, text: str) -> None:
@@ -313,7 +337,12 @@ class JobRunner:
                 request = await build()
                 result = await self.app.service.run(request, renderer.on_event)
                 await renderer.close()
-                await self._deliver(target, result, requester_label)
+                try:
+                    await self._deliver(target, result, requester_label)
+                except (discord.Forbidden, discord.NotFound) as exc:
+                    # Access to the channel was lost: the job is done and kept, only unseen.
+                    logger.warning("job %s: result not shown in Discord: %s", result.job_id, exc)
+                    await self._tell(target, render.unshown(result.job_id), result.job_id)
                 return result.job_id
             except asyncio.CancelledError:
                 await renderer.close()
@@ -352,5 +381,5 @@ class JobRunner:
     async def _tell(target: Target, text: str, job_id: str | None) -> None:
         try:
             await target.fail(text)
-        except discord.HTTPException:
-            logger.warning("could not tell the user about job %s", job_id, exc_info=True)
+        except discord.HTTPException as exc:
+            logger.warning("could not tell the user about job %s: %s", job_id, exc)

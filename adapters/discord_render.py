@@ -92,6 +92,14 @@ def generic_error(job_id: str | None) -> str:
     return f"⚠️ Something went wrong on the bot's side{where}. It has been logged; please try again."
 
 
+def unshown(job_id: str) -> str:
+    """For a result that was made but could not be shown where it was asked for."""
+    return (
+        f"⚠️ Your image was made (job `{job_id}`), but I couldn't show it here. "
+        "Check that I can still post in this channel, then try again."
+    )
+
+
 def interrupted_message(prompt: str) -> str:
     """Shown on a job's message when a restart cut it short."""
     return (

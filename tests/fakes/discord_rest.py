@@ -113,6 +113,8 @@ class DiscordRest(DiscordState):
             return self._edit_or_delete(self.messages[mid], method, call)
         if parts[0] == "channels" and parts[1] != self.channel_id:
             return error_response(404, 10003, "Unknown Channel")
+        if parts[0] == "channels" and self.channel_blocked:
+            return error_response(403, 50001, "Missing Access")
         if parts[0] == "channels" and len(parts) == 3 and method == "POST":
             return self._channel_post(call)
         if parts[0] == "channels" and len(parts) == 4 and parts[2] == "messages":

@@ -45,6 +45,8 @@ class DiscordState:
         self.channel_name = "art"
         self.attachment_size_limit = 10 * 1024 * 1024
         self.allow_message_content = True
+        # Set when the bot loses access to the channel (kicked, role or overwrite removed).
+        self.channel_blocked = False
         self.calls: list[Call] = []
         self.messages: dict[str, dict[str, Any]] = {}
         self.interactions: dict[str, FakeInteraction] = {}
@@ -213,6 +215,10 @@ class DiscordState:
         }
         response = web.Response(status=429, body=json.dumps(body).encode(), headers=headers)
         self._rejections.append((matches, response))
+
+    def delete_by_user(self, message_id: str) -> None:
+        """Delete a message as a member with Manage Messages would (the bot is not asked)."""
+        self.deleted.append(self.messages.pop(message_id))
 
     def expire(self, interaction: FakeInteraction) -> None:
         """Make an interaction token invalid, as after 15 minutes."""
