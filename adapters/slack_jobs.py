@@ -7,12 +7,19 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-from slack_sdk.errors import SlackApiError
+import aiohttp
+from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from adapters.slack_placeholder import CANT_POST_HERE, FAILED_STATE, INTERRUPTED_STATE, Placeholder
-from bot.errors import UserFacingError
+from adapters.slack_placeholder import (
+    CANT_POST_HERE,
+    FAILED_STATE,
+    INTERRUPTED_STATE,
+    UNAVAILABLE_STATE,
+    Placeholder,
+)
+from bot.errors import ProviderUnavailable, UserFacingError
 from bot.models import ImageRequest
 
 if TYPE_CHECKING:
@@ -92,7 +99,8 @@ class SlackJobs:
                 await asyncio.wait_for(asyncio.shield(display.close(INTERRUPTED_STATE)), 5.0)
             raise
         except UserFacingError as exc:
-            await display.close(FAILED_STATE)
+            unavailable = isinstance(exc, ProviderUnavailable)
+            await display.close(UNAVAILABLE_STATE if unavailable else FAILED_STATE)
             await tell_user(exc.user_message)
             return
         except Exception:
@@ -105,8 +113,23 @@ class SlackJobs:
         except Exception as exc:
             error = exc.response.get("error") if isinstance(exc, SlackApiError) else None
             if error in CANT_POST_HERE:
+                # Access was lost while the job ran: it was made (and counted), just not shown.
                 logger.warning("Slack job %s: can't post in %s: %s", result.job_id, channel, error)
-                await tell_user(_cant_post_text(str(error)))
+                await tell_user(
+                    f"Your image was made (job {result.job_id}), but I can't post in this "
+                    f"channel any more ({error}). Invite me with `/invite @imagine` and try again."
+                )
+                return
+            if isinstance(exc, SlackClientError | aiohttp.ClientError | TimeoutError):
+                # Slack refused or dropped the upload: the images are kept, so say how to go on.
+                reason = str(error or type(exc).__name__)
+                logger.warning("Slack job %s: uploading the result failed: %s", result.job_id, exc)
+                await display.show_unposted(result, reason)
+                await tell_user(
+                    f"Your image was made and saved (job {result.job_id}), but Slack wouldn't "
+                    f"take the upload ({reason}). Use Regenerate or Edit on the message, or "
+                    "try again in a moment."
+                )
                 return
             logger.exception("Slack job %s: posting the result failed", result.job_id)
             await display.close(f"made, but I couldn't post it here (job {result.job_id})")

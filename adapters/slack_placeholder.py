@@ -30,8 +30,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger("adapters.slack")
 
 FAILED_STATE = "not made — nothing was charged"
+UNAVAILABLE_STATE = (
+    "not made — the image service is unavailable right now; nothing was charged, please try again"
+)
 INTERRUPTED_STATE = "interrupted because the bot restarted — nothing was charged; please try again"
 
+
+# What Slack answers when a thread's root message is gone.
+THREAD_GONE = frozenset({"invalid_thread_ts", "thread_not_found", "message_not_found"})
 
 # Slack errors that mean "the bot may not post here", which the user (not a bug) can fix.
 CANT_POST_HERE = frozenset(
@@ -162,6 +168,12 @@ class Placeholder:
             self._wake.clear()
             try:
                 await self._render_progress()
+            except SlackApiError as exc:
+                if exc.response.get("error") == "message_not_found":
+                    # Someone deleted the placeholder; the result is posted afresh at the end.
+                    logger.info("placeholder of job %s was deleted", self.job_id)
+                    return
+                logger.warning("progress update for job %s failed: %s", self.job_id, exc)
             except Exception as exc:  # progress is cosmetic; the job goes on
                 logger.warning("progress update for job %s failed: %s", self.job_id, exc)
             self._last = loop.time()
@@ -228,20 +240,9 @@ class Placeholder:
             self.owner = None  # too late to stop the job: a failure here must raise
             await self._post_placeholder()
             await self._stop()
-        assert self.ts is not None
+        file_ids = await self._upload(result)
         root = self.thread_ts or self.ts
-        uploads: list[dict[str, Any]] = []
-        for stored in result.images:
-            data = await asyncio.to_thread(stored.read_bytes)
-            name = f"imagine-{result.job_id}-{stored.index + 1}{stored.path.suffix}"
-            uploads.append({"file": data, "filename": name, "title": self.request.prompt[:200]})
-        response = await self.client.files_upload_v2(
-            file_uploads=uploads,
-            channel=self.channel,
-            thread_ts=root,
-            initial_comment=self._headline(_count(len(uploads))),
-        )
-        file_ids = [str(f["id"]) for f in response.get("files") or []]
+        assert root is not None and self.ts is not None
         # Link before showing "done", so a reply or click right after it finds this job.
         await self.store.link_message("slack", f"{self.channel}:{self.ts}", result.job_id)
         # The thread root points at the newest image, so a reply edits that one.
@@ -251,7 +252,77 @@ class Placeholder:
         content = blocks.result_blocks(
             text, self._details(result), result.job_id, file_ids[0] if file_ids else None
         )
-        await self._update(text, content if self.images_ok else blocks.text_only(content))
+        await self._show_result(
+            result.job_id, text, content if self.images_ok else blocks.text_only(content)
+        )
+        await self._delete_previews()
+
+    async def _upload(self, result: JobResult) -> list[str]:
+        """Upload the images into the job's thread; the ids of the files Slack made."""
+        assert self.ts is not None
+        try:
+            response = await self._upload_into(result, self.thread_ts or self.ts)
+        except SlackApiError as exc:
+            if self.thread_ts is not None or exc.response.get("error") not in THREAD_GONE:
+                raise
+            # The placeholder was the thread root and someone deleted it: start a new thread.
+            logger.info("placeholder of job %s was deleted; posting anew", result.job_id)
+            await self._repost(result.job_id)
+            assert self.ts is not None
+            response = await self._upload_into(result, self.ts)
+        return [str(f["id"]) for f in response.get("files") or []]
+
+    async def _upload_into(self, result: JobResult, root: str) -> AsyncSlackResponse:
+        uploads: list[dict[str, Any]] = []
+        for stored in result.images:
+            data = await asyncio.to_thread(stored.read_bytes)
+            name = f"imagine-{result.job_id}-{stored.index + 1}{stored.path.suffix}"
+            uploads.append({"file": data, "filename": name, "title": self.request.prompt[:200]})
+        return await self.client.files_upload_v2(
+            file_uploads=uploads,
+            channel=self.channel,
+            thread_ts=root,
+            initial_comment=self._headline(_count(len(uploads))),
+        )
+
+    async def _repost(self, job_id: str) -> None:
+        text = self._headline("finishing…")
+        posted = await self.client.chat_postMessage(
+            channel=self.channel, thread_ts=self.thread_ts, text=text
+        )
+        self.ts = str(posted["ts"])
+        await self.store.set_platform_ref(
+            job_id, {"channel": self.channel, "ts": self.ts, "thread_ts": self.thread_ts}
+        )
+
+    async def _show_result(self, job_id: str, text: str, content: list[blocks.Block]) -> None:
+        try:
+            await self._update(text, content)
+        except SlackApiError as exc:
+            if exc.response.get("error") != "message_not_found":
+                raise
+            # Deleted after the upload: post the result (and its buttons) as a new message.
+            await self._repost(job_id)
+            assert self.ts is not None
+            await self.store.link_message("slack", f"{self.channel}:{self.ts}", job_id)
+            await self._update(text, content)
+
+    async def show_unposted(self, result: JobResult, reason: str) -> None:
+        """The images could not be uploaded: show the job's details and buttons without them."""
+        await self._stop()
+        text = self._headline(f"made, but Slack wouldn't take the upload ({reason})")
+        content = blocks.result_blocks(text, self._details(result), result.job_id, None)
+        try:
+            if self.ts is None:
+                await self._repost(result.job_id)
+            assert self.ts is not None
+            # Buttons and thread replies still reach the job: its images are kept.
+            await self.store.link_message("slack", f"{self.channel}:{self.ts}", result.job_id)
+            root = self.thread_ts or self.ts
+            await self.store.link_message("slack", f"{self.channel}:{root}", result.job_id)
+            await self._show_result(result.job_id, text, content)
+        except SlackApiError as exc:
+            logger.warning("couldn't show job %s without its images: %s", result.job_id, exc)
         await self._delete_previews()
 
     @property

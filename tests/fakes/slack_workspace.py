@@ -152,6 +152,12 @@ class SlackWorkspace:
                 return msg
         return None
 
+    def delete_by_user(self, channel: str, ts: str) -> None:
+        """Delete a message as a person would (an admin, or the poster via "Delete message")."""
+        found = self.message(channel, ts)
+        assert found is not None, f"no message {ts} in {channel}"
+        self.messages[channel].remove(found)
+
     def new_trigger(self) -> str:
         """A trigger id the fake will accept once for views.open."""
         trigger = f"trigger-{uuid.uuid4().hex[:10]}"
