@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Sequence
 
@@ -159,7 +160,9 @@ class DiscordImagine:
             return
         await interaction.response.defer()
         if interaction.message is not None:
-            await interaction.message.delete()
+            # Two clicks at once, or a moderator was quicker: either way it is gone.
+            with contextlib.suppress(discord.NotFound):
+                await interaction.message.delete()
 
     # --- modals (Edit button, context menu) -------------------------------------------------------
     async def edit_job(self, interaction: discord.Interaction, job_id: str, prompt: str) -> None:

@@ -313,7 +313,12 @@ class SlackHandlers:
                     await self.client.files_delete(file=str(file_id))
                 except SlackApiError as exc:  # already gone, or removed by an admin
                     logger.info("file %s of job %s: %s", file_id, job_id, exc.response.get("error"))
-            await self.client.chat_delete(channel=reply.channel, ts=str(message.get("ts")))
+            try:
+                await self.client.chat_delete(channel=reply.channel, ts=str(message.get("ts")))
+            except SlackApiError as exc:
+                # Two clicks at once, or someone deleted it first: what was asked has happened.
+                if exc.response.get("error") != "message_not_found":
+                    raise
 
         self._spawn(work, reply)
 

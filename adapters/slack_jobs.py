@@ -123,6 +123,16 @@ class SlackJobs:
             if isinstance(exc, SlackClientError | aiohttp.ClientError | TimeoutError):
                 # Slack refused or dropped the upload: the images are kept, so say how to go on.
                 reason = str(error or type(exc).__name__)
+                if display.uploaded:
+                    # The files are in the thread and linked; only the finished message is missing.
+                    logger.warning(
+                        "Slack job %s: finishing its message failed: %s", result.job_id, exc
+                    )
+                    await tell_user(
+                        f"Your image is in the thread (job {result.job_id}), but Slack wouldn't "
+                        f"let me finish its message ({reason}). Reply in the thread to edit it."
+                    )
+                    return
                 logger.warning("Slack job %s: uploading the result failed: %s", result.job_id, exc)
                 await display.show_unposted(result, reason)
                 await tell_user(

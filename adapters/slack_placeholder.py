@@ -82,6 +82,7 @@ class Placeholder:
         self.preview_files: list[str] = []
         self.image_refusals = 0
         self.cant_post: str | None = None
+        self.uploaded = False  # the result's files are in the thread
         self.owner = asyncio.current_task()
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
@@ -241,6 +242,7 @@ class Placeholder:
             await self._post_placeholder()
             await self._stop()
         file_ids = await self._upload(result)
+        self.uploaded = True
         root = self.thread_ts or self.ts
         assert root is not None and self.ts is not None
         # Link before showing "done", so a reply or click right after it finds this job.

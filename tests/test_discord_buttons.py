@@ -10,6 +10,7 @@ from PIL import Image
 from tests.fakes.discord_server import (
     EPHEMERAL,
     BotFactory,
+    Call,
     FakeDiscord,
     edit_inputs,
     job_of,
@@ -191,3 +192,22 @@ async def test_edit_image_menu_on_a_result_edits_that_result(
     job = await app.store.job_for_message("discord", edited["id"])
     assert job is not None and job.parent_job_id == job_of(first)
     assert job.requester.user_id == discord_fake.bob.id
+
+
+async def test_delete_of_a_result_someone_just_deleted_is_quiet(
+    discord_fake: FakeDiscord, discord_bot: BotFactory
+) -> None:
+    await discord_bot()
+    mine = await discord_fake.generate(discord_fake.alice, "one")
+
+    def deleting(call: Call) -> bool:
+        return call.method == "DELETE" and call.path.endswith(f"/messages/{mine['id']}")
+
+    # A moderator's delete reached Discord first: the bot's own delete finds nothing.
+    discord_fake.reject_next(deleting, 404, 10008, "Unknown Message")
+    it = await discord_fake.click(discord_fake.alice, mine["id"], f"imagine:delete:{job_of(mine)}")
+    await discord_fake.wait_until(lambda: [c for c in discord_fake.calls if deleting(c)])
+    assert it.callback_type == 6
+    # Nothing to tell: what was asked has happened.
+    second = await discord_fake.generate(discord_fake.alice, "two")
+    assert second["embeds"] and not discord_fake.ephemeral_followups(it)

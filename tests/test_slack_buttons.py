@@ -147,3 +147,19 @@ async def test_button_for_unknown_job_says_so(
     shown = await slack_fake.wait_for("chat.postEphemeral")
     assert "can't find that image" in text_of(shown[0])
     assert not openai_fake.requests
+
+
+async def test_deleting_a_result_someone_just_deleted_is_quiet(
+    slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
+) -> None:
+    await start_slack("socket")
+    root, job_id = await slash_result(slack_fake)
+    result = posted(slack_fake, root)
+    # An admin deleted it while the button was still on Alice's screen.
+    slack_fake.delete_by_user(CHANNEL, root)
+    await click(slack_fake, "UALICE", result, "imagine_delete", job_id)
+    deleted = await slack_fake.wait_for("chat.delete")
+    assert deleted[0].args["ts"] == root
+    # The next request is handled as usual and nobody was told of an error.
+    await slash_result(slack_fake, "a second one")
+    assert not slack_fake.calls_to("chat.postEphemeral")

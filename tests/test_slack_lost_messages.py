@@ -106,3 +106,19 @@ async def test_an_image_service_timeout_ends_the_placeholder(
 
 def _bot_messages(fake: FakeSlack) -> list[dict[str, Any]]:
     return [m for m in fake.messages.get(CHANNEL, []) if m.get("user") == BOT_USER_ID]
+
+
+async def test_a_result_message_slack_keeps_refusing_still_leaves_the_images_usable(
+    slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
+) -> None:
+    running = await start_slack("socket")
+    # More rate-limit answers than the client's retries wait out.
+    slack_fake.fail_when(
+        "chat.update", lambda args: "done in" in str(args.get("text")), "ratelimited", times=3
+    )
+    await slack_fake.send_command(slack_fake.command_payload("a kite"))
+    [told] = await slack_fake.wait_for("chat.postEphemeral")
+    assert "Your image is in the thread" in text_of(told) and "ratelimited" in text_of(told)
+    [upload] = [u for u in slack_fake.uploads.values() if u.completed]
+    job = await running.app.store.job_for_message("slack", f"{CHANNEL}:{upload.thread_ts}")
+    assert job is not None and job.status == "succeeded" and f"job {job.id}" in text_of(told)

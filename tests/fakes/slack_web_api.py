@@ -58,6 +58,10 @@ class SlackWebApi(SlackWorkspace):
             return _err("invalid_auth" if token else "not_authed")
         if self.failures.get(method):
             return _err(self.failures[method].pop(0))
+        for rule in self.failures_when:
+            if rule[0] == method and rule[1](args):
+                self.failures_when.remove(rule)
+                return _err(rule[2])
         channel = args.get("channel") or args.get("channel_id")
         if channel in self.outside and method != "conversations.join":
             return _err("not_in_channel")

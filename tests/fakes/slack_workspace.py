@@ -72,6 +72,10 @@ class SlackWorkspace:
     http_statuses: list[int] = field(default_factory=list)
     # Set to make a method answer ``{"ok": false, "error": ...}`` (consumed per call).
     failures: dict[str, list[str]] = field(default_factory=dict)
+    # Like ``failures``, for the next calls whose arguments match a predicate.
+    failures_when: list[tuple[str, Callable[[dict[str, Any]], bool], str]] = field(
+        default_factory=list
+    )
     # Real Slack may refuse a slack_file image block while the file is still being processed.
     refuse_slack_file_blocks: bool = False
     # Files whose link answers Slack's sign-in page even with the token (no files:read scope).
@@ -167,6 +171,12 @@ class SlackWorkspace:
     def fail_next(self, method: str, error: str) -> None:
         """Make the next call of ``method`` answer ``ok: false`` with ``error``."""
         self.failures.setdefault(method, []).append(error)
+
+    def fail_when(
+        self, method: str, matches: Callable[[dict[str, Any]], bool], error: str, *, times: int = 1
+    ) -> None:
+        """Make the next ``times`` calls of ``method`` whose arguments match fail with ``error``."""
+        self.failures_when.extend([(method, matches, error)] * times)
 
     # --- queries for tests --------------------------------------------------------------
     def calls_to(self, method: str) -> list[SlackCall]:
