@@ -154,3 +154,34 @@ async def test_an_image_service_timeout_ends_the_status_reply(
     assert "unavailable right now" in status["content"]
     assert "Nothing was charged" in status["content"] and "try again" in status["content"]
     assert not status["embeds"] and not status["attachments"]
+
+
+async def test_an_expired_token_and_a_lost_channel_end_the_job_with_a_warning(
+    discord_fake: FakeDiscord,
+    discord_bot: BotFactory,
+    openai_fake: FakeOpenAI,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app, _bot = await discord_bot()
+    gate = ProviderGate.hold(app)
+    it = await discord_fake.slash(discord_fake.alice, prompt="a long wait")
+    await discord_fake.wait_until(lambda: it.callback_type == 5)
+    discord_fake.expire(it)  # 15 minutes in the queue...
+    discord_fake.channel_blocked = True  # ...and the bot lost the channel meanwhile
+    gate.release.set()
+
+    def told(call: Call) -> bool:
+        return isinstance(call.json, dict) and "Your image was made" in str(
+            call.json.get("content")
+        )
+
+    # The private followup needs the expired token; the channel refuses the bot: both fail.
+    [telling] = await discord_fake.wait_until(
+        lambda: [c for c in discord_fake.calls if told(c) and c.status == 403]
+    )
+    assert [c.status for c in discord_fake.calls if told(c)] == [401, 403]
+    found = re.search(r"job `([0-9a-z]+)`", str((telling.json or {})["content"]))
+    assert found
+    job = await app.store.get_job(found[1])
+    assert job is not None and job.status == "succeeded"
+    assert [r for r in caplog.records if r.levelno == logging.WARNING and job.id in r.getMessage()]

@@ -122,3 +122,24 @@ async def test_a_result_message_slack_keeps_refusing_still_leaves_the_images_usa
     [upload] = [u for u in slack_fake.uploads.values() if u.completed]
     job = await running.app.store.job_for_message("slack", f"{CHANNEL}:{upload.thread_ts}")
     assert job is not None and job.status == "succeeded" and f"job {job.id}" in text_of(told)
+
+
+async def test_removed_from_the_channel_mid_job_says_the_image_was_made(
+    slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any, caplog: Any
+) -> None:
+    running = await start_slack("socket")
+    gate = ProviderGate.hold(running.app)
+    await slack_fake.send_command(slack_fake.command_payload("a fox"))
+    await slack_fake.wait_for("chat.postMessage")
+    slack_fake.outside.add(CHANNEL)  # someone removed the bot from the channel
+    gate.release.set()
+
+    await slack_fake.wait_until(lambda: bool(slack_fake.responses))
+    text = slack_fake.responses[0]["text"]
+    assert "Your image was made" in text and "not_in_channel" in text
+    assert "nothing was charged" not in text  # it was made, and counted
+    job_id = text.split("(job ", 1)[1].split(")", 1)[0]
+    job = await running.app.store.get_job(job_id)
+    assert job is not None and job.status == "succeeded"
+    warned = [r for r in caplog.records if r.levelname == "WARNING" and job_id in r.getMessage()]
+    assert warned
