@@ -75,9 +75,15 @@ class DiscordImagine:
         await interaction.response.send_message(NOT_HERE, ephemeral=True)
         return True
 
-    async def _defer(self, interaction: discord.Interaction) -> InteractionTarget:
+    async def _defer(self, interaction: discord.Interaction) -> InteractionTarget | None:
         # Acknowledge before anything slow (downloads, the queue): Discord allows 3 seconds.
-        callback = await interaction.response.defer(thinking=True)
+        try:
+            callback = await interaction.response.defer(thinking=True)
+        except discord.NotFound as exc:
+            # 10062: the 3 seconds passed (a stalled event loop or network). Discord has already
+            # told the user the app did not respond; nothing was started, so nothing is lost.
+            logger.warning("interaction %s could not be acknowledged: %s", interaction.id, exc)
+            return None
         message_id = callback.message_id if callback is not None else None
         return InteractionTarget(interaction, message_id)
 
@@ -95,6 +101,8 @@ class DiscordImagine:
         if await self._refuse_channel(interaction):
             return
         target = await self._defer(interaction)
+        if target is None:
+            return
         requester = requester_of(interaction.user, interaction.channel_id)
 
         async def build() -> ImageRequest:
@@ -136,6 +144,8 @@ class DiscordImagine:
         if job is None:
             return
         target = await self._defer(interaction)
+        if target is None:
+            return
         requester = requester_of(interaction.user, interaction.channel_id)
 
         async def build() -> ImageRequest:
@@ -170,6 +180,8 @@ class DiscordImagine:
         if await self._refuse_channel(interaction):
             return
         target = await self._defer(interaction)
+        if target is None:
+            return
         requester = requester_of(interaction.user, interaction.channel_id)
 
         async def build() -> ImageRequest:
@@ -186,6 +198,8 @@ class DiscordImagine:
         if await self._refuse_channel(interaction):
             return
         target = await self._defer(interaction)
+        if target is None:
+            return
         requester = requester_of(interaction.user, interaction.channel_id)
         job = await self.app.store.job_for_message("discord", str(message_id))
 

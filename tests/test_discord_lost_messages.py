@@ -185,3 +185,28 @@ async def test_an_expired_token_and_a_lost_channel_end_the_job_with_a_warning(
     job = await app.store.get_job(found[1])
     assert job is not None and job.status == "succeeded"
     assert [r for r in caplog.records if r.levelno == logging.WARNING and job.id in r.getMessage()]
+
+
+async def test_an_interaction_acknowledged_too_late_starts_nothing_and_logs_a_warning(
+    discord_fake: FakeDiscord,
+    discord_bot: BotFactory,
+    openai_fake: FakeOpenAI,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await discord_bot()
+
+    def acknowledging(call: Call) -> bool:
+        return call.path.endswith("/callback")
+
+    # The bot's answer arrived after Discord's 3 seconds (a stalled loop or network).
+    discord_fake.reject_next(acknowledging, 404, 10062, "Unknown interaction")
+    late = await discord_fake.slash(discord_fake.alice, prompt="a missed chance")
+    await discord_fake.wait_until(lambda: [c for c in discord_fake.calls if c.status == 404])
+    # The next command is answered as usual, and the late one never reached the image service.
+    await discord_fake.generate(discord_fake.alice, "a second chance")
+    assert [r.json["prompt"] for r in openai_fake.requests if r.json] == ["a second chance"]
+    assert late.callback_type is None
+    warned = [
+        r for r in caplog.records if r.levelno == logging.WARNING and late.id in r.getMessage()
+    ]
+    assert warned
