@@ -122,7 +122,8 @@ class SlackJobs:
                 return
             if isinstance(exc, SlackClientError | aiohttp.ClientError | TimeoutError):
                 # Slack refused or dropped the upload: the images are kept, so say how to go on.
-                reason = str(error or type(exc).__name__)
+                # Slack's error code, or for a transfer that broke off, a few plain words.
+                reason = str(error or "the connection failed")
                 if display.uploaded:
                     # The files are in the thread and linked; only the finished message is missing.
                     logger.warning(

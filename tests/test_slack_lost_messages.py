@@ -143,3 +143,19 @@ async def test_removed_from_the_channel_mid_job_says_the_image_was_made(
     assert job is not None and job.status == "succeeded"
     warned = [r for r in caplog.records if r.levelname == "WARNING" and job_id in r.getMessage()]
     assert warned
+
+
+async def test_a_broken_file_transfer_keeps_the_job_and_says_so_plainly(
+    slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
+) -> None:
+    running = await start_slack("socket")
+    slack_fake.failing_uploads = 1
+    await slack_fake.send_command(slack_fake.command_payload("a boat"))
+    [told] = await slack_fake.wait_for("chat.postEphemeral")
+    text = text_of(told)
+    assert "wouldn't take the upload (the connection failed)" in text
+    assert "Error" not in text and "status" not in text
+    [final] = await slack_fake.wait_for("chat.update", lambda c: "made, but" in text_of(c))
+    job = await running.app.store.get_job(buttons_job(final))
+    assert job is not None and job.status == "succeeded"
+    assert not [u for u in slack_fake.uploads.values() if u.completed]

@@ -40,6 +40,9 @@ class SlackFilesHost(SlackWorkspace):
         data = await request.read()
         if upload is None or len(data) != upload.length:
             return web.Response(status=400, text="bad upload")
+        if self.failing_uploads > 0:
+            self.failing_uploads -= 1
+            return web.Response(status=500, text="Internal Server Error")
         upload.data = data
         await self._notify()
         return web.Response(text=f"OK - {len(data)}")

@@ -76,6 +76,8 @@ class SlackWorkspace:
     failures_when: list[tuple[str, Callable[[dict[str, Any]], bool], str]] = field(
         default_factory=list
     )
+    # How many of the next raw uploads (files.getUploadURLExternal's URL) answer HTTP 500.
+    failing_uploads: int = 0
     # Real Slack may refuse a slack_file image block while the file is still being processed.
     refuse_slack_file_blocks: bool = False
     # Files whose link answers Slack's sign-in page even with the token (no files:read scope).
