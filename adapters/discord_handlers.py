@@ -20,7 +20,7 @@ from adapters.discord_jobs import (
 )
 from bot.app import App
 from bot.errors import AttachmentRejected, JobNotFound
-from bot.models import ImageRequest, JobRecord, SourceImage
+from bot.models import ImageRequest, JobRecord, Requester, SourceImage
 
 MENU_MEMORY = 500
 MENTION = re.compile(r"<@!?(\d+)>")
@@ -87,6 +87,17 @@ class DiscordImagine:
         message_id = callback.message_id if callback is not None else None
         return InteractionTarget(interaction, message_id)
 
+    async def _begin(
+        self, interaction: discord.Interaction
+    ) -> tuple[InteractionTarget, Requester] | None:
+        """Refuse other channels, then acknowledge; None when nothing should start."""
+        if await self._refuse_channel(interaction):
+            return None
+        target = await self._defer(interaction)
+        if target is None:
+            return None
+        return target, requester_of(interaction.user, interaction.channel_id)
+
     # --- /imagine --------------------------------------------------------------------------------
     async def imagine(
         self,
@@ -98,12 +109,10 @@ class DiscordImagine:
         **options: object,
     ) -> None:
         """The slash command: generate, or edit the attached images."""
-        if await self._refuse_channel(interaction):
+        begun = await self._begin(interaction)
+        if begun is None:
             return
-        target = await self._defer(interaction)
-        if target is None:
-            return
-        requester = requester_of(interaction.user, interaction.channel_id)
+        target, requester = begun
 
         async def build() -> ImageRequest:
             for attachment in (*attachments, *([mask] if mask else [])):
@@ -177,12 +186,10 @@ class DiscordImagine:
     # --- modals (Edit button, context menu) -------------------------------------------------------
     async def edit_job(self, interaction: discord.Interaction, job_id: str, prompt: str) -> None:
         """The Edit modal of a result was submitted: edit that job's image."""
-        if await self._refuse_channel(interaction):
+        begun = await self._begin(interaction)
+        if begun is None:
             return
-        target = await self._defer(interaction)
-        if target is None:
-            return
-        requester = requester_of(interaction.user, interaction.channel_id)
+        target, requester = begun
 
         async def build() -> ImageRequest:
             return await self.app.service.edit_request(job_id, requester, prompt)
@@ -195,12 +202,10 @@ class DiscordImagine:
         self, interaction: discord.Interaction, channel_id: int, message_id: int, prompt: str
     ) -> None:
         """The context-menu modal was submitted: edit the images of any message."""
-        if await self._refuse_channel(interaction):
+        begun = await self._begin(interaction)
+        if begun is None:
             return
-        target = await self._defer(interaction)
-        if target is None:
-            return
-        requester = requester_of(interaction.user, interaction.channel_id)
+        target, requester = begun
         job = await self.app.store.job_for_message("discord", str(message_id))
 
         async def build() -> ImageRequest:
