@@ -7,11 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 
+# Each plugin after the ones it imports, so pytest can rewrite its asserts.
 pytest_plugins = [
     "tests.fakes.openai_server",
+    "tests.fakes.app_fixtures",
     "tests.fakes.discord_server",
     "tests.fakes.slack_server",
-    "tests.fakes.app_fixtures",
 ]
 
 _WATCHED = ("discord", "slack_bolt", "slack_sdk", "bot", "adapters")

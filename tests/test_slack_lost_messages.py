@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.fakes.discord_server import ProviderGate
+from tests.fakes.app_fixtures import ProviderGate
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import BOT_USER_ID, FakeSlack
 from tests.fakes.slack_steps import CHANNEL, click, posted, text_of

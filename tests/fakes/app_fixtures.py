@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -10,7 +11,8 @@ import pytest
 
 from bot.app import App, build
 from bot.config import Settings
-from bot.provider import OpenAIImages
+from bot.models import ImageRequest, PartialCallback, ProviderResult
+from bot.provider import ImageProvider, OpenAIImages
 from tests.fakes.openai_server import FakeOpenAI
 
 AppFactory = Callable[..., Awaitable[App]]
@@ -48,3 +50,39 @@ async def make_app(openai_fake: FakeOpenAI, tmp_path: Path) -> AsyncIterator[App
             return app
 
         yield factory
+
+
+class ProviderGate:
+    """The real provider, held until ``release`` is set (``after_preview``: once a preview is out).
+
+    The fake OpenAI answers at once; this makes "the job is still running" a state a test controls.
+    """
+
+    def __init__(self, inner: ImageProvider, *, after_preview: bool = False) -> None:
+        self.inner = inner
+        self.after_preview = after_preview
+        self.release = asyncio.Event()
+
+    @classmethod
+    def hold(cls, app: App, *, after_preview: bool = False) -> ProviderGate:
+        """Put a gate in front of the app's provider; returns it."""
+        gate = cls(app.service.provider, after_preview=after_preview)
+        app.service.provider = gate
+        return gate
+
+    async def create_images(
+        self, request: ImageRequest, *, on_partial: PartialCallback | None = None
+    ) -> ProviderResult:
+        if not self.after_preview:
+            await self.release.wait()
+            return await self.inner.create_images(request, on_partial=on_partial)
+
+        async def held(index: int, data: bytes, output_format: str) -> None:
+            if on_partial is not None:
+                await on_partial(index, data, output_format)
+            await self.release.wait()
+
+        return await self.inner.create_images(request, on_partial=held if on_partial else None)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

@@ -12,7 +12,6 @@ them together and holds the pytest fixtures (tests/conftest.py loads it as a plu
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -23,8 +22,7 @@ from discord.http import Route
 
 from adapters.discord_bot import ImagineDiscordBot
 from bot.app import App
-from bot.models import ImageRequest, PartialCallback, ProviderResult
-from bot.provider import ImageProvider
+from tests.fakes.app_fixtures import ProviderGate
 from tests.fakes.discord_gateway import DiscordGateway
 from tests.fakes.discord_payloads import (
     EPHEMERAL,
@@ -78,42 +76,6 @@ async def discord_fake() -> AsyncIterator[FakeDiscord]:
         with contextlib.suppress(Exception):
             await fake.close()
     assert not fake.problems, "the bot broke Discord's rules:\n" + "\n".join(fake.problems)
-
-
-class ProviderGate:
-    """The real provider, held until ``release`` is set (``after_preview``: once a preview is out).
-
-    The fake OpenAI answers at once; this makes "the job is still running" a state a test controls.
-    """
-
-    def __init__(self, inner: ImageProvider, *, after_preview: bool = False) -> None:
-        self.inner = inner
-        self.after_preview = after_preview
-        self.release = asyncio.Event()
-
-    @classmethod
-    def hold(cls, app: App, *, after_preview: bool = False) -> ProviderGate:
-        """Put a gate in front of the app's provider; returns it."""
-        gate = cls(app.service.provider, after_preview=after_preview)
-        app.service.provider = gate
-        return gate
-
-    async def create_images(
-        self, request: ImageRequest, *, on_partial: PartialCallback | None = None
-    ) -> ProviderResult:
-        if not self.after_preview:
-            await self.release.wait()
-            return await self.inner.create_images(request, on_partial=on_partial)
-
-        async def held(index: int, data: bytes, output_format: str) -> None:
-            if on_partial is not None:
-                await on_partial(index, data, output_format)
-            await self.release.wait()
-
-        return await self.inner.create_images(request, on_partial=held if on_partial else None)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 BotFactory = Callable[..., Awaitable[tuple[App, ImagineDiscordBot]]]
