@@ -339,10 +339,15 @@ class JobRunner:
                 await renderer.close()
                 try:
                     await self._deliver(target, result, requester_label)
-                except (discord.Forbidden, discord.NotFound) as exc:
-                    # Access to the channel was lost: the job is done and kept, only unseen.
-                    logger.warning("job %s: result not shown in Discord: %s", result.job_id, exc)
-                    await self._tell(target, render.unshown(result.job_id), result.job_id)
+                except discord.HTTPException as exc:
+                    # The job is done, charged and kept, only unseen: never say "try again".
+                    lost_access = isinstance(exc, discord.Forbidden | discord.NotFound)
+                    if lost_access:
+                        logger.warning("job %s: result not shown: %s", result.job_id, exc)
+                    else:
+                        logger.exception("job %s: Discord refused the result", result.job_id)
+                    unseen = render.unshown(result.job_id, lost_access=lost_access)
+                    await self._tell(target, unseen, result.job_id)
                 return result.job_id
             except asyncio.CancelledError:
                 await renderer.close()

@@ -92,11 +92,17 @@ def generic_error(job_id: str | None) -> str:
     return f"⚠️ Something went wrong on the bot's side{where}. It has been logged; please try again."
 
 
-def unshown(job_id: str) -> str:
-    """For a result that was made but could not be shown where it was asked for."""
+def unshown(job_id: str, *, lost_access: bool) -> str:
+    """For a result that was made (and charged) but could not be shown where it was asked for."""
+    if lost_access:
+        return (
+            f"⚠️ Your image was made (job `{job_id}`), but I couldn't show it here. "
+            "Check that I can still post in this channel, then try again."
+        )
     return (
-        f"⚠️ Your image was made (job `{job_id}`), but I couldn't show it here. "
-        "Check that I can still post in this channel, then try again."
+        f"⚠️ Your image was made and saved (job `{job_id}`), but Discord refused the message "
+        "that shows it. This is a fault on the bot's side and has been logged; asking again "
+        "would be charged again, so please tell the bot's operator."
     )
 
 

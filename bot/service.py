@@ -11,7 +11,13 @@ from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING
 
 from bot import images
-from bot.errors import InternalError, InvalidRequest, JobNotFound, UserFacingError
+from bot.errors import (
+    InternalError,
+    InvalidRequest,
+    JobNotFound,
+    ProviderUnavailable,
+    UserFacingError,
+)
 from bot.models import (
     Finished,
     ImageOptions,
@@ -191,7 +197,8 @@ class ImageService:
         finally:
             self._slots.release()
         if not provided.images:
-            raise InvalidRequest("The image service returned no image for this request.")
+            # Not the user's fault: an answer without images is a failed call (and refunded).
+            raise ProviderUnavailable("the answer held no image")
         model = request.options.model
         cost = (
             cost_from_usage(model, provided.usage)

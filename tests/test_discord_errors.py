@@ -245,6 +245,9 @@ async def test_an_unexpected_failure_shows_a_job_id_and_is_logged(
     match = re.search(r"job `([0-9a-z]+)`", str(reply["content"]))
     assert match, reply["content"]
     assert "Traceback" not in str(reply["content"]) and "50035" not in str(reply["content"])
+    # The image was made and charged: the user is told so, not invited to pay again.
+    assert "was made and saved" in str(reply["content"])
+    assert "try again" not in str(reply["content"])
     logged = [
         r for r in caplog.records if r.name == "adapters.discord" and r.levelno == logging.ERROR
     ]

@@ -16,6 +16,7 @@ from bot.errors import (
     InvalidRequest,
     JobNotFound,
     LimitExceeded,
+    ProviderUnavailable,
 )
 from bot.models import (
     Finished,
@@ -397,3 +398,24 @@ async def test_a_broken_progress_display_does_not_fail_the_job(make_app: AppFact
 
     result = await app.service.run(request(app.service), broken)
     assert len(result.images) == 1
+
+
+class EmptyProvider:
+    """A provider port whose answer holds no image (an odd proxy, a broken compatible API)."""
+
+    async def create_images(
+        self, request: ImageRequest, *, on_partial: object = None
+    ) -> ProviderResult:
+        return ProviderResult(images=())
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_an_answer_without_images_is_unavailable_and_refunded(make_app: AppFactory) -> None:
+    app = await make_app(imagine_user_limit="1/hour")
+    app.service.provider = EmptyProvider()
+    with pytest.raises(ProviderUnavailable, match="unavailable"):
+        await app.service.run(request(app.service))
+    app.service.provider = app.provider
+    await app.service.run(request(app.service))  # the refunded image can be used
