@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.slack_blockkit import blocks_problem, message_problem, view_problem
 from tests.fakes.slack_workspace import (
     APP_ID,
     APP_TOKEN,
@@ -18,8 +19,6 @@ from tests.fakes.slack_workspace import (
     SlackWorkspace,
     Upload,
 )
-
-_BLOCK_TYPES = {"section", "context", "actions", "image", "divider", "header", "input", "rich_text"}
 
 
 class SlackWebApi(SlackWorkspace):
@@ -163,9 +162,7 @@ class SlackWebApi(SlackWorkspace):
         view = args.get("view")
         if not isinstance(view, dict) or view.get("type") != "modal":
             return _err("invalid_arguments")
-        if len(view.get("title", {}).get("text", "")) > 24:
-            return _err("invalid_arguments")
-        if len(view.get("private_metadata", "")) > 3000 or self._bad_blocks(view.get("blocks")):
+        if view_problem(view, self._image_ok) is not None:
             return _err("invalid_arguments")
         opened = {**view, "id": f"V{next(self._ids):08d}", "team_id": TEAM_ID, "app_id": APP_ID}
         return {"ok": True, "view": opened}
@@ -233,47 +230,21 @@ class SlackWebApi(SlackWorkspace):
         self.file_bytes.pop(file_id, None)
         return {"ok": True}
 
-    # --- validation -----------------------------------------------------------------------
+    # --- validation (the rules live in slack_blockkit) ---------------------------------
     def _check_content(self, args: dict[str, Any]) -> str | None:
-        if not args.get("text") and not args.get("blocks"):
-            return "no_text"
-        if len(str(args.get("text", ""))) > 40000:
-            return "msg_too_long"
-        return "invalid_blocks" if self._bad_blocks(args.get("blocks")) else None
+        return message_problem(args, self._image_ok)
 
     def _bad_blocks(self, blocks: Any) -> bool:
-        if blocks is None:
-            return False
-        if not isinstance(blocks, list) or len(blocks) > 50:
-            return True
-        action_ids: set[str] = set()
-        for block in blocks:
-            kind = block.get("type")
-            if kind not in _BLOCK_TYPES:
-                return True
-            text = block.get("text")
-            if isinstance(text, dict) and len(text.get("text", "")) > 3000:
-                return True
-            if kind == "image" and self._bad_image(block):
-                return True
-            for element in block.get("elements", []) if kind == "actions" else []:
-                action_id = element.get("action_id")
-                if not action_id or action_id in action_ids or len(element.get("value", "")) > 2000:
-                    return True
-                action_ids.add(action_id)
-        return False
+        return blocks_problem(blocks, self._image_ok) is not None
 
-    def _bad_image(self, block: dict[str, Any]) -> bool:
-        if not block.get("alt_text"):
-            return True
-        if "image_url" in block:
-            return not str(block["image_url"]).startswith("http")
-        ref = block.get("slack_file")
-        if not isinstance(ref, dict):
-            return True
+    def _image_ok(self, ref: dict[str, Any]) -> dict[str, Any] | None:
+        """The file a ``slack_file`` reference names, if this workspace can show it."""
         if self.refuse_slack_file_blocks:
-            return True
-        return ref.get("id") not in self.files and ref.get("url") is None
+            return None
+        found = self.files.get(str(ref.get("id")))
+        if found is None and ref.get("url") is not None:
+            found = next((f for f in self.files.values() if f["url_private"] == ref["url"]), None)
+        return found
 
 
 def _err(error: str) -> dict[str, Any]:
