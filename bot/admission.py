@@ -13,10 +13,10 @@ import aiosqlite
 
 from bot.config import WindowRule
 from bot.errors import BudgetExceeded, LimitExceeded
+from bot.fit import COST_EPSILON, raise_if_never_fits
 from bot.migrations import JOB_COLUMNS, JOB_VALUES
 
-# Dollar sums are floats: a budget counts as kept when within this of the limit.
-COST_EPSILON = 1e-9
+__all__ = ["COST_EPSILON", "check_rules", "guarded_insert", "sums_sql", "wait_for_room"]
 
 
 @functools.lru_cache(maxsize=32)
@@ -73,9 +73,6 @@ def wait_for_room(
     now: float,
 ) -> float:
     """Seconds until enough of ``charges`` (created_at, amount; oldest first) leave the window."""
-    if requested > rule.amount + COST_EPSILON:
-        # Never fits, however long the user waits; a whole window is the honest figure.
-        return float(rule.seconds)
     excess = used + requested - rule.amount
     for created_at, amount in charges:
         excess -= amount
@@ -94,6 +91,8 @@ async def check_rules(
     now: float,
 ) -> None:
     """Raise the refusal with the longest wait if admitting would break any rule."""
+    # A request above a rule's whole amount is refused as such: no wait would admit it.
+    raise_if_never_fits(n, cost, limits, budgets)
     windows = sorted({rule.seconds for rule in (*limits, *budgets)})
     oldest = now - windows[-1]
     params = window_params(windows, key, now)
@@ -134,6 +133,7 @@ async def check_rules(
                 budget_usd=rule.amount,
                 window_label=rule.label,
                 spent_usd=spent,
+                requested_usd=cost,
                 retry_after=wait_for_room(aged, spent, cost, rule, now),
                 now=now,
             )

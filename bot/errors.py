@@ -7,6 +7,10 @@
     │   ├── AttachmentRejected       an input image or mask was refused (``filename``, ``reason``)
     │   ├── LimitExceeded            image limit used up (``retry_after``, ``resets_at``)
     │   ├── BudgetExceeded           dollar budget used up (``retry_after``, ``resets_at``)
+    │   ├── NeverFits                bigger than a whole limit or budget: waiting can't help
+    │   │   ├── TooManyImages        more images than a limit allows (``limit``, ``requested``)
+    │   │   ├── OverBudget           estimate above a budget (``estimate_usd``, ``alternatives``)
+    │   │   └── BudgetTooSmall       even the cheapest image is above a budget (``cheapest_usd``)
     │   ├── ContentBlocked           the safety system refused (``categories``)
     │   ├── QuotaExhausted           the operator's OpenAI account is out of credit
     │   ├── ProviderUnavailable      the image service failed after retries (``retry_after``)
@@ -22,8 +26,10 @@ Anything else that escapes is a bug: log it with the job id and show a generic m
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 
 class ImagineError(Exception):
@@ -89,10 +95,16 @@ class LimitExceeded(_WindowExceeded):
         self.used = used
         self.requested = requested
         left = max(0, limit - used)
-        message = (
-            f"You've reached your limit of {limit} images per {window_label} "
-            f"({left} left, {requested} asked). Try again in {format_duration(retry_after)}."
-        )
+        wait = format_duration(retry_after)
+        allowance = f"{count_images(limit)} per {window_label}"
+        if left == 0:
+            message = f"You've reached your limit of {allowance}. Try again in {wait}"
+            message += "." if requested == 1 else f", when there is room for {_all(requested)}."
+        else:
+            message = (
+                f"You have {left} of your {allowance} left and asked for {requested}. "
+                f"Ask for {_at_most(left)} now, or try again in {wait} for {_all(requested)}."
+            )
         super().__init__(message, retry_after=retry_after, now=now)
 
 
@@ -107,15 +119,133 @@ class BudgetExceeded(_WindowExceeded):
         spent_usd: float,
         retry_after: float,
         now: float | None = None,
+        requested_usd: float | None = None,
     ) -> None:
         self.budget_usd = budget_usd
         self.window_label = window_label
         self.spent_usd = spent_usd
-        message = (
-            f"You've used your budget of ${budget_usd:.2f} per {window_label} "
-            f"(${spent_usd:.2f} spent or reserved). Try again in {format_duration(retry_after)}."
-        )
+        self.requested_usd = requested_usd
+        budget = f"your budget of {format_usd(budget_usd)} per {window_label}"
+        spent = f"{format_usd(spent_usd)} of {budget} is already spent or held for requests still running"
+        if requested_usd is None:
+            message = f"You've used {budget} ({format_usd(spent_usd)} spent or reserved). "
+        else:
+            message = f"This request would cost up to {format_usd_up(requested_usd)}, and {spent}. "
+        message += f"Try again in {format_duration(retry_after)}, or ask for something cheaper."
         super().__init__(message, retry_after=retry_after, now=now)
+
+
+class NeverFits(UserFacingError):
+    """The request is bigger than a whole limit or budget, so no wait would let it in."""
+
+    def __init__(self, message: str, *, window_label: str) -> None:
+        super().__init__(message)
+        self.window_label = window_label
+
+
+class TooManyImages(NeverFits):
+    """More images than an image limit allows in a whole window."""
+
+    def __init__(self, *, limit: int, window_label: str, requested: int) -> None:
+        self.limit = limit
+        self.requested = requested
+        super().__init__(
+            f"You asked for {count_images(requested)}, but your limit allows at most "
+            f"{count_images(limit)} per {window_label}, so this can never fit; "
+            f"ask for {_at_most(limit)}.",
+            window_label=window_label,
+        )
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """A cheaper variant of a request that fits the budget: its options and estimated cost."""
+
+    quality: str
+    size: str
+    n: int
+    cost_usd: float
+    changed: tuple[str, ...]  # which of "quality", "size", "n" differ from the request
+
+    @property
+    def label(self) -> str:
+        """What to ask for, e.g. 'quality medium' or 'quality low and 1 image'."""
+        words = {"quality": f"quality {self.quality}", "size": f"size {self.size}"}
+        words["n"] = count_images(self.n)
+        return _join([words[name] for name in self.changed], "and")
+
+
+class OverBudget(NeverFits):
+    """The request's estimate is above a whole dollar budget; ``alternatives`` would fit."""
+
+    def __init__(
+        self,
+        *,
+        budget_usd: float,
+        window_label: str,
+        estimate_usd: float,
+        alternatives: Sequence[Alternative] = (),
+        auto_quality: bool = False,
+        auto_size: bool = False,
+    ) -> None:
+        self.budget_usd = budget_usd
+        self.estimate_usd = estimate_usd
+        self.alternatives = tuple(alternatives)
+        notes = []
+        if auto_quality:
+            notes.append("auto quality is reserved at the high-quality price")
+        if auto_size:
+            notes.append(
+                "auto size " + ("at" if notes else "is reserved at") + " the priciest size"
+            )
+        why = f" ({', '.join(notes)})" if notes else ""
+        message = (
+            f"This request would cost up to {format_usd_up(estimate_usd)}{why}, more than your "
+            f"whole budget of {format_usd(budget_usd)} per {window_label}, so it can never fit. "
+        )
+        if self.alternatives:
+            # Shown as an upper bound, but never above the budget it is said to fit.
+            offers = [
+                f"{a.label} (up to {format_usd_up(a.cost_usd, cap=budget_usd)})"
+                for a in self.alternatives
+            ]
+            message += f"Ask for {_join(offers, 'or')} instead."
+        else:
+            message += "Ask for a lower quality, a smaller size or fewer images."
+        super().__init__(message, window_label=window_label)
+
+
+class BudgetTooSmall(NeverFits):
+    """Even the cheapest image is above a whole dollar budget: only the operator can help."""
+
+    def __init__(
+        self,
+        *,
+        budget_usd: float,
+        window_label: str,
+        cheapest_usd: float,
+        cheapest_size: str,
+        source_count: int = 0,
+    ) -> None:
+        self.budget_usd = budget_usd
+        self.cheapest_usd = cheapest_usd
+        self.cheapest_size = cheapest_size
+        self.source_count = source_count
+        budget = f"Your budget of {format_usd(budget_usd)} per {window_label}"
+        cheapest = f"one low-quality {cheapest_size} image"
+        cost = format_usd_up(cheapest_usd)
+        if source_count:
+            message = (
+                f"{budget} is too small for this edit: even {cheapest} made from "
+                f"{_units(source_count, 'attached image')} costs up to {cost}. Attach fewer "
+                "images, or ask the bot's operator to raise the budget."
+            )
+        else:
+            message = (
+                f"{budget} is too small for any image: even {cheapest} costs up to {cost}. "
+                "Please ask the bot's operator to raise it."
+            )
+        super().__init__(message, window_label=window_label)
 
 
 class ContentBlocked(UserFacingError):
@@ -209,11 +339,50 @@ def format_duration(seconds: float) -> str:
     """Say a wait in plain words: '45 seconds', '12 minutes', '3 hours 5 minutes'."""
     s = max(1, round(seconds))
     if s < 90:
-        return f"{s} second{'s' if s != 1 else ''}"
+        return _units(s, "second")
     minutes = round(s / 60)
     if minutes < 90:
-        return f"{minutes} minutes"
+        return _units(minutes, "minute")
     hours, rest = divmod(minutes, 60)
     if hours < 48:
-        return f"{hours} hours" + (f" {rest} minutes" if rest else "")
-    return f"{round(hours / 24)} days"
+        return _units(hours, "hour") + (f" {_units(rest, 'minute')}" if rest else "")
+    return _units(round(hours / 24), "day")
+
+
+def count_images(n: int) -> str:
+    """'1 image', '3 images'."""
+    return _units(n, "image")
+
+
+def format_usd(dollars: float) -> str:
+    """A dollar amount as set or spent: '$0.50', '$0.005' (sub-cent digits kept)."""
+    text = f"{dollars:.4f}".rstrip("0")
+    whole, _, cents = text.partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"
+
+
+def format_usd_up(dollars: float, *, cap: float | None = None) -> str:
+    """An estimate as an upper bound: rounded up to the cent, but never shown above ``cap``."""
+    # Rounding first keeps float noise such as 0.07000000001 from showing as $0.08.
+    rounded = math.ceil(round(dollars * 100, 6)) / 100
+    if cap is not None and rounded > cap:
+        return format_usd(cap)
+    return f"${rounded:.2f}"
+
+
+def _units(n: int, unit: str) -> str:
+    return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
+
+
+def _at_most(n: int) -> str:
+    return "1 image" if n == 1 else f"{n} or fewer"
+
+
+def _all(n: int) -> str:
+    return "both" if n == 2 else f"all {n}"
+
+
+def _join(items: Sequence[str], word: str) -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return f"{', '.join(items[:-1])} {word} {items[-1]}"

@@ -32,6 +32,8 @@ _GPT_IMAGE_1_TOKENS = {
     "high": (4160, 6240, 6208),
 }
 _GPT_IMAGE_2_FACTOR = {"low": 16, "medium": 48, "high": 96}
+QUALITIES = ("low", "medium", "high")  # cheapest first
+STANDARD_SIZES = ("1024x1024", "1536x1024", "1024x1536")
 _PARTIAL_IMAGE_TOKENS = 100
 _SOURCE_IMAGE_TOKENS = 1_600  # a rough allowance per input image, only for reservations
 
@@ -63,17 +65,19 @@ def cost_from_usage(model: str, usage: Usage) -> float:
     return round(dollars / 1_000_000, 6)
 
 
-def _dimensions(size: str) -> tuple[int, int]:
-    if "x" in size:
-        width, height = size.split("x", 1)
-        return int(width), int(height)
-    return 1536, 1024  # "auto": reserve for the larger standard size
+def reserved_quality(quality: str) -> str:
+    """The quality a reservation prices: "auto" may turn out high, so it is priced as high."""
+    return quality if quality in QUALITIES else "high"
 
 
 def output_tokens_per_image(model: str, size: str, quality: str) -> int:
-    """Estimated output tokens for one image ("auto" quality reserves as high)."""
-    quality = quality if quality in _GPT_IMAGE_2_FACTOR else "high"
-    width, height = _dimensions(size)
+    """Estimated output tokens for one image ("auto" reserves the priciest outcome)."""
+    quality = reserved_quality(quality)
+    if "x" not in size:
+        # "auto" may pick any standard size; for gpt-image-2 the square is the priciest.
+        return max(output_tokens_per_image(model, s, quality) for s in STANDARD_SIZES)
+    width_text, height_text = size.split("x", 1)
+    width, height = int(width_text), int(height_text)
     if price_for(model) is PRICES["gpt-image-2"]:
         factor = _GPT_IMAGE_2_FACTOR[quality]
         short, long = sorted((width, height))
