@@ -126,7 +126,7 @@ class BudgetExceeded(_WindowExceeded):
         self.spent_usd = spent_usd
         self.requested_usd = requested_usd
         budget = f"your budget of {format_usd(budget_usd)} per {window_label}"
-        spent = f"{format_usd(spent_usd)} of {budget} is already spent or held for requests still running"
+        spent = f"{format_usd(spent_usd)} of {budget} is spent or held for requests still running"
         if requested_usd is None:
             message = f"You've used {budget} ({format_usd(spent_usd)} spent or reserved). "
         else:
