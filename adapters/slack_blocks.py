@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from adapters.slack_text import escape, shorten
@@ -17,6 +17,11 @@ SHORTCUT = "imagine_edit"
 EDIT_MODAL = "imagine_edit_modal"
 PROMPT_BLOCK = "prompt"
 PROMPT_ACTION = "prompt"
+# Slack: plain_text_input max_length is 1–3000. The image API takes longer prompts, but the
+# modal is the narrower of the two, so longer edits go through a thread reply instead.
+PROMPT_MAX_LENGTH = 3000
+# Slack: a modal's private_metadata holds at most 3000 characters.
+METADATA_MAX_LENGTH = 3000
 
 
 def headline(user_id: str, prompt: str, state: str) -> str:
@@ -77,6 +82,20 @@ def text_only(blocks: list[Block]) -> list[Block]:
     return [block for block in blocks if block.get("type") != "image"]
 
 
+def modal_metadata(metadata: Mapping[str, Any]) -> str:
+    """``metadata`` as the modal's private_metadata; ValueError if Slack would refuse its size."""
+    encoded = json.dumps(metadata, separators=(",", ":"))
+    if len(encoded) > METADATA_MAX_LENGTH:
+        raise ValueError(f"modal metadata is {len(encoded)} characters")
+    return encoded
+
+
+def editing_files(names: Sequence[str]) -> str:
+    """``Editing photo.png, mask.png.`` for the modal, escaped and short enough for Slack."""
+    named = ", ".join(name or "image" for name in names) or "the images"
+    return f"Editing {escape(shorten(named, 300))}."
+
+
 def edit_modal(metadata: Mapping[str, Any], described: str) -> Block:
     """The modal that asks how to change an image; ``metadata`` comes back on submit."""
     return {
@@ -85,7 +104,7 @@ def edit_modal(metadata: Mapping[str, Any], described: str) -> Block:
         "title": {"type": "plain_text", "text": "Edit image"},
         "submit": {"type": "plain_text", "text": "Edit"},
         "close": {"type": "plain_text", "text": "Cancel"},
-        "private_metadata": json.dumps(metadata, separators=(",", ":")),
+        "private_metadata": modal_metadata(metadata),
         "blocks": [
             {"type": "context", "elements": [{"type": "mrkdwn", "text": described}]},
             {
@@ -96,7 +115,7 @@ def edit_modal(metadata: Mapping[str, Any], described: str) -> Block:
                     "type": "plain_text_input",
                     "action_id": PROMPT_ACTION,
                     "multiline": True,
-                    "max_length": 4000,
+                    "max_length": PROMPT_MAX_LENGTH,
                     "placeholder": {"type": "plain_text", "text": "make it night, add snow"},
                 },
             },

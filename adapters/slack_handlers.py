@@ -16,8 +16,9 @@ from adapters import slack_blocks as blocks
 from adapters.slack_files import SlackFiles, is_image_file
 from adapters.slack_jobs import SlackJobs, generic_error
 from adapters.slack_text import HELP, FlagError, ParsedPrompt, clean_prompt, parse_prompt
-from bot.errors import JobNotFound, NotAllowed, UserFacingError
+from bot.errors import AttachmentRejected, InvalidRequest, JobNotFound, NotAllowed, UserFacingError
 from bot.models import ImageOptions, ImageRequest, Requester
+from bot.service import MAX_SOURCES
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -197,18 +198,26 @@ class SlackHandlers:
             if not self._allowed(channel):
                 raise NotAllowed(NOT_HERE)
             job = await self.store.job_for_message("slack", f"{channel}:{ts}")
-            images = [f for f in message.get("files") or [] if is_image_file(f)]
+            files = message.get("files") or []
+            images = [f for f in files if is_image_file(f) and f.get("id")]
             if job is None and not images:
                 await self._tell(reply, "That message has no image I can edit.")
                 return
+            # Only ids go into the modal (its metadata holds 3000 characters); the files are
+            # looked up again on submit.
             metadata: Json = {"c": channel, "t": message.get("thread_ts") or ts}
             if job is not None:
                 metadata["j"] = job.id
                 described = "Editing the image in this message."
             else:
-                metadata["f"] = [_file_ref(f) for f in images[:8]]
-                named = ", ".join(str(f.get("name") or "image") for f in images[:8])
-                described = f"Editing {named}."
+                if len(images) > MAX_SOURCES + 1:  # the images and one mask
+                    raise InvalidRequest(
+                        f"That message has {len(images)} images; at most {MAX_SOURCES} can be "
+                        "edited together (and a mask).",
+                        param="image",
+                    )
+                metadata["f"] = [str(f["id"]) for f in images]
+                described = blocks.editing_files([str(f.get("name") or "") for f in images])
             await self._open_modal(body["trigger_id"], metadata, described)
         except UserFacingError as exc:
             await self._tell(reply, exc.user_message)
@@ -246,13 +255,31 @@ class SlackHandlers:
                 request = await self.service.edit_request(metadata["j"], requester, parsed.prompt)
                 request = replace(request, options=_with_overrides(request.options, parsed))
             else:
-                sources, mask = await self.files.sources(metadata.get("f") or [])
+                shared = await self._shared_files(metadata.get("f") or [])
+                sources, mask = await self.files.sources(shared)
                 if not sources:
                     raise JobNotFound()
                 request = self._request(requester, parsed, sources=sources, mask=mask)
             await self.jobs.run(request, channel=reply.channel, thread_ts=reply.thread_ts)
 
         self._spawn(work, reply)
+
+    async def _shared_files(self, refs: list[Any]) -> list[Json]:
+        """The file objects Slack has now for the ids the edit modal carried."""
+        found: list[Json] = []
+        for ref in refs:
+            # A modal opened by an older version carried file objects, not ids.
+            file_id = str(ref.get("id") if isinstance(ref, Mapping) else ref)
+            try:
+                info = await self.client.files_info(file=file_id)
+            except SlackApiError as exc:
+                raise AttachmentRejected(
+                    "an image of that message",
+                    f"Slack can't find it any more ({exc.response.get('error')}); it may have "
+                    "been deleted. Share it again and use Edit image once more.",
+                ) from None
+            found.append(dict(info.get("file") or {"id": file_id}))
+        return found
 
     # --- result buttons -------------------------------------------------------------------
     def _button(self, body: Json) -> tuple[str, _Reply, str, Json]:
@@ -334,12 +361,6 @@ class SlackHandlers:
 
 
 NOT_HERE = "I'm not enabled in this channel."
-
-
-def _file_ref(file: Mapping[str, Any]) -> Json:
-    """The parts of a Slack file object needed to download it later (modal metadata is small)."""
-    keep = ("id", "name", "mimetype", "size", "url_private_download")
-    return {k: file[k] for k in keep if k in file}
 
 
 def _as_list(value: object) -> list[object]:
