@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from bot.models import ImageOptions, Usage
-from bot.pricing import cost_from_usage, estimate_cost, output_tokens_per_image, price_for
+from bot.pricing import (
+    STANDARD_SIZES,
+    cost_from_usage,
+    estimate_cost,
+    output_tokens_per_image,
+    price_for,
+)
 
 
 @pytest.mark.parametrize(("quality", "tokens"), [("low", 196), ("medium", 1756), ("high", 7024)])
@@ -82,3 +88,13 @@ def test_each_model_bills_at_its_published_prices(model: str, fresh: float, cach
         cached_image_tokens=million,
     )
     assert cost_from_usage(model, all_cached) == pytest.approx(cached)
+
+
+@pytest.mark.parametrize("model", ["gpt-image-2", "gpt-image-1", "gpt-image-1-mini"])
+@pytest.mark.parametrize("quality", ["low", "medium", "high", "auto"])
+def test_auto_size_reserves_at_least_any_standard_size_it_may_pick(
+    model: str, quality: str
+) -> None:
+    # The bill is settled from real usage, so a reservation below it could overrun a budget.
+    reserved = output_tokens_per_image(model, "auto", quality)
+    assert all(reserved >= output_tokens_per_image(model, s, quality) for s in STANDARD_SIZES)
