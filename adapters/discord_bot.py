@@ -13,6 +13,7 @@ from discord import app_commands
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
+from adapters import discord_logging
 from adapters import discord_render as render
 from adapters.discord_commands import COMMANDS, DYNAMIC_ITEMS, handle_modal_submit, result_view
 from adapters.discord_handlers import DiscordImagine
@@ -55,6 +56,8 @@ class ImagineDiscordBot(discord.Client):
         intents.dm_messages = True
         # Privileged: without it, only replies that mention the bot carry their text.
         intents.message_content = settings.discord_message_content_intent
+        # Before the client's constructor, which is where discord.py warns about voice.
+        discord_logging.install()
         super().__init__(
             intents=intents,
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
@@ -69,6 +72,7 @@ class ImagineDiscordBot(discord.Client):
         self.tree.on_error = self._command_error  # type: ignore[method-assign]
         self._gateway_task: asyncio.Task[None] | None = None
         self._recovery: asyncio.Task[None] | None = None
+        self._gateway_down = False
 
     async def setup_hook(self) -> None:
         """Register buttons and commands, then tell users about jobs a restart cut short."""
@@ -145,6 +149,32 @@ class ImagineDiscordBot(discord.Client):
         if self.user is not None:
             await self.imagine.on_message(message, self.user)
 
+    async def on_disconnect(self) -> None:
+        """One WARNING when the gateway connection drops; discord.py reconnects and resumes."""
+        reason = discord_logging.GATEWAY_LOG.take_reason()
+        if self.is_closed():
+            return
+        if self._gateway_down:
+            logger.info("Discord gateway still unreachable (%s)", reason or "closed again")
+            return
+        self._gateway_down = True
+        logger.warning(
+            "Discord gateway connection lost (%s); reconnecting", reason or "closed by Discord"
+        )
+
+    async def on_resumed(self) -> None:
+        """The session survived the reconnect: events missed meanwhile are replayed."""
+        self._gateway_back()
+
+    async def on_ready(self) -> None:
+        """Connected with a new session (at start, or when a resume was refused)."""
+        self._gateway_back()
+
+    def _gateway_back(self) -> None:
+        if self._gateway_down:
+            self._gateway_down = False
+            logger.info("Discord gateway connection is back")
+
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         """Modal submissions are routed by custom_id, so they survive restarts."""
         if interaction.type is discord.InteractionType.modal_submit:
@@ -153,7 +183,8 @@ class ImagineDiscordBot(discord.Client):
     async def _command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
-        logger.error("command %s failed", interaction.command, exc_info=error)
+        name = discord_logging.command_name(interaction)
+        logger.error("command %s failed", name, exc_info=error)
         text = render.generic_error(None)
         with contextlib.suppress(discord.HTTPException):
             if interaction.response.is_done():

@@ -264,7 +264,11 @@ class DiscordGateway(DiscordState):
         }
 
     # --- gateway ------------------------------------------------------------------------------
-    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+    async def _gateway(self, request: web.Request) -> web.StreamResponse:
+        if self.refuse_connections > 0:
+            # A gateway outage as clients meet it: the websocket upgrade is answered 503.
+            self.refuse_connections -= 1
+            return web.Response(status=503, text="Service Unavailable")
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)
         await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 45000}}))
@@ -276,9 +280,35 @@ class DiscordGateway(DiscordState):
                 await ws.send_str(json.dumps({"op": 11}))
             elif frame["op"] == 2:
                 await self._identify(ws, frame["d"])
+            elif frame["op"] == 6:
+                await self._resume(ws, frame["d"])
         if self._ws is ws:
             self._ws = None
         return ws
+
+    async def ask_to_reconnect(self) -> None:
+        """Send op 7 RECONNECT, as Discord does when it moves a session to another server."""
+        if self._ws is None:
+            raise RuntimeError("no bot is connected to the fake gateway")
+        await self._ws.send_str(json.dumps({"op": 7, "d": None}))
+
+    async def drop_connection(self, code: int) -> None:
+        """Close the bot's gateway connection with ``code`` (Discord docs: gateway close codes)."""
+        if self._ws is None:
+            raise RuntimeError("no bot is connected to the fake gateway")
+        ws, self._ws = self._ws, None
+        await ws.close(code=code)
+
+    async def _resume(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> None:
+        # Discord docs (Gateway, Resuming): a RESUME with the token, session id and last sequence
+        # gets the missed events replayed, then RESUMED; a bad one gets op 9 INVALID_SESSION.
+        if data.get("token") != self.token or data.get("session_id") != "s1":
+            await ws.send_str(json.dumps({"op": 9, "d": False}))
+            return
+        self._ws = ws
+        self.resumes += 1
+        await self.dispatch("RESUMED", {})
+        await self._notify()
 
     async def _identify(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> None:
         if data.get("token") != self.token:

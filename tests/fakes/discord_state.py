@@ -52,6 +52,9 @@ class DiscordState:
         self.interactions: dict[str, FakeInteraction] = {}
         self.commands: dict[str, list[dict[str, Any]]] = {}
         self.identify: dict[str, Any] | None = None
+        self.resumes = 0
+        # How many of the next gateway connection attempts fail (an outage).
+        self.refuse_connections = 0
         self.problems: list[str] = []
         self.deleted: list[dict[str, Any]] = []
         self.cdn_requests: list[str] = []
