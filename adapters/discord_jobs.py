@@ -273,7 +273,7 @@ class ProgressRenderer:
         if self._started_at is None:
             await self.target.show(Display(render.status_queued(self.prompt, self._position)))
             return
-        text = render.status_generating(self.prompt, self._started_at, time.time(), self._previews)
+        text = render.status_generating(self.prompt, self._started_at, self._previews)
         files = [await preview_file(self._preview)] if self._preview is not None else []
         await self.target.show(Display(text, files=files))
 

@@ -48,14 +48,14 @@ def status_working(prompt: str) -> str:
     return f"{quote(prompt)}\n⏳ Getting your request ready…"
 
 
-def status_generating(prompt: str, started_at: float, now: float, previews: int) -> str:
-    """The line shown while the image is being made (a relative timestamp keeps ticking)."""
-    elapsed = max(0, math.floor(now - started_at))
+def status_generating(prompt: str, started_at: float, previews: int) -> str:
+    """The line shown while the image is being made.
+
+    Discord's relative timestamp ticks by itself in every client ("started 12 seconds ago"); a
+    counter written by the bot would only change when the message is edited, so there is none.
+    """
     preview = f" Preview {previews} below." if previews else ""
-    return (
-        f"{quote(prompt)}\n🎨 Generating… started <t:{math.floor(started_at)}:R> "
-        f"({elapsed} s so far).{preview}"
-    )
+    return f"{quote(prompt)}\n🎨 Generating… started <t:{math.floor(started_at)}:R>.{preview}"
 
 
 def result_embed(result: JobResult, requester: str) -> discord.Embed:
