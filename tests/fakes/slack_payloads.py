@@ -138,6 +138,7 @@ class SlackPayloads(SlackWorkspace):
         self, user: str, view: dict[str, Any], values: dict[str, dict[str, Any]]
     ) -> dict[str, Any]:
         """A ``view_submission`` for a modal the bot opened, with ``values`` typed in."""
+        _check_typed(view, values)
         submitted = {
             **view,
             "id": view.get("id", "V0"),
@@ -154,3 +155,21 @@ class SlackPayloads(SlackWorkspace):
             "trigger_id": self.new_trigger(),
             "view": submitted,
         }
+
+
+# Slack docs (plain_text_input): a user who types more than max_length "will receive an error"
+# and can't submit; with no max_length the field still stops at 3000.
+_INPUT_MOST = 3000
+
+
+def _check_typed(view: dict[str, Any], values: dict[str, dict[str, Any]]) -> None:
+    """Refuse, as Slack's client would, text longer than its input's ``max_length``."""
+    for block in view.get("blocks") or []:
+        element = block.get("element") or {}
+        if block.get("type") != "input" or element.get("type") != "plain_text_input":
+            continue
+        typed = (values.get(block.get("block_id", "")) or {}).get(element.get("action_id", ""))
+        value = str((typed or {}).get("value") or "")
+        most = min(int(element.get("max_length", _INPUT_MOST)), _INPUT_MOST)
+        if len(value) > most:
+            raise ValueError(f"Slack won't submit {len(value)} characters here (max {most})")
