@@ -145,7 +145,8 @@ async def test_partial_previews_are_shown_while_generating(
 
     assert openai_fake.requests[0].json["stream"] is True
     shown = (previews[-1].json or {})["content"]
-    assert re.fullmatch(r"> a slow sunrise\n🎨 Generating… started <t:\d+:R>\. Preview 1 below\.", shown)
+    expected = r"> a slow sunrise\n🎨 Generating… started <t:\d+:R>\. Preview 1 below\."
+    assert re.fullmatch(expected, shown)
     assert previews[-1].files[0].data[:3] == b"\xff\xd8\xff"  # a JPEG
     assert [a["filename"] for a in message["attachments"]] != ["preview.jpg"]
 
