@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from adapters import slack_blocks as blocks
 from adapters.slack_files import SlackFiles
 from adapters.slack_handlers import SlackHandlers
 from adapters.slack_jobs import SlackJobs
 from adapters.slack_placeholder import INTERRUPTED_STATE
+from adapters.slack_rate import PacedWebClient, RateBudget
 from bot.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -36,18 +39,28 @@ def api_base_url(url: str) -> str:
 class SlackBot:
     """One Slack connection: build it, ``start_socket_mode()`` or ``start_http()``, ``stop()``."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, *, rate_scale: float = 1.0) -> None:
         settings = app.settings
         if settings.slack_bot_token is None or not settings.slack_bot_token.get_secret_value():
             raise ConfigError("SLACK_BOT_TOKEN", "not set; copy the Bot User OAuth Token (xoxb-…)")
         token = settings.slack_bot_token.get_secret_value()
         secret = settings.slack_signing_secret
         self.app = app
-        self.client = AsyncWebClient(token=token, base_url=api_base_url(settings.slack_api_url))
-        # Progress edits from several jobs can hit chat.update's rate tier: wait and retry.
-        self.client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
+        base_url = api_base_url(settings.slack_api_url)
+        # Every job's calls share Slack's per-method limits; ``rate_scale`` shrinks the windows
+        # for a test Slack whose clock runs faster.
+        self.budget = RateBudget(scale=rate_scale)
+        self.client = PacedWebClient(token=token, base_url=base_url, budget=self.budget)
+        self._token = token
+        self._auth: AsyncSlackResponse | None = None
+        self._auth_lock = asyncio.Lock()
+        # Given a token, bolt checks it with auth.test on the first events; a burst of events
+        # all arrive before the first answer, so each makes its own call. An authorize
+        # function answered from the one auth.test of start-up costs nothing per event, and
+        # bolt's own client then needs no token of its own.
         self.bolt = AsyncApp(
-            client=self.client,
+            client=AsyncWebClient(base_url=base_url),
+            authorize=self._authorize_function(),
             signing_secret=secret.get_secret_value() if secret is not None else "",
             name="imagine-bot",
         )
@@ -66,13 +79,29 @@ class SlackBot:
     async def prepare(self) -> None:
         """Check the token (auth.test) and repair placeholders of jobs a restart interrupted."""
         try:
-            auth = await self.client.auth_test()
+            auth = await self.auth_test()
         except SlackApiError as exc:
             raise ConfigError(
                 "SLACK_BOT_TOKEN", f"Slack refused it ({exc.response.get('error')})"
             ) from None
         self.handlers.bot_user_id = str(auth.get("user_id") or "")
         await self._mark_interrupted()
+
+    async def auth_test(self) -> AsyncSlackResponse:
+        """The token's auth.test answer, asked once per process."""
+        async with self._auth_lock:
+            if self._auth is None:
+                self._auth = await self.client.auth_test()
+            return self._auth
+
+    def _authorize_function(self) -> Callable[[], Awaitable[AuthorizeResult]]:
+        # bolt passes arguments by the names a function declares; this one needs none.
+        async def authorize() -> AuthorizeResult:
+            return AuthorizeResult.from_auth_test_response(
+                bot_token=self._token, auth_test_response=await self.auth_test()
+            )
+
+        return authorize
 
     async def _mark_interrupted(self) -> None:
         for job in await self.app.service.recover_interrupted():
