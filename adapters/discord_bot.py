@@ -18,7 +18,7 @@ from adapters import discord_render as render
 from adapters.discord_commands import COMMANDS, DYNAMIC_ITEMS, handle_modal_submit, result_view
 from adapters.discord_handlers import DiscordImagine
 from adapters.discord_invite import application_id_from_token, discord_invite_url
-from adapters.discord_jobs import Display
+from adapters.discord_targets import Display
 from bot.app import App
 from bot.errors import ConfigError
 from bot.models import JobRecord

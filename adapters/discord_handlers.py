@@ -20,7 +20,7 @@ from adapters.discord_jobs import (
 )
 from bot.app import App
 from bot.errors import AttachmentRejected, JobNotFound
-from bot.models import ImageRequest, JobRecord, Requester, SourceImage
+from bot.models import FINAL_STATUSES, ImageRequest, JobRecord, Requester, SourceImage
 
 MENU_MEMORY = 500
 MENTION = re.compile(r"<@!?(\d+)>")
@@ -248,6 +248,14 @@ class DiscordImagine:
             return
         mentioned = any(user.id == me.id for user in message.mentions)
         job = await self.app.store.job_for_message("discord", str(reference.message_id))
+        if job is not None and job.status not in FINAL_STATUSES:
+            # Its message is linked from the start, so the progress (and previews) can be
+            # replied to; there is no image to edit until it is done.
+            if await self.app.store.claim_event(f"discord:message:{message.id}"):
+                await message.reply(render.still_making(), mention_author=False)
+            return
+        if job is not None and job.status != "succeeded":
+            job = None  # a failure message: nothing of it to edit
         referenced: discord.Message | None = None
         if job is None:
             if not mentioned:

@@ -1,292 +1,75 @@
-"""One job on Discord: where it is shown, throttled progress, the result and errors."""
+"""One job on Discord, start to finish: progress while it runs, then the result or the reason."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
 
 import discord
 
 from adapters import discord_render as render
-from adapters.discord_files import (
-    DEFAULT_UPLOAD_LIMIT,
-    Upload,
-    preview_file,
-    result_files,
-    to_files,
+from adapters.discord_files import result_files
+from adapters.discord_progress import EditBudget, ProgressRenderer
+from adapters.discord_targets import (
+    Display,
+    InteractionTarget,
+    MessageTarget,
+    Target,
+    ViewFactory,
+    post_in,
+    requester_of,
 )
 from bot.app import App
 from bot.errors import UserFacingError
-from bot.models import (
-    Finished,
-    ImageRequest,
-    JobResult,
-    PartialImage,
-    ProgressEvent,
-    Queued,
-    Requester,
-    Started,
-)
+from bot.models import ImageRequest, JobResult
 
 logger = logging.getLogger("adapters.discord")
 
-ViewFactory = Callable[[str], discord.ui.View]
+__all__ = [
+    "Display",
+    "InteractionTarget",
+    "JobRunner",
+    "MessageTarget",
+    "Target",
+    "ViewFactory",
+    "post_in",
+    "requester_of",
+]
+
+T = TypeVar("T")
+# discord.py already waits out a 429 and tries 5 times per call; a result or an error message
+# must still land when a bucket stays busy longer (another process, a shared proxy), so it gets
+# this many more rounds, each after Discord's Retry-After (capped).
+FINAL_ROUNDS = 4
+MAX_RETRY_AFTER = 60.0
 
 
-@dataclass(frozen=True)
-class Display:
-    """Everything a job's message shows; each edit replaces all of it."""
-
-    content: str | None = None
-    embed: discord.Embed | None = None
-    files: Sequence[Upload] = ()
-    view: discord.ui.View | None = None
-
-    def addressed_to(self, user: discord.abc.User) -> Display:
-        """The same, naming the user first (for messages posted where nobody knows whose it is)."""
-        return replace(self, content="\n".join(filter(None, (user.mention, self.content))))
-
-    def edit_args(self) -> dict[str, Any]:
-        """Keyword arguments for discord.py's message edits."""
-        return {
-            "content": self.content,
-            "embed": self.embed,
-            "attachments": to_files(self.files),
-            "view": self.view,
-        }
+def retry_after(exc: discord.HTTPException) -> float:
+    """Seconds Discord asked to wait after a 429 (its Retry-After header), within limits."""
+    if isinstance(exc, discord.RateLimited):
+        return min(exc.retry_after, MAX_RETRY_AFTER)
+    headers = getattr(exc.response, "headers", None) or {}
+    try:
+        wait = float(headers.get("Retry-After", 1))
+    except ValueError:
+        wait = 1.0
+    return min(max(wait, 0.0), MAX_RETRY_AFTER)
 
 
-class Target(Protocol):
-    """A message a job's progress and result are drawn on."""
-
-    upload_limit: int
-    message_id: int | None
-
-    async def show(self, display: Display) -> int:
-        """Replace what the message shows; returns the message id."""
-        ...
-
-    async def fail(self, text: str) -> None:
-        """Tell the requester the job did not work."""
-        ...
-
-    def platform_ref(self) -> dict[str, object]:
-        """What a later process needs to find this message again."""
-        ...
-
-
-def requester_of(user: discord.User | discord.Member, channel_id: int | None) -> Requester:
-    """The core's Requester for a Discord user in a channel."""
-    guild = getattr(user, "guild", None)
-    return Requester(
-        platform="discord",
-        user_id=str(user.id),
-        team_id=str(guild.id) if guild is not None else "",
-        channel_id=str(channel_id or ""),
-        display_name=user.display_name,
-    )
-
-
-async def post_in(channel: discord.abc.Messageable, display: Display) -> discord.Message:
-    """Post ``display`` as a new message in ``channel``."""
-    return await channel.send(
-        content=display.content,
-        embed=display.embed or discord.utils.MISSING,
-        files=to_files(display.files),
-        view=display.view or discord.utils.MISSING,
-    )
-
-
-class InteractionTarget:
-    """The deferred response of a slash command, button or modal."""
-
-    def __init__(self, interaction: discord.Interaction, message_id: int | None) -> None:
-        self.interaction = interaction
-        self.message_id = message_id
-        self.upload_limit = interaction.filesize_limit or DEFAULT_UPLOAD_LIMIT
-        self.fallback: discord.Message | None = None
-
-    async def show(self, display: Display) -> int:
-        if self.fallback is None:
-            try:
-                message = await self.interaction.edit_original_response(**display.edit_args())
-            except discord.HTTPException as exc:
-                # 401: the token lives 15 minutes and a long queue can outlast it. 404: someone
-                # deleted the message. Either way the channel is where the user can still look.
-                if exc.status not in (401, 404) or self.interaction.channel_id is None:
-                    raise
-            else:
-                self.message_id = message.id
-                return message.id
-        elif await self._edit_fallback(display):
-            return self.fallback.id
-        channel = self.interaction.client.get_partial_messageable(self.interaction.channel_id or 0)
-        self.fallback = await post_in(channel, display.addressed_to(self.interaction.user))
-        self.message_id = self.fallback.id
-        return self.fallback.id
-
-    async def _edit_fallback(self, display: Display) -> bool:
-        """Edit the message posted in the channel; False when it was deleted meanwhile."""
-        assert self.fallback is not None
+async def until_landed(send: Callable[[], Awaitable[T]]) -> T:
+    """``send()``, again after each rate limit Discord answers, up to FINAL_ROUNDS rounds."""
+    for _ in range(FINAL_ROUNDS - 1):
         try:
-            self.fallback = await self.fallback.edit(
-                **display.addressed_to(self.interaction.user).edit_args()
-            )
-        except discord.NotFound:
-            return False
-        return True
-
-    async def fail(self, text: str) -> None:
-        if self.fallback is None:
-            # Errors are private: the public "thinking" message goes, an ephemeral one replaces it.
-            try:
-                with contextlib.suppress(discord.NotFound):
-                    await self.interaction.delete_original_response()
-                await self.interaction.followup.send(text, ephemeral=True)
-                return
-            except discord.HTTPException as exc:
-                if exc.status != 401:
-                    raise
-        await self.show(Display(text))  # the token expired: say it in the channel
-
-    def platform_ref(self) -> dict[str, object]:
-        interaction = self.interaction
-        return {
-            "kind": "interaction",
-            "application_id": str(interaction.application_id),
-            "interaction_token": interaction.token,
-            "channel_id": str(interaction.channel_id or ""),
-            "message_id": str(self.message_id) if self.message_id else "",
-            "user_id": str(interaction.user.id),
-            "created_at": interaction.created_at.timestamp(),
-        }
-
-
-class MessageTarget:
-    """The bot's reply to a user's message (reply-to-edit), edited as the job moves."""
-
-    def __init__(self, status: discord.Message, requester: discord.abc.User) -> None:
-        self.status = status
-        self.message_id: int | None = status.id
-        self.requester = requester
-        self.reposted = False
-        guild = status.guild
-        self.upload_limit = guild.filesize_limit if guild is not None else DEFAULT_UPLOAD_LIMIT
-
-    async def show(self, display: Display) -> int:
-        if self.reposted:
-            display = display.addressed_to(self.requester)
-        try:
-            self.status = await self.status.edit(**display.edit_args())
-        except discord.NotFound:
-            # Someone deleted the bot's reply: post again, naming the user, so the result lands.
-            self.reposted = True
-            self.status = await post_in(self.status.channel, display.addressed_to(self.requester))
-            self.message_id = self.status.id
-        return self.status.id
-
-    async def fail(self, text: str) -> None:
-        await self.show(Display(text))
-
-    def platform_ref(self) -> dict[str, object]:
-        return {
-            "kind": "message",
-            "channel_id": str(self.status.channel.id),
-            "message_id": str(self.status.id),
-            "user_id": str(self.requester.id),
-            "created_at": self.status.created_at.timestamp(),
-        }
-
-
-class ProgressRenderer:
-    """Turns progress events into message edits, at most one per ``interval`` seconds."""
-
-    def __init__(
-        self,
-        target: Target,
-        prompt: str,
-        interval: float,
-        on_admitted: Callable[[str], Awaitable[None]],
-    ) -> None:
-        self.target = target
-        self.prompt = prompt
-        self.interval = interval
-        self.job_id: str | None = None
-        self._on_admitted = on_admitted
-        self._position = 0
-        self._started_at: float | None = None
-        self._preview: bytes | None = None
-        self._previews = 0
-        self._dirty = False
-        self._closed = False
-        self._editing = False
-        self._last_edit = -float("inf")
-        self._task: asyncio.Task[None] | None = None
-
-    async def on_event(self, event: ProgressEvent) -> None:
-        """The service's progress callback."""
-        if isinstance(event, Queued):
-            if self.job_id is None:
-                self.job_id = event.job_id
-                await self._on_admitted(event.job_id)
-            self._position = event.position
-        elif isinstance(event, Started):
-            self._started_at = time.time()
-        elif isinstance(event, PartialImage):
-            self._preview = event.data
-            self._previews += 1
-        elif isinstance(event, Finished):
-            return
-        self._kick()
-
-    def _kick(self) -> None:
-        if self._closed:
-            return
-        self._dirty = True
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain())
-
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._dirty and not self._closed:
-            delay = self._last_edit + self.interval - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if self._closed:
-                return
-            self._dirty = False
-            self._last_edit = loop.time()
-            self._editing = True
-            try:
-                await self._edit()
-            except discord.HTTPException as exc:
-                logger.warning("progress edit failed for job %s: %s", self.job_id, exc)
-            finally:
-                self._editing = False
-
-    async def _edit(self) -> None:
-        if self._started_at is None:
-            await self.target.show(Display(render.status_queued(self.prompt, self._position)))
-            return
-        text = render.status_generating(self.prompt, self._started_at, self._previews)
-        files = [await preview_file(self._preview)] if self._preview is not None else []
-        await self.target.show(Display(text, files=files))
-
-    async def close(self) -> None:
-        """Stop editing; an edit already on the wire finishes first so the order holds."""
-        self._closed = True
-        task = self._task
-        if task is None or task.done():
-            return
-        if not self._editing:
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+            return await send()
+        except discord.HTTPException as exc:
+            if exc.status != 429 and not isinstance(exc, discord.RateLimited):
+                raise
+            logger.warning("Discord is still rate limiting; trying again: %s", exc)
+            await asyncio.sleep(retry_after(exc))
+    return await send()
 
 
 class JobRunner:
@@ -296,6 +79,7 @@ class JobRunner:
         self.app = app
         self.result_view = result_view
         self._running: set[asyncio.Task[object]] = set()
+        self.budget = EditBudget()
 
     async def shutdown(self) -> None:
         """Stop the jobs in flight; each tells its user it was interrupted (while we still can)."""
@@ -303,6 +87,7 @@ class JobRunner:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self.budget.close()
 
     @contextlib.contextmanager
     def _tracked(self) -> Iterator[None]:
@@ -326,11 +111,25 @@ class JobRunner:
     ) -> str | None:
         """Build the request, run it with live progress, show the result; the job id or None."""
 
+        async def link(message_id: int) -> None:
+            assert renderer.job_id is not None
+            await self.app.store.link_message("discord", str(message_id), renderer.job_id)
+
         async def admitted(job_id: str) -> None:
             await self.app.store.set_platform_ref(job_id, target.platform_ref())
+            # The message showing the progress is the one that becomes the result: linked now,
+            # whatever appears in it can be replied to. Messages posted afresh link themselves.
+            if target.message_id is not None:
+                await link(target.message_id)
+            target.on_posted = link
 
+        channel = str(target.platform_ref().get("channel_id") or "")
         renderer = ProgressRenderer(
-            target, prompt, self.app.settings.imagine_progress_interval, admitted
+            target,
+            prompt,
+            self.app.settings.imagine_progress_interval,
+            self.budget.channel(channel),
+            admitted,
         )
         with self._tracked():
             try:
@@ -365,26 +164,18 @@ class JobRunner:
         return None
 
     async def _deliver(self, target: Target, result: JobResult, requester_label: str) -> None:
-        """Show the finished result and link its message to the job (for replies and buttons)."""
-        store = self.app.store
+        """Show the finished result (its message was linked to the job when the job began)."""
         files = await result_files(result.images, result.job_id, target.upload_limit)
-        # Link first, so a reply that comes the moment the result appears finds its job.
-        linked = target.message_id
-        if linked is not None:
-            await store.link_message("discord", str(linked), result.job_id)
-        message_id = await target.show(
-            Display(
-                embed=render.result_embed(result, requester_label),
-                files=files,
-                view=self.result_view(result.job_id),
-            )
+        display = Display(
+            embed=render.result_embed(result, requester_label),
+            files=files,
+            view=self.result_view(result.job_id),
         )
-        if message_id != linked:
-            await store.link_message("discord", str(message_id), result.job_id)
+        await until_landed(lambda: target.show(display))
 
     @staticmethod
     async def _tell(target: Target, text: str, job_id: str | None) -> None:
         try:
-            await target.fail(text)
+            await until_landed(lambda: target.fail(text))
         except discord.HTTPException as exc:
             logger.warning("could not tell the user about job %s: %s", job_id, exc)

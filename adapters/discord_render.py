@@ -58,6 +58,16 @@ def status_generating(prompt: str, started_at: float, previews: int) -> str:
     return f"{quote(prompt)}\n🎨 Generating… started <t:{math.floor(started_at)}:R>.{preview}"
 
 
+def posting(mention: str | None) -> str:
+    """Shown for a moment while a result is put into a message posted afresh."""
+    return " ".join(filter(None, (mention, "📤 Posting your result…")))
+
+
+def still_making() -> str:
+    """For a reply to a job's message while the job is still running."""
+    return "⏳ That one isn't finished yet. Reply to it again once the image is there."
+
+
 def result_embed(result: JobResult, requester: str) -> discord.Embed:
     """The embed under a finished result: prompt, size, quality, time, cost, job, who asked."""
     request = result.request

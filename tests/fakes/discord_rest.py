@@ -43,6 +43,7 @@ class DiscordRest(DiscordState):
     async def _rest(self, request: web.Request) -> web.Response:
         call = Call(request.method, "/" + request.match_info["path"], dict(request.query), None, [])
         self.calls.append(call)
+        hook, before = self.on_result_shown, set[str]()
         try:
             if request.content_type == "multipart/form-data":
                 reader = await request.multipart()
@@ -64,12 +65,27 @@ class DiscordRest(DiscordState):
                 if rule[0](call):
                     self._rejections.remove(rule)
                     raise Refused(rule[1])
+            before = self._results_shown() if hook is not None else set()
             response = await self._route(request, call)
         except Refused as exc:
             response = exc.response
         call.status = response.status
         await self._notify()
+        if hook is not None:
+            # Users see the image the moment Discord has it, before the bot reads the answer.
+            for message_id in self._results_shown() - before:
+                await hook(self.messages[message_id])
         return response
+
+    def _results_shown(self) -> set[str]:
+        """Bot messages that show an image other than a preview, in the channel for everyone."""
+        return {
+            message_id
+            for message_id, m in self.messages.items()
+            if m["author"]["id"] == self.bot.id
+            and not m["flags"] & EPHEMERAL
+            and any(a["filename"] != "preview.jpg" for a in m["attachments"])
+        }
 
     async def _route(self, request: web.Request, call: Call) -> web.Response:
         parts, method = call.path.strip("/").split("/"), request.method

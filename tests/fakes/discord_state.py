@@ -7,7 +7,7 @@ import base64
 import itertools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -55,6 +55,9 @@ class DiscordState:
         self.resumes = 0
         # How many of the next gateway connection attempts fail (an outage).
         self.refuse_connections = 0
+        # Awaited with each bot message the moment it first shows a result image, before the
+        # request that showed it is answered (what a quick user can do in that moment).
+        self.on_result_shown: Callable[[dict[str, Any]], Awaitable[None]] | None = None
         self.problems: list[str] = []
         self.deleted: list[dict[str, Any]] = []
         self.cdn_requests: list[str] = []
