@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
-from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from adapters.slack_placeholder import (
@@ -19,6 +18,7 @@ from adapters.slack_placeholder import (
     UNAVAILABLE_STATE,
     Placeholder,
 )
+from adapters.slack_rate import PacedWebClient
 from bot.errors import ProviderUnavailable, UserFacingError
 from bot.models import ImageRequest
 
@@ -40,7 +40,7 @@ def generic_error(job_id: str | None) -> str:
 class SlackJobs:
     """Runs requests through the service and shows them in a channel or thread."""
 
-    def __init__(self, service: ImageService, client: AsyncWebClient, *, interval: float) -> None:
+    def __init__(self, service: ImageService, client: PacedWebClient, *, interval: float) -> None:
         self.service = service
         self.client = client
         self.interval = interval

@@ -3,29 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from adapters import slack_blocks as blocks
+from adapters.slack_progress import CANT_POST_HERE, ProgressMessage
 from bot import images
-from bot.models import (
-    Finished,
-    ImageRequest,
-    JobResult,
-    PartialImage,
-    ProgressEvent,
-    Queued,
-    Started,
-)
+from bot.models import JobResult
 
-if TYPE_CHECKING:
-    from bot.service import ImageService
+__all__ = [
+    "CANT_POST_HERE",
+    "FAILED_STATE",
+    "INTERRUPTED_STATE",
+    "THREAD_GONE",
+    "UNAVAILABLE_STATE",
+    "Placeholder",
+]
 
 logger = logging.getLogger("adapters.slack")
 
@@ -39,187 +35,14 @@ INTERRUPTED_STATE = "interrupted because the bot restarted — nothing was charg
 # What Slack answers when a thread's root message is gone.
 THREAD_GONE = frozenset({"invalid_thread_ts", "thread_not_found", "message_not_found"})
 
-# Slack errors that mean "the bot may not post here", which the user (not a bug) can fix.
-CANT_POST_HERE = frozenset(
-    {
-        "not_in_channel",
-        "channel_not_found",
-        "is_archived",
-        "restricted_action",
-        "method_not_supported_for_channel_type",
-    }
-)
+# Slack docs (Block Kit image block): "png, jpg, jpeg, or gif". Other formats get a rendition.
+_INLINE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif"})
+# Long side of the rendition shown inline for other formats (the uploaded files are untouched).
+_INLINE_SIDE = 2048
 
 
-class Placeholder:
-    """One job's placeholder message: posted on Queued, then updated at most once per interval."""
-
-    def __init__(
-        self,
-        client: AsyncWebClient,
-        service: ImageService,
-        request: ImageRequest,
-        channel: str,
-        thread_ts: str | None,
-        interval: float,
-    ) -> None:
-        self.client = client
-        self.service = service
-        self.store = service.store
-        self.request = request
-        self.channel = channel
-        self.thread_ts = thread_ts
-        self.interval = interval
-        # Elapsed time should tick even when no event arrives, but not spam chat.update.
-        self.tick = max(interval, 1.0) * 5
-        self.job_id: str | None = None
-        self.ts: str | None = None
-        self.position = 0
-        self.started: float | None = None
-        self.previews = 0
-        self.pending_preview: bytes | None = None
-        self.preview_file: str | None = None
-        self.preview_files: list[str] = []
-        self.image_refusals = 0
-        self.cant_post: str | None = None
-        self.uploaded = False  # the result's files are in the thread
-        self.owner = asyncio.current_task()
-        self._wake = asyncio.Event()
-        self._closing = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._last = -math.inf
-
-    @property
-    def user(self) -> str:
-        return self.request.requester.user_id
-
-    def _headline(self, state: str) -> str:
-        return blocks.headline(self.user, self.request.prompt, state)
-
-    async def on_event(self, event: ProgressEvent) -> None:
-        """Progress callback: cheap, so the provider's stream is never held up by Slack."""
-        if isinstance(event, Queued):
-            self.job_id = event.job_id
-            self.position = event.position
-            if self.ts is None:
-                await self._post_placeholder()
-        elif isinstance(event, Started):
-            self.started = asyncio.get_running_loop().time()
-        elif isinstance(event, PartialImage):
-            self.previews += 1
-            self.pending_preview = event.data
-        elif isinstance(event, Finished):
-            return
-        self._wake.set()
-
-    async def _post_placeholder(self) -> None:
-        text = self._headline(blocks.queued_state(self.position))
-        content = blocks.progress_blocks(text, None)
-        posted: AsyncSlackResponse | None
-        try:
-            posted = await self.client.chat_postMessage(
-                channel=self.channel, thread_ts=self.thread_ts, text=text, blocks=content
-            )
-        except SlackApiError as exc:
-            posted = await self._join_and_post(exc, text, content)
-        if posted is None:
-            return
-        response = posted
-        self.ts = str(response["ts"])
-        self._last = asyncio.get_running_loop().time()
-        assert self.job_id is not None
-        await self.store.set_platform_ref(
-            self.job_id, {"channel": self.channel, "ts": self.ts, "thread_ts": self.thread_ts}
-        )
-        self._task = asyncio.create_task(self._loop(), name=f"slack-progress-{self.job_id}")
-
-    async def _join_and_post(
-        self, exc: SlackApiError, text: str, content: list[blocks.Block]
-    ) -> AsyncSlackResponse | None:
-        error = str(exc.response.get("error"))
-        if error == "not_in_channel":
-            # /imagine works in any public channel: join it rather than fail.
-            try:
-                await self.client.conversations_join(channel=self.channel)
-                return await self.client.chat_postMessage(
-                    channel=self.channel, thread_ts=self.thread_ts, text=text, blocks=content
-                )
-            except SlackApiError as again:
-                error = str(again.response.get("error"))
-                if error == "method_not_supported_for_channel_type":
-                    error = "not_in_channel"  # a private channel: only an invite helps
-        if error not in CANT_POST_HERE or self.owner is None:
-            raise exc
-        # The progress callback can't fail the job, so stop it before the image is paid for.
-        self.cant_post = error
-        self.owner.cancel()
-        return None
-
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while not self._closing.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.tick)
-            delay = self._last + self.interval - loop.time()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closing.wait(), delay)
-            if self._closing.is_set():
-                return
-            self._wake.clear()
-            try:
-                await self._render_progress()
-            except SlackApiError as exc:
-                if exc.response.get("error") == "message_not_found":
-                    # Someone deleted the placeholder; the result is posted afresh at the end.
-                    logger.info("placeholder of job %s was deleted", self.job_id)
-                    return
-                logger.warning("progress update for job %s failed: %s", self.job_id, exc)
-            except Exception as exc:  # progress is cosmetic; the job goes on
-                logger.warning("progress update for job %s failed: %s", self.job_id, exc)
-            self._last = loop.time()
-
-    async def _render_progress(self) -> None:
-        if self.pending_preview is not None:
-            data, self.pending_preview = self.pending_preview, None
-            if self.images_ok:
-                small = await asyncio.to_thread(images.preview_jpeg, data)
-                uploaded = await self.client.files_upload_v2(
-                    file=small, filename=f"preview-{self.job_id}.jpg", title="Preview"
-                )
-                self.preview_file = str(uploaded["files"][0]["id"])
-                self.preview_files.append(self.preview_file)
-        if self.started is None:
-            state = blocks.queued_state(self.position)
-        else:
-            elapsed = asyncio.get_running_loop().time() - self.started
-            state = blocks.running_state(elapsed, self.previews)
-        text = self._headline(state)
-        await self._update(text, blocks.progress_blocks(text, self.preview_file))
-
-    async def _update(self, text: str, content: list[blocks.Block]) -> None:
-        assert self.ts is not None
-        try:
-            await self.client.chat_update(
-                channel=self.channel, ts=self.ts, text=text, blocks=content
-            )
-        except SlackApiError as exc:
-            # Slack can refuse an image block while it still processes the file: show text.
-            if exc.response.get("error") != "invalid_blocks" or content == blocks.text_only(
-                content
-            ):
-                raise
-            self.image_refusals += 1
-            await self.client.chat_update(
-                channel=self.channel, ts=self.ts, text=text, blocks=blocks.text_only(content)
-            )
-
-    async def _stop(self) -> None:
-        self._closing.set()
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+class Placeholder(ProgressMessage):
+    """One job's placeholder message, from "queued" to its result (or why there is none)."""
 
     async def close(self, state: str) -> None:
         """Put the placeholder (if any) in a final, non-result state."""
@@ -241,23 +64,50 @@ class Placeholder:
             self.owner = None  # too late to stop the job: a failure here must raise
             await self._post_placeholder()
             await self._stop()
+        # Link before anything of the result is visible: a reply in the thread the moment
+        # the images appear must edit this job, not the one before it.
+        await self._link(result.job_id)
         file_ids = await self._upload(result)
         self.uploaded = True
         root = self.thread_ts or self.ts
         assert root is not None and self.ts is not None
-        # Link before showing "done", so a reply or click right after it finds this job.
-        await self.store.link_message("slack", f"{self.channel}:{self.ts}", result.job_id)
-        # The thread root points at the newest image, so a reply edits that one.
-        await self.store.link_message("slack", f"{self.channel}:{root}", result.job_id)
-        await self.store.set_platform_ref(result.job_id, {"files": file_ids, "root": root})
+        inline = await self._inline_file(result, file_ids)
+        kept = [*file_ids, inline] if inline is not None and inline not in file_ids else file_ids
+        # Delete removes every file listed here, the inline rendition too.
+        await self.store.set_platform_ref(result.job_id, {"files": kept, "root": root})
         text = self._headline(f"done in {result.elapsed_s:.0f} s")
-        content = blocks.result_blocks(
-            text, self._details(result), result.job_id, file_ids[0] if file_ids else None
-        )
+        content = blocks.result_blocks(text, self._details(result), result.job_id, inline)
         await self._show_result(
             result.job_id, text, content if self.images_ok else blocks.text_only(content)
         )
         await self._delete_previews()
+
+    async def _link(self, job_id: str) -> None:
+        assert self.ts is not None
+        await self.store.link_message("slack", f"{self.channel}:{self.ts}", job_id)
+        # The thread root points at the newest image, so a reply edits that one.
+        root = self.thread_ts or self.ts
+        await self.store.link_message("slack", f"{self.channel}:{root}", job_id)
+
+    async def _inline_file(self, result: JobResult, file_ids: list[str]) -> str | None:
+        """The file the result's image block shows: the first image, or a PNG/JPEG of it."""
+        if not file_ids or not result.images or not self.images_ok:
+            return None
+        first = result.images[0]
+        if first.path.suffix.lower() in _INLINE_SUFFIXES:
+            return file_ids[0]
+        # Image blocks show only PNG, JPEG and GIF: show a JPEG, private to the bot like the
+        # previews, and keep the asked format in the thread.
+        try:
+            data = await asyncio.to_thread(first.read_bytes)
+            shown = await asyncio.to_thread(images.preview_jpeg, data, _INLINE_SIDE)
+            uploaded = await self.client.files_upload_v2(
+                file=shown, filename=f"imagine-{result.job_id}-shown.jpg", title="Result"
+            )
+        except Exception as exc:  # the result is still shown, as text
+            logger.info("no inline image for job %s: %s", result.job_id, exc)
+            return None
+        return str(uploaded["files"][0]["id"])
 
     async def _upload(self, result: JobResult) -> list[str]:
         """Upload the images into the job's thread; the ids of the files Slack made."""
@@ -293,6 +143,7 @@ class Placeholder:
             channel=self.channel, thread_ts=self.thread_ts, text=text
         )
         self.ts = str(posted["ts"])
+        await self._link(job_id)
         await self.store.set_platform_ref(
             job_id, {"channel": self.channel, "ts": self.ts, "thread_ts": self.thread_ts}
         )
@@ -305,8 +156,6 @@ class Placeholder:
                 raise
             # Deleted after the upload: post the result (and its buttons) as a new message.
             await self._repost(job_id)
-            assert self.ts is not None
-            await self.store.link_message("slack", f"{self.channel}:{self.ts}", job_id)
             await self._update(text, content)
 
     async def show_unposted(self, result: JobResult, reason: str) -> None:
@@ -317,29 +166,12 @@ class Placeholder:
         try:
             if self.ts is None:
                 await self._repost(result.job_id)
-            assert self.ts is not None
             # Buttons and thread replies still reach the job: its images are kept.
-            await self.store.link_message("slack", f"{self.channel}:{self.ts}", result.job_id)
-            root = self.thread_ts or self.ts
-            await self.store.link_message("slack", f"{self.channel}:{root}", result.job_id)
+            await self._link(result.job_id)
             await self._show_result(result.job_id, text, content)
         except SlackApiError as exc:
             logger.warning("couldn't show job %s without its images: %s", result.job_id, exc)
         await self._delete_previews()
-
-    @property
-    def images_ok(self) -> bool:
-        """False once Slack refused image blocks twice (it may not show app files here)."""
-        return self.image_refusals < 2
-
-    async def _delete_previews(self) -> None:
-        # Previews are private to the bot; once the result is shown they are clutter.
-        for file_id in self.preview_files:
-            try:
-                await self.client.files_delete(file=file_id)
-            except SlackApiError as exc:
-                logger.info("preview %s not deleted: %s", file_id, exc.response.get("error"))
-        self.preview_files.clear()
 
     def _details(self, result: JobResult) -> str:
         parts = [

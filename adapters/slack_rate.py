@@ -50,9 +50,6 @@ METHOD_TIERS: dict[str, int] = {
 }
 # chat.postMessage: one a second per channel; a burst of three is "short".
 POSTS_PER_CHANNEL = (3, 3.0)
-# The bot's own rule for cosmetic edits: one a second per channel, so a busy channel
-# does not see its placeholders flicker.
-PROGRESS_PER_CHANNEL = (1, 1.0)
 # Our clock starts a window before Slack's sees the call: wait a little longer than Slack.
 _MARGIN = 1.05
 _SLACK = 0.02
@@ -108,8 +105,17 @@ class _Window:
 class RateBudget:
     """Per-method (and for posts, per-channel) windows shared by every job of the process."""
 
-    def __init__(self, *, scale: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        scale: float = 1.0,
+        progress_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.scale = scale
+        # The bot's own rule for cosmetic edits: one per channel per progress interval, so a
+        # busy channel does not see its placeholders flicker.
+        self.progress_interval = progress_interval
         self._clock = clock
         self._windows: dict[tuple[str, str], _Window] = {}
 
@@ -119,14 +125,15 @@ class RateBudget:
                 return None
             key, (limit, seconds) = (method, channel), POSTS_PER_CHANNEL
         elif method == "progress":
-            key, (limit, seconds) = (method, channel or ""), PROGRESS_PER_CHANNEL
+            key, limit, seconds = (method, channel or ""), 1, self.progress_interval
         elif method in METHOD_TIERS:
             key, limit, seconds = (method, ""), METHOD_TIERS[method], MINUTE
         else:
             return None
         window = self._windows.get(key)
         if window is None:
-            span = seconds * self.scale * _MARGIN + _SLACK * min(self.scale, 1.0)
+            scale = 1.0 if method == "progress" else self.scale
+            span = seconds * scale * _MARGIN + _SLACK * min(scale, 1.0)
             window = self._windows[key] = _Window(limit, span)
         return window
 

@@ -25,6 +25,8 @@ from tests.fakes.slack_steps import (
     text_of,
 )
 
+WORKING = r"^<@U\w+>: \w+ — working since <!date\^\d+\^\{time_secs\}\|[\d:]+ UTC>"
+
 
 @pytest.mark.parametrize("mode", TRANSPORTS)
 async def test_slash_command_posts_placeholder_then_uploads_into_its_thread(
@@ -125,9 +127,11 @@ async def test_progress_shows_queue_position_then_previews(
         if b["type"] == "image" and "working" in text_of(c)
     }
     assert shown and shown <= {u.file_id for u in previews}
-    # While it runs, the placeholder says how long it has been working.
+    # While it runs, the placeholder says since when (Slack shows it in the reader's time zone).
     assert any(
-        re.search(r"^<@U\w+>: \w+ — working… \d+ s", text_of(c))
+        re.search(
+            r"^<@U\w+>: \w+ — working since <!date\^\d+\^\{time_secs\}\|[\d:]+ UTC>", text_of(c)
+        )
         for c in slack_fake.calls_to("chat.update")
     )
     # Once the result shows, the bot's private preview files are removed.

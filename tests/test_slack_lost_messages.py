@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from adapters.slack_rate import MAX_RATE_LIMIT_RETRIES
 from tests.fakes.app_fixtures import ProviderGate
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import BOT_USER_ID, FakeSlack
@@ -114,7 +115,10 @@ async def test_a_result_message_slack_keeps_refusing_still_leaves_the_images_usa
     running = await start_slack("socket")
     # More rate-limit answers than the client's retries wait out.
     slack_fake.fail_when(
-        "chat.update", lambda args: "done in" in str(args.get("text")), "ratelimited", times=3
+        "chat.update",
+        lambda args: "done in" in str(args.get("text")),
+        "ratelimited",
+        times=MAX_RATE_LIMIT_RETRIES + 1,
     )
     await slack_fake.send_command(slack_fake.command_payload("a kite"))
     [told] = await slack_fake.wait_for("chat.postEphemeral")

@@ -193,7 +193,7 @@ async def test_reply_flags_win_over_the_edited_jobs_options(
     root, _ = await slash_result(slack_fake, "a harbour --size 1536x1024 --format webp")
     reply = slack_fake.add_message(CHANNEL, "make it night --quality high", thread_ts=root)
     await slack_fake.send_event(slack_fake.message_event(CHANNEL, reply))
-    await slack_fake.wait_for("files.completeUploadExternal", count=2)
+    await slack_fake.wait_for("chat.update", lambda c: "done in" in text_of(c), count=2)
     (edit,) = edits(openai_fake)
     assert edit.form["prompt"] == "make it night"
     assert edit.form["quality"] == "high"  # the reply's own flag

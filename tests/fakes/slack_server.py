@@ -112,12 +112,14 @@ class RunningBot:
 async def start_slack(
     slack_fake: FakeSlack, make_app: Callable[..., Any]
 ) -> AsyncIterator[Callable[..., Any]]:
-    """``await start_slack("socket" | "http", **settings)``: the real bot on the fake Slack."""
+    """``await start_slack("socket" | "http", rate_scale=1.0, **settings)``: the real bot on the
+    fake Slack; ``rate_scale`` shrinks the rate-limit windows of both (a test burst in seconds).
+    """
     from adapters.slack_bot import SlackBot
 
     running: list[RunningBot] = []
 
-    async def start(mode: str = "socket", **overrides: Any) -> RunningBot:
+    async def start(mode: str = "socket", rate_scale: float = 1.0, **overrides: Any) -> RunningBot:
         settings: dict[str, Any] = {
             "slack_bot_token": BOT_TOKEN,
             "slack_signing_secret": SIGNING_SECRET,
@@ -127,7 +129,8 @@ async def start_slack(
             settings["slack_app_token"] = APP_TOKEN
         settings.update(overrides)
         app = await make_app(**settings)
-        bot = SlackBot(app)
+        slack_fake.rate_scale = rate_scale
+        bot = SlackBot(app, rate_scale=rate_scale)
         slack_fake.mode = mode
         if mode == "socket":
             await bot.start_socket_mode()

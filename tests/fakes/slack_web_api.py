@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import time
+from collections import deque
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +22,30 @@ from tests.fakes.slack_workspace import (
     SlackWorkspace,
     Upload,
 )
+
+# Slack docs, Rate limits (docs.slack.dev/apis/web-api/rate-limits): limits apply per method per
+# app per workspace. Tier 1: 1+ per minute, Tier 2: 20+, Tier 3: 50+, Tier 4: 100+. The tier of
+# each method is on its page (docs.slack.dev/reference/methods/<method>): chat.update, chat.delete,
+# files.delete and conversations.join are Tier 3; files.getUploadURLExternal,
+# files.completeUploadExternal, chat.postEphemeral, files.info, users.info and views.open are
+# Tier 4; apps.connections.open is Tier 1. Over the limit Slack answers HTTP 429 with Retry-After
+# (seconds) and {"ok": false, "error": "ratelimited"}. The fake holds each tier to its floor.
+_METHOD_TIERS = {
+    "apps.connections.open": 1,
+    "chat.update": 50,
+    "chat.delete": 50,
+    "files.delete": 50,
+    "conversations.join": 50,
+    "files.getUploadURLExternal": 100,
+    "files.completeUploadExternal": 100,
+    "chat.postEphemeral": 100,
+    "files.info": 100,
+    "users.info": 100,
+    "views.open": 100,
+}
+# chat.postMessage is "special": one message per second per channel, with short bursts (here:
+# up to three within three seconds).
+_POSTS_PER_CHANNEL = (3, 3.0)
 
 
 class SlackWebApi(SlackWorkspace):
@@ -38,14 +65,51 @@ class SlackWebApi(SlackWorkspace):
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else args.get("token")
         args.pop("token", None)
-        self.calls.append(SlackCall(method, args, token))
+        call = SlackCall(method, args, token)
+        self.calls.append(call)
+        wait = self._over_limit(method, args) if token == BOT_TOKEN else None
         try:
-            answer = self._answer(method, args, token)
+            if wait is not None:
+                call.limited = True
+                answer = _err("ratelimited")
+            else:
+                answer = self._answer(method, args, token)
         finally:
             await self._notify()
+        if self.on_answered is not None:
+            await self.on_answered(call, answer)
         if answer.get("error") == "ratelimited":
-            return web.json_response(answer, status=429, headers={"Retry-After": "0"})
+            return web.json_response(
+                answer, status=429, headers={"Retry-After": self._retry_after(wait or 0.0)}
+            )
         return web.json_response(answer)
+
+    # --- rate limits --------------------------------------------------------------------
+    def _over_limit(self, method: str, args: dict[str, Any]) -> float | None:
+        """Seconds until ``method`` may be called again, or None (and the call is counted)."""
+        if not self.rate_limits:
+            return None
+        if method == "chat.postMessage":
+            key, (limit, seconds) = (method, str(args.get("channel"))), _POSTS_PER_CHANNEL
+        elif method in _METHOD_TIERS:
+            key, limit, seconds = (method, TEAM_ID), _METHOD_TIERS[method], 60.0
+        else:
+            return None
+        span = seconds * self.rate_scale
+        now = time.monotonic()
+        sent = self._rate_windows.setdefault(key, deque())
+        while sent and sent[0] <= now - span:
+            sent.popleft()
+        if len(sent) >= limit:
+            return sent[0] + span - now
+        sent.append(now)
+        return None
+
+    def _retry_after(self, seconds: float) -> str:
+        # Slack sends whole seconds; a scaled clock sends the scaled wait, still in seconds.
+        if self.rate_scale >= 1:
+            return str(math.ceil(seconds))
+        return f"{max(seconds, 0.0):.3f}"
 
     # --- Web API methods ----------------------------------------------------------------
     def _answer(self, method: str, args: dict[str, Any], token: str | None) -> dict[str, Any]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ class SlackCall:
     method: str
     args: dict[str, Any]
     token: str | None
+    limited: bool = False  # answered 429 by the rate limits
 
 
 @dataclass
@@ -90,6 +92,13 @@ class SlackWorkspace:
     outside: set[str] = field(default_factory=set)
     mode: str = "socket"
     events_url: str | None = None
+    # Slack's rate limits (see slack_web_api): off for nothing; ``rate_scale`` shrinks every
+    # window and Retry-After by one factor, so a test sees a minute's limit in a fraction of it.
+    rate_limits: bool = True
+    rate_scale: float = 1.0
+    # Called with each Web API call after it is answered but before the answer is sent: a test
+    # can act at the moment something becomes visible, before the bot's next call.
+    on_answered: Callable[[SlackCall, dict[str, Any]], Awaitable[None]] | None = None
 
     def __post_init__(self) -> None:
         self._runner: web.AppRunner | None = None
@@ -102,6 +111,7 @@ class SlackWorkspace:
         self._ack_waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._triggers: set[str] = set()
         self._session: aiohttp.ClientSession | None = None
+        self._rate_windows: dict[tuple[str, str], deque[float]] = {}
         for uid, name in (("UALICE", "alice"), ("UBOB", "bob")):
             self.add_user(uid, name)
         self.add_user("UADMIN", "admin", is_admin=True)
@@ -181,6 +191,10 @@ class SlackWorkspace:
         self.failures_when.extend([(method, matches, error)] * times)
 
     # --- queries for tests --------------------------------------------------------------
+    def rate_limited(self) -> list[SlackCall]:
+        """Every call answered HTTP 429 ``ratelimited`` because of the rate limits."""
+        return [c for c in self.calls if c.limited]
+
     def calls_to(self, method: str) -> list[SlackCall]:
         """Every recorded call of one Web API method, oldest first."""
         return [c for c in self.calls if c.method == method]
