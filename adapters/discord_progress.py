@@ -28,10 +28,10 @@ from bot.models import Finished, PartialImage, ProgressEvent, Queued, Started
 
 logger = logging.getLogger("adapters.discord")
 
-# A burst of 3, then one progress edit per 2 s per channel: 30 a minute at most, half of what
-# a channel's message bucket allows, so results and new replies always have room.
-PROGRESS_BURST = 3
-PROGRESS_EVERY = 2.0
+# A burst of 2, then one progress edit per 2.5 s per channel: at most 4 in any 5 s (a channel's
+# message bucket allows 5), 24 a minute, so results and new replies always find room.
+PROGRESS_BURST = 2
+PROGRESS_EVERY = 2.5
 URGENT, ROUTINE = 0, 1
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import math
 import time
 from typing import Any
 
@@ -12,6 +14,7 @@ from aiohttp import web
 from tests.fakes.discord_payloads import (
     ACK_DEADLINE_S,
     EPHEMERAL,
+    JSON_TYPE,
     LOADING,
     Call,
     FakeInteraction,
@@ -66,7 +69,12 @@ class DiscordRest(DiscordState):
                     self._rejections.remove(rule)
                     raise Refused(rule[1])
             before = self._results_shown() if hook is not None else set()
+            bucket = self._bucket_of(call)
+            if bucket is not None and (limited := self._over_limit(bucket)) is not None:
+                raise Refused(limited)
             response = await self._route(request, call)
+            if bucket is not None:
+                response.headers.update(self._bucket_headers(bucket))
         except Refused as exc:
             response = exc.response
         call.status = response.status
@@ -76,6 +84,61 @@ class DiscordRest(DiscordState):
             for message_id in self._results_shown() - before:
                 await hook(self.messages[message_id])
         return response
+
+    # --- rate limits --------------------------------------------------------------------------
+    def _bucket_of(self, call: Call) -> tuple[str, str] | None:
+        """The rate-limit bucket a request draws on: (kind, major parameter), or None."""
+        parts = call.path.strip("/").split("/")
+        if parts[0] == "webhooks" and len(parts) >= 3 and call.method != "DELETE":
+            return "webhook", parts[2]  # keyed by the interaction token (api-docs#2701)
+        # Discord docs: deleting messages has its own, higher limit; create and edit count here.
+        if (
+            parts[0] == "channels"
+            and len(parts) in (3, 4)
+            and parts[2] == "messages"
+            and call.method in ("POST", "PATCH")
+        ):
+            return f"{call.method} channel messages", parts[1]
+        return None
+
+    def _window(self, bucket: tuple[str, str]) -> list[float]:
+        limit, per = self.route_limits["webhook" if bucket[0] == "webhook" else "channel"]
+        now = time.time()
+        window = self._buckets.setdefault(bucket, [0.0, now + per, limit, per])
+        if now >= window[1]:
+            window[0], window[1] = 0.0, now + per
+        return window
+
+    def _over_limit(self, bucket: tuple[str, str]) -> web.Response | None:
+        window = self._window(bucket)
+        count, reset_at, limit, _per = window
+        if count < limit:
+            window[0] += 1
+            return None
+        wait = max(0.001, reset_at - time.time())
+        self.rate_limited.append((bucket, wait))
+        # Discord docs (Rate Limits, "Exceeding A Rate Limit"): 429, the usual headers plus
+        # Retry-After, and this body; discord.py also wants the Via header Discord's edge adds.
+        body = {"message": "You are being rate limited.", "retry_after": wait, "global": False}
+        headers = {
+            **self._bucket_headers(bucket),
+            "Retry-After": str(math.ceil(wait)),
+            "X-RateLimit-Scope": "user",
+            "Via": "1.1 google",
+            "Content-Type": JSON_TYPE,
+        }
+        return web.Response(status=429, body=json.dumps(body).encode(), headers=headers)
+
+    def _bucket_headers(self, bucket: tuple[str, str]) -> dict[str, str]:
+        count, reset_at, limit, _per = self._window(bucket)
+        now = time.time()
+        return {
+            "X-RateLimit-Limit": str(int(limit)),
+            "X-RateLimit-Remaining": str(max(0, int(limit - count))),
+            "X-RateLimit-Reset": f"{reset_at:.3f}",
+            "X-RateLimit-Reset-After": f"{max(0.0, reset_at - now):.3f}",
+            "X-RateLimit-Bucket": hashlib.sha1(bucket[0].encode()).hexdigest()[:16],
+        }
 
     def _results_shown(self) -> set[str]:
         """Bot messages that show an image other than a preview, in the channel for everyone."""
