@@ -52,7 +52,7 @@ async def test_regenerate_counts_against_whoever_clicks(
     await discord_fake.result_of(by_bob)
     by_alice = await discord_fake.click(discord_fake.alice, first["id"], regen)
     refusal = await discord_fake.private_reply(by_alice)
-    assert "limit of 1 images per day" in refusal["content"]
+    assert "limit of 1 image per day" in refusal["content"]
     assert len(openai_fake.requests) == 2
 
 

@@ -58,7 +58,7 @@ async def test_over_the_limit_says_when_it_resets(
     reply = await discord_fake.private_reply(it)
 
     assert_private_and_plain(discord_fake, reply)
-    assert "limit of 1 images per day" in str(reply["content"])
+    assert "limit of 1 image per day" in str(reply["content"])
     assert_resets_within_a_day(str(reply["content"]))
     assert len(openai_fake.requests) == 1
 
@@ -66,14 +66,28 @@ async def test_over_the_limit_says_when_it_resets(
 async def test_over_the_budget_says_when_it_resets(
     discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
 ) -> None:
-    # One high-quality image reserves about $0.21: well over a one-cent budget.
+    # One high-quality image reserves about $0.21: one fits in $0.30 a day, two do not.
+    await discord_bot(imagine_user_budget="0.30/day")
+    await discord_fake.generate(discord_fake.alice, "a gold coin", quality="high")
+    it = await discord_fake.slash(discord_fake.alice, prompt="a silver coin", quality="high")
+    reply = await discord_fake.private_reply(it)
+
+    assert_private_and_plain(discord_fake, reply)
+    assert "budget of $0.30 per day" in str(reply["content"])
+    assert_resets_within_a_day(str(reply["content"]))
+    assert len(openai_fake.requests) == 1
+
+
+async def test_a_request_over_the_whole_budget_is_not_told_to_wait(
+    discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
+) -> None:
     await discord_bot(imagine_user_budget="0.01/day")
     it = await discord_fake.slash(discord_fake.alice, prompt="a gold coin", quality="high")
     reply = await discord_fake.private_reply(it)
 
     assert_private_and_plain(discord_fake, reply)
     assert "budget of $0.01 per day" in str(reply["content"])
-    assert_resets_within_a_day(str(reply["content"]))
+    assert "resets" not in str(reply["content"]) and "<t:" not in str(reply["content"])
     assert openai_fake.requests == []
 
 
