@@ -20,13 +20,13 @@ from tests.fakes.slack_steps import (
 @pytest.mark.parametrize(
     ("setting", "first", "second", "says"),
     [
-        ({"imagine_user_limit": "1/day"}, "one", "two", "limit of 1 images per day"),
-        # A low-quality image fits a ten-cent budget; a high-quality one (about $0.21) never does.
+        ({"imagine_user_limit": "1/day"}, "one", "two", "limit of 1 image per day"),
+        # One medium-quality image (about $0.05) fits a six-cent budget; a second does not.
         (
-            {"imagine_user_budget": "0.10/day"},
-            "one --quality low",
-            "two --quality high",
-            "budget of $0.10 per day",
+            {"imagine_user_budget": "0.06/day"},
+            "one --quality medium",
+            "two --quality medium",
+            "budget of $0.06 per day",
         ),
     ],
     ids=["limit", "budget"],
