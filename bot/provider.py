@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -13,22 +12,34 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from bot.config import Settings
-from bot.errors import InvalidRequest, InvalidSize, ProviderUnavailable
+from bot.errors import ConfigError, InvalidRequest, ProviderMisconfigured, ProviderUnavailable
 from bot.models import (
     ImageRequest,
     PartialCallback,
     ProviderResult,
 )
-from bot.openai_errors import MAX_RETRY_AFTER, RetryableError, logger, map_error
+from bot.openai_errors import (
+    MAX_RETRY_AFTER,
+    RetryableError,
+    UnreadableAnswer,
+    logger,
+    map_error,
+    redact,
+)
+from bot.sizes import STANDARD_SIZES, check_size
 from bot.sse import parse_usage, read_stream, result_from_json
 
-__all__ = ["ImageProvider", "OpenAIImages", "check_options", "check_size", "parse_usage"]
+__all__ = [
+    "STANDARD_SIZES",
+    "ImageProvider",
+    "OpenAIImages",
+    "check_options",
+    "check_size",
+    "parse_usage",
+]
 
-STANDARD_SIZES = ("1024x1024", "1536x1024", "1024x1536")
 MAX_SOURCES = 16
 MAX_PROMPT = 32_000
-MIN_PIXELS, MAX_PIXELS, MAX_EDGE = 655_360, 8_294_400, 3840
-_SIZE = re.compile(r"^(\d+)x(\d+)$")
 _CHOICES = {
     "quality": ("auto", "low", "medium", "high"),
     "background": ("auto", "opaque", "transparent"),
@@ -52,61 +63,6 @@ class ImageProvider(Protocol):
 
 
 # --- validation before spending a request ------------------------------------------------
-
-
-def _size_rule_broken(width: int, height: int) -> str | None:
-    if width % 16 or height % 16:
-        return "Width and height must both be divisible by 16"
-    if max(width, height) > 3 * min(width, height):
-        return "The shape can be at most 3 times as wide as tall (or as tall as wide)"
-    if max(width, height) > MAX_EDGE:
-        return f"The longest side can be at most {MAX_EDGE} pixels"
-    if width * height < MIN_PIXELS:
-        return f"The image must have at least {MIN_PIXELS:,} pixels (about 1024x640)"
-    if width * height > MAX_PIXELS:
-        return f"The image can have at most {MAX_PIXELS:,} pixels (3840x2160)"
-    return None
-
-
-def _suggest_size(width: int, height: int) -> str:
-    """The nearest size (same shape where possible) that obeys every gpt-image-2 rule."""
-    width, height = max(width, 1), max(height, 1)
-    if max(width, height) > 3 * min(width, height):
-        if width > height:
-            width = 3 * height
-        else:
-            height = 3 * width
-    scale = min(1.0, MAX_EDGE / max(width, height), (MAX_PIXELS / (width * height)) ** 0.5)
-    scale = max(scale, (MIN_PIXELS / (width * height)) ** 0.5)
-    candidates = []
-    for snap_w in (round, int, lambda v: int(v) + 1):
-        for snap_h in (round, int, lambda v: int(v) + 1):
-            w = max(16, snap_w(width * scale / 16) * 16)
-            h = max(16, snap_h(height * scale / 16) * 16)
-            if _size_rule_broken(w, h) is None:
-                candidates.append((abs(w - width * scale) + abs(h - height * scale), w, h))
-    if not candidates:
-        return "1024x1024"
-    _, w, h = min(candidates)
-    return f"{w}x{h}"
-
-
-def check_size(model: str, size: str) -> None:
-    """Raise InvalidSize, naming the broken rule and a size that would work."""
-    if size == "auto" or size in STANDARD_SIZES:
-        return
-    match = _SIZE.match(size)
-    if not model.startswith("gpt-image-2"):
-        raise InvalidSize(
-            f"{model} only makes 1024x1024, 1536x1024 or 1024x1536 (or auto); "
-            "custom sizes need gpt-image-2."
-        )
-    if not match:
-        raise InvalidSize(f"Can't read the size {size!r}; write it like 1536x1024, or use auto.")
-    width, height = int(match[1]), int(match[2])
-    broken = _size_rule_broken(width, height)
-    if broken:
-        raise InvalidSize(f"{broken}, so {size} won't work. Try {_suggest_size(width, height)}.")
 
 
 def check_options(request: ImageRequest) -> None:
@@ -182,12 +138,28 @@ class OpenAIImages(ImageProvider):
             headers["OpenAI-Organization"] = organization
         if project:
             headers["OpenAI-Project"] = project
-        self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + "/",
-            headers=headers,
-            timeout=httpx.Timeout(timeout, connect=5.0),
-            transport=transport,
-        )
+        self._secrets = (api_key,)
+        try:
+            self._client = httpx.AsyncClient(
+                base_url=base_url.rstrip("/") + "/",
+                headers=headers,
+                timeout=httpx.Timeout(timeout, connect=5.0),
+                transport=transport,
+            )
+        except UnicodeEncodeError:
+            # httpx sends headers as ASCII; say which setting holds the character, not its value
+            variable = next(
+                name
+                for name, value in (
+                    ("OPENAI_API_KEY", api_key),
+                    ("OPENAI_ORG_ID", organization or ""),
+                    ("OPENAI_PROJECT_ID", project or ""),
+                )
+                if not value.isascii()
+            )
+            raise ConfigError(
+                variable, "holds a non-ASCII character, which an HTTP header cannot carry"
+            ) from None
         self._timeout = timeout
         self._max_retries = max(0, max_retries)
         self._backoff_scale = backoff_scale
@@ -228,7 +200,9 @@ class OpenAIImages(ImageProvider):
                 with attempt:
                     return await self._attempt(request, on_partial if stream else None)
         except RetryableError as exc:
-            logger.warning("image request failed after %d attempts: %s", self._tries, exc.detail)
+            logger.warning(
+                "image request failed after %d attempts: %s", self._tries, self._redact(exc.detail)
+            )
             raise ProviderUnavailable(exc.detail, retry_after=exc.retry_after) from exc
         raise AssertionError("unreachable: tenacity either returns or raises")
 
@@ -255,7 +229,7 @@ class OpenAIImages(ImageProvider):
             "image request attempt %d of %d failed (%s); retrying in %.2f s",
             state.attempt_number,
             self._tries,
-            getattr(exc, "detail", exc),
+            self._redact(str(getattr(exc, "detail", exc))),
             wait,
         )
 
@@ -301,17 +275,61 @@ class OpenAIImages(ImageProvider):
     ) -> ProviderResult:
         outgoing = self._build(request, stream=on_partial is not None)
         kind = "edit" if request.is_edit else "generation"
+        # Once a 200 arrived the image may be made and billed: whatever breaks after that is
+        # final, never retried (OpenAI's SDK, too, only retries before a success status).
+        answered = False
         try:
             async with asyncio.timeout(self._timeout):
                 response = await self._client.send(outgoing, stream=True)
                 try:
+                    if response.status_code != 200:
+                        raise await self._refusal(response, kind)
+                    answered = True
                     return await self._read(response, request, on_partial, kind)
                 finally:
                     await response.aclose()
         except (TimeoutError, httpx.TimeoutException):
+            if answered:
+                raise self._broken(kind, f"the answer stopped within {self._timeout:g} s") from None
             raise RetryableError(f"no answer within {self._timeout:g} s") from None
+        except httpx.LocalProtocolError as exc:
+            raise self._unsendable(exc) from None
         except httpx.TransportError as exc:
-            raise RetryableError(f"connection problem: {type(exc).__name__}: {exc}") from None
+            problem = self._redact(f"{type(exc).__name__}: {exc}")
+            if answered:
+                raise self._broken(kind, f"the connection broke mid-answer: {problem}") from None
+            raise RetryableError(f"connection problem: {problem}") from None
+
+    def _redact(self, text: str) -> str:
+        return redact(text, *self._secrets)
+
+    def _broken(self, kind: str, detail: str) -> UnreadableAnswer:
+        logger.warning("OpenAI %s answered 200 but %s; not retried", kind, detail)
+        return UnreadableAnswer(detail)
+
+    def _unsendable(self, exc: httpx.LocalProtocolError) -> ProviderMisconfigured:
+        """The request itself can't be sent: a header holds a character HTTP forbids.
+
+        httpx quotes the refused value (the API key) in its message, so none of it is kept.
+        """
+        problem = "a header value" if "header" in str(exc).lower() else "the request"
+        detail = (
+            f"the request could not be sent: {problem} is not valid HTTP "
+            f"({type(exc).__name__}); check OPENAI_API_KEY, OPENAI_ORG_ID and OPENAI_PROJECT_ID "
+            "for spaces, line breaks or other characters"
+        )
+        logger.error("OpenAI is misconfigured: %s", detail)
+        return ProviderMisconfigured(detail)
+
+    async def _refusal(self, response: httpx.Response, kind: str) -> Exception:
+        request_id = response.headers.get("x-request-id")
+        raw = await response.aread()
+        try:
+            body: Any = json.loads(raw)
+        except ValueError:
+            body = {"error": {"message": self._redact(raw[:200].decode(errors="replace"))}}
+        logger.warning("OpenAI %s answered %d (request %s)", kind, response.status_code, request_id)
+        return map_error(response.status_code, body, response.headers, request_id=request_id)
 
     async def _read(
         self,
@@ -323,24 +341,19 @@ class OpenAIImages(ImageProvider):
         request_id = response.headers.get("x-request-id")
         fmt = request.options.output_format
         content_type = response.headers.get("content-type", "")
-        if response.status_code != 200:
-            raw = await response.aread()
-            try:
-                body: Any = json.loads(raw)
-            except ValueError:
-                body = {"error": {"message": raw[:200].decode(errors="replace")}}
-            logger.warning(
-                "OpenAI %s answered %d (request %s)", kind, response.status_code, request_id
-            )
-            raise map_error(response.status_code, body, response.headers, request_id=request_id)
-        if on_partial is not None and "text/event-stream" in content_type:
-            result = await read_stream(response, fmt, request_id, on_partial)
-        else:
-            try:
-                result = result_from_json(json.loads(await response.aread()), fmt, request_id)
-            except ValueError:
-                raise RetryableError(
-                    f"the answer was not valid JSON (request {request_id})"
-                ) from None
+        try:
+            if on_partial is not None and "text/event-stream" in content_type:
+                result = await read_stream(response, fmt, request_id, on_partial)
+            else:
+                try:
+                    body = json.loads(await response.aread())
+                except ValueError:
+                    raise UnreadableAnswer(
+                        f"the answer was not valid JSON (request {request_id or 'unknown'})"
+                    ) from None
+                result = result_from_json(body, fmt, request_id)
+        except UnreadableAnswer as exc:
+            logger.warning("OpenAI %s answered 200 but %s; not retried", kind, exc.detail)
+            raise
         logger.info("OpenAI %s made %d image(s) (request %s)", kind, len(result.images), request_id)
         return result

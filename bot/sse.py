@@ -5,14 +5,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any, NoReturn
+from typing import Any
 
 import httpx
 from httpx_sse import EventSource, SSEError
 
 from bot.errors import ProviderUnavailable
 from bot.models import GeneratedImage, PartialCallback, ProviderResult, Usage
-from bot.openai_errors import RetryableError, map_error
+from bot.openai_errors import RetryableError, UnreadableAnswer, map_error, redact
 
 
 def _int(mapping: Any, key: str) -> int:
@@ -59,11 +59,11 @@ def _usage_tuple(usage: Usage) -> tuple[int, ...]:
 def _b64_image(payload: dict[str, Any]) -> bytes:
     data = payload.get("b64_json")
     if not isinstance(data, str):
-        raise RetryableError("the answer has no b64_json image")
+        raise UnreadableAnswer("the answer has no b64_json image")
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
-        raise RetryableError("the answer's image is not valid base64") from None
+        raise UnreadableAnswer("the answer's image is not valid base64") from None
 
 
 def _text(payload: dict[str, Any], key: str) -> str | None:
@@ -72,8 +72,9 @@ def _text(payload: dict[str, Any], key: str) -> str | None:
 
 
 def result_from_json(body: Any, fmt: str, request_id: str | None) -> ProviderResult:
+    """The images of a 200 JSON answer; UnreadableAnswer when it is not the documented shape."""
     if not isinstance(body, dict) or not isinstance(body.get("data"), list):
-        raise RetryableError("the answer has no image list")
+        raise UnreadableAnswer(f"the answer has no image list (request {request_id})")
     output_format = _text(body, "output_format") or fmt
     images = tuple(
         GeneratedImage(_b64_image(item if isinstance(item, dict) else {}), output_format)
@@ -107,12 +108,14 @@ async def read_stream(
             try:
                 payload = json.loads(event.data)
             except ValueError:
-                raise RetryableError(
-                    f"a stream event was not JSON (request {request_id})"
-                ) from None
+                raise UnreadableAnswer("a stream event was not JSON") from None
             kind = payload.get("type", event.event) if isinstance(payload, dict) else ""
             if not isinstance(payload, dict) or kind == "error" or "error" in payload:
-                raise map_error(None, payload, {}, request_id=request_id)
+                error = map_error(None, payload, {}, request_id=request_id)
+                if isinstance(error, RetryableError):
+                    # the stream already answered 200: the service's failure is final here
+                    error = ProviderUnavailable(_after(error.detail, previews))
+                raise error
             if kind.endswith(".partial_image"):
                 index = payload.get("partial_image_index", previews)
                 await on_partial(
@@ -129,10 +132,14 @@ async def read_stream(
                 )
                 usage = _add_usage(usage, parse_usage(payload.get("usage")))
                 last = payload
-    except (httpx.TransportError, SSEError, RetryableError) as exc:
-        _stream_failed(exc, previews, request_id)
+    except UnreadableAnswer as exc:
+        raise UnreadableAnswer(_after(f"{exc.detail} (request {request_id})", previews)) from None
+    except (httpx.TransportError, SSEError) as exc:
+        detail = redact(f"the stream broke: {type(exc).__name__}: {exc} (request {request_id})")
+        raise UnreadableAnswer(_after(detail, previews)) from None
     if not images:
-        _stream_failed(None, previews, request_id)
+        detail = f"the stream ended before the image was done (request {request_id})"
+        raise UnreadableAnswer(_after(detail, previews))
     return ProviderResult(
         images=tuple(images),
         usage=usage,
@@ -144,17 +151,5 @@ async def read_stream(
     )
 
 
-def _stream_failed(exc: Exception | None, previews: int, request_id: str | None) -> NoReturn:
-    """Raise for a stream that broke or ended before its completed event.
-
-    A stream cut before any preview reached the user is retried like a dropped connection.
-    Once previews were shown, a retry would restart them from scratch and may be billed again,
-    so the failure is final.
-    """
-    detail = getattr(exc, "detail", None) or (
-        f"{type(exc).__name__}: {exc}" if exc else "the stream ended before the image was done"
-    )
-    detail = f"{detail} (request {request_id})"
-    if previews == 0:
-        raise RetryableError(detail)
-    raise ProviderUnavailable(f"{detail} after {previews} preview(s)")
+def _after(detail: str, previews: int) -> str:
+    return f"{detail} after {previews} preview(s)" if previews else detail

@@ -17,7 +17,7 @@ from bot.errors import (
     ProviderUnavailable,
     QuotaExhausted,
 )
-from bot.openai_errors import RetryableError, map_error, retry_after_seconds
+from bot.openai_errors import RetryableError, UnreadableAnswer, map_error, retry_after_seconds
 from bot.provider import OpenAIImages
 from tests.fakes.openai_client import Factory, Partials, Sleeps, request
 from tests.fakes.openai_server import FakeOpenAI
@@ -36,14 +36,16 @@ async def test_a_cut_stream_after_a_preview_is_not_retried(
     assert len(partials.got) == 1
 
 
-async def test_a_stream_cut_before_any_preview_is_retried(
+async def test_a_stream_cut_before_any_preview_is_not_retried(
     openai_fake: FakeOpenAI, provider: OpenAIImages
 ) -> None:
+    # the stream had already answered 200: another attempt could bill a second generation
     openai_fake.fail_next("stream_cut", after=0)
     partials = Partials()
-    result = await provider.create_images(request(partial_images=2), on_partial=partials)
-    assert len(openai_fake.requests) == 2 and len(result.images) == 1
-    assert [i for i, _, _ in partials.got] == [0, 1]
+    with pytest.raises(UnreadableAnswer) as caught:
+        await provider.create_images(request(partial_images=2), on_partial=partials)
+    assert len(openai_fake.requests) == 1 and partials.got == []
+    assert "broke off" in caught.value.user_message
 
 
 @pytest.mark.parametrize("shape", ["both", "typed", "bare"])
@@ -68,12 +70,13 @@ async def test_a_safety_block_in_the_stream_names_its_category(
     assert len(openai_fake.requests) == 1
 
 
-async def test_a_cut_json_answer_is_retried(
+async def test_a_cut_json_answer_is_not_retried(
     openai_fake: FakeOpenAI, provider: OpenAIImages
 ) -> None:
     openai_fake.fail_next("stream_cut")
-    result = await provider.create_images(request())
-    assert len(openai_fake.requests) == 2 and len(result.images) == 1
+    with pytest.raises(UnreadableAnswer):
+        await provider.create_images(request())
+    assert len(openai_fake.requests) == 1
 
 
 # --- faults and retries --------------------------------------------------------------------
@@ -243,15 +246,16 @@ async def test_forbidden_is_an_operator_problem(
     assert len(openai_fake.requests) == 1
 
 
-async def test_malformed_json_is_retried_then_given_up(
+async def test_malformed_json_is_not_retried(
     openai_fake: FakeOpenAI, provider: OpenAIImages
 ) -> None:
     openai_fake.fail_next("malformed_json")
-    assert len((await provider.create_images(request())).images) == 1
-    openai_fake.fail_next("malformed_json", times=3)
-    with pytest.raises(ProviderUnavailable):
+    with pytest.raises(UnreadableAnswer) as caught:
         await provider.create_images(request())
-    assert len(openai_fake.requests) == 5
+    assert len(openai_fake.requests) == 1
+    assert "not valid JSON" in caught.value.detail
+    # the next request is answered normally
+    assert len((await provider.create_images(request())).images) == 1
 
 
 async def test_a_timeout_is_retried(openai_fake: FakeOpenAI, make_provider: Factory) -> None:

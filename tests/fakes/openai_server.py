@@ -71,7 +71,14 @@ _BAD_KEY = (
 )
 _ENDPOINTS = ("/v1/images/generations", "/v1/images/edits")
 _NO_INPUT = {"text_tokens": 0, "image_tokens": 0}
-FAULTS = frozenset(_ERROR_FAULTS) | {"timeout", "malformed_json", "stream_cut", "stream_error"}
+FAULTS = frozenset(_ERROR_FAULTS) | {
+    "timeout",
+    "malformed_json",
+    "bad_image",
+    "stream_cut",
+    "stream_error",
+    "stream_garbled",
+}
 
 
 def _request_id() -> str:
@@ -148,6 +155,9 @@ class FakeOpenAI:
         ``shape`` (both, typed, bare: see ``_error_frame``) and ``code`` (moderation_blocked);
         any error fault ``status``.
         stream_cut on a request that does not stream drops the connection mid-body.
+        Faults that answer 200 with a broken body: malformed_json (cut-off JSON), bad_image
+        (well-formed JSON whose ``b64_json`` is not base64), stream_garbled (a stream event
+        that is not JSON; ``after`` previews first) and stream_cut.
         """
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; use one of {sorted(FAULTS)}")
@@ -287,6 +297,8 @@ class FakeOpenAI:
                 await _event(response, f"{prefix}.partial_image", partial)
             if cut == "stream_error":
                 await response.write(_error_frame(**(frame or {})))
+            if cut == "stream_garbled":
+                await response.write(f"event: {prefix}.completed\ndata: {{not json\n\n".encode())
             if cut:
                 await response.write_eof()
                 return response
@@ -335,6 +347,9 @@ class FakeOpenAI:
         if fault == "malformed_json":
             broken = b'{"created": 1, "data": [{"b64_json": "iVBO'
             return web.Response(body=broken, content_type="application/json")
+        if fault == "bad_image":
+            mangled = {"created": int(time.time()), "data": [{"b64_json": "not base64!"}]}
+            return web.json_response(mangled, headers={"x-request-id": _request_id()})
         if body.get("stream") is True:
             frame = {k: params[k] for k in ("shape", "code") if k in params}
             return await self._stream(
