@@ -6,11 +6,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.errors import ConfigError
+from bot.sizes import size_problem
 
 WINDOW_SECONDS = {
     "minute": 60,
@@ -75,6 +77,59 @@ def _split_list(value: object) -> object:
 
 
 _SIZE = re.compile(r"^(auto|\d+x\d+)$")
+# Secrets and ids go into HTTP headers: printable ASCII without spaces is all they can hold.
+_TOKEN = re.compile(r"^[\x21-\x7e]+$")
+_ALIASES = {"jpg": "jpeg", "warn": "WARNING"}
+
+
+def _strip(value: object) -> object:
+    """Drop surrounding whitespace (a stray space or a line break from a hand-edited .env)."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    return value
+
+
+def token_problem(value: str) -> str | None:
+    """Why ``value`` can't be a key, token or id (never quoting it), or None when it can."""
+    if _TOKEN.match(value):
+        return None
+    first, _, rest = value.partition(" ")
+    if rest and first.lower() in ("bearer", "bot"):
+        return f"starts with {first!r} and a space; put only the token itself"
+    for position, char in enumerate(value, start=1):
+        if char == " ":
+            return f"has a space inside it (character {position}); copy it again without it"
+        if not char.isascii():
+            return (
+                f"has a non-ASCII character (character {position}), such as a curly quote; "
+                "copy it again as plain text"
+            )
+        if not char.isprintable() or char.isspace():
+            return (
+                f"has a line break, tab or other control character inside it (character "
+                f"{position}); copy it again on one line"
+            )
+    return "is not a valid token"
+
+
+def url_problem(value: str, schemes: tuple[str, ...]) -> str | None:
+    """Why ``value`` can't be used as a URL with one of ``schemes``, or None."""
+    example = f"{schemes[-1]}://host/path"
+    if not value.startswith(tuple(f"{scheme}://" for scheme in schemes)):
+        return f"must start with {' or '.join(f'{scheme}://' for scheme in schemes)}"
+    if re.search(r"[\s\x00-\x1f\x7f]", value):
+        return f"has a space or control character inside it; write it like {example}"
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 - reading it is the check: it raises for a port out of range
+    except ValueError:
+        return "has a port that is not a number from 1 to 65535"
+    if not parts.hostname:
+        return f"has no host name; write it like {example}"
+    return None
 
 
 class Settings(BaseSettings):
@@ -139,6 +194,75 @@ class Settings(BaseSettings):
     def _comma_list(cls, value: object) -> object:
         return _split_list(value)
 
+    @field_validator(
+        "openai_api_key",
+        "openai_org_id",
+        "openai_project_id",
+        "discord_token",
+        "slack_bot_token",
+        "slack_app_token",
+        "slack_signing_secret",
+        mode="before",
+    )
+    @classmethod
+    def _strip_secret(cls, value: object) -> object:
+        return _strip(value)
+
+    @field_validator(
+        "openai_api_key",
+        "discord_token",
+        "slack_bot_token",
+        "slack_app_token",
+        "slack_signing_secret",
+    )
+    @classmethod
+    def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        problem = token_problem(value.get_secret_value()) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("openai_org_id", "openai_project_id")
+    @classmethod
+    def _check_id(cls, value: str | None) -> str | None:
+        problem = token_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(problem.replace("token", "id"))
+        return value
+
+    @field_validator(
+        "imagine_quality", "imagine_output_format", "imagine_moderation", mode="before"
+    )
+    @classmethod
+    def _choice(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return _ALIASES.get(value, value)
+        return value
+
+    @field_validator("imagine_log_level", mode="before")
+    @classmethod
+    def _level(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return _ALIASES.get(value, value).upper()
+        return value
+
+    @field_validator("imagine_model", mode="before")
+    @classmethod
+    def _check_model(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        if not value:
+            raise ValueError("is empty; use gpt-image-2 (the default) or remove the line")
+        if token_problem(value):
+            raise ValueError(
+                "has a space or control character; write a model name like gpt-image-2"
+            )
+        # OpenAI's model names are lower case; a proxy's own names are kept as written
+        return value.lower() if value.lower().startswith("gpt-image") else value
+
     @field_validator("imagine_user_limit")
     @classmethod
     def _check_limit(cls, value: str | None) -> str | None:
@@ -153,24 +277,36 @@ class Settings(BaseSettings):
 
     @field_validator("imagine_size")
     @classmethod
-    def _check_size(cls, value: str) -> str:
-        value = value.strip().lower()
+    def _check_size(cls, value: str, info: ValidationInfo) -> str:
+        value = value.strip().lower().replace(" ", "").replace("×", "x")
         if not _SIZE.match(value):
             raise ValueError("use 'auto' or WIDTHxHEIGHT such as 1024x1024")
+        model = info.data.get("imagine_model")
+        problem = size_problem(model, value) if isinstance(model, str) else None
+        if problem is not None:
+            reason = problem.reason[0].lower() + problem.reason[1:]
+            advice = f"; try IMAGINE_SIZE={problem.suggestion}" if problem.suggestion else ""
+            if problem.custom_needs_gpt_image_2:
+                advice += " or IMAGINE_MODEL=gpt-image-2"
+            raise ValueError(f"{reason}{advice}")
         return value
 
     @field_validator("openai_base_url", "discord_api_base_url", "slack_api_url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
+        value = value.strip()
+        problem = url_problem(value, ("http", "https"))
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("discord_gateway_url")
     @classmethod
     def _check_ws_url(cls, value: str) -> str:
-        if not value.startswith(("ws://", "wss://")):
-            raise ValueError("must start with ws:// or wss://")
+        value = value.strip()
+        problem = url_problem(value, ("ws", "wss"))
+        if problem:
+            raise ValueError(problem)
         return value
 
     # --- derived ------------------------------------------------------------------------
@@ -201,7 +337,7 @@ class Settings(BaseSettings):
 
     def require_openai_key(self) -> str:
         """The API key, or a ConfigError naming the variable."""
-        if self.openai_api_key is None or not self.openai_api_key.get_secret_value().strip():
+        if self.openai_api_key is None:
             raise ConfigError("OPENAI_API_KEY", "not set; put your OpenAI API key in .env")
         return self.openai_api_key.get_secret_value()
 
