@@ -108,7 +108,9 @@ class ProgressMessage:
         self.uploaded = False  # the result's files are in the thread
         self.owner = asyncio.current_task()
         self.progress_calls = 0
-        self._allowance = PROGRESS_CALLS
+        # A format image blocks can't show costs a JPEG upload at the end: two calls fewer here.
+        inline = request.options.output_format in ("png", "jpeg")
+        self._allowance = PROGRESS_CALLS if inline else 0
         self._shown_state = ""
         self._preview_tried = False
         self._posted_at = 0.0
