@@ -17,6 +17,19 @@ from bot.errors import (
     ProviderUnavailable,
     QuotaExhausted,
 )
+from bot.redact import redact
+
+__all__ = [
+    "MAX_RETRY_AFTER",
+    "RetryableError",
+    "UnreadableAnswer",
+    "error_fields",
+    "logger",
+    "map_error",
+    "redact",
+    "retry_after_seconds",
+    "safety_categories",
+]
 
 logger = logging.getLogger("bot.provider")
 
@@ -25,12 +38,6 @@ logger = logging.getLogger("bot.provider")
 MAX_RETRY_AFTER = 120.0
 _RETRY_STATUSES = frozenset({408, 409, 429})
 _SAFETY = re.compile(r"safety_violations=\[([^\]]*)\]")
-_KEYLIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{3})[A-Za-z0-9_\-*]*")
-# An Authorization value as httpx/h11 quote it ("Illegal header value b'Bearer sk-...'"), Slack
-# tokens (xoxb-, xoxp-, xapp-, ...) and Discord bot tokens (three dot-separated base64 parts).
-_CREDENTIAL = re.compile(r"\b(Bearer|Basic)(\s+)[^\s'\"\\]+", re.IGNORECASE)
-_SLACK_TOKEN = re.compile(r"\b(xox[a-z]|xapp)-[A-Za-z0-9-]+")
-_DISCORD_TOKEN = re.compile(r"\b[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{20,}")
 
 
 class RetryableError(ImagineError):
@@ -55,21 +62,6 @@ class UnreadableAnswer(ProviderUnavailable):
             "Nothing was charged; try again in a minute or two."
         )
         self.args = (self.user_message,)
-
-
-def redact(text: str, *secrets: str) -> str:
-    """Hide anything that looks like a key or token, and each of ``secrets`` verbatim.
-
-    The API echoes a masked prefix of bad keys; httpx quotes a refused header value in full.
-    """
-    for secret in secrets:
-        for variant in {secret, secret.strip(), repr(secret.encode())[2:-1]}:
-            if len(variant) >= 4:
-                text = text.replace(variant, "[redacted]")
-    text = _CREDENTIAL.sub(r"\1\2[redacted]", text)
-    text = _SLACK_TOKEN.sub(r"\1-[redacted]", text)
-    text = _DISCORD_TOKEN.sub("[redacted]", text)
-    return _KEYLIKE.sub(r"\1…", text)
 
 
 def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:

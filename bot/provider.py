@@ -26,6 +26,7 @@ from bot.openai_errors import (
     map_error,
     redact,
 )
+from bot.redact import HTTP_LOGGERS, LOG_FILTER, protect_loggers
 from bot.sizes import STANDARD_SIZES, check_size
 from bot.sse import parse_usage, read_stream, result_from_json
 
@@ -139,6 +140,8 @@ class OpenAIImages(ImageProvider):
         if project:
             headers["OpenAI-Project"] = project
         self._secrets = (api_key,)
+        LOG_FILTER.add_secret(api_key)
+        protect_loggers(*HTTP_LOGGERS)
         try:
             self._client = httpx.AsyncClient(
                 base_url=base_url.rstrip("/") + "/",
