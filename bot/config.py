@@ -335,6 +335,17 @@ class Settings(BaseSettings):
         admins = set(self.imagine_admin_users)
         return user_id in admins or f"{platform}:{user_id}" in admins
 
+    def secret_values(self) -> tuple[str, ...]:
+        """Every key and token that is set, for redaction from logs."""
+        fields = (
+            self.openai_api_key,
+            self.discord_token,
+            self.slack_bot_token,
+            self.slack_app_token,
+            self.slack_signing_secret,
+        )
+        return tuple(field.get_secret_value() for field in fields if field is not None)
+
     def require_openai_key(self) -> str:
         """The API key, or a ConfigError naming the variable."""
         if self.openai_api_key is None:

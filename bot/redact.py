@@ -72,3 +72,12 @@ def protect_loggers(*names: str) -> None:
         logger = logging.getLogger(name)
         if LOG_FILTER not in logger.filters:
             logger.addFilter(LOG_FILTER)
+
+
+def protect_handlers(*secrets: str, logger: logging.Logger | None = None) -> None:
+    """Hide ``secrets`` and token-like text in everything ``logger``'s handlers (root) write."""
+    for secret in secrets:
+        LOG_FILTER.add_secret(secret)
+    for handler in (logger or logging.getLogger()).handlers:
+        if LOG_FILTER not in handler.filters:
+            handler.addFilter(LOG_FILTER)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import traceback
 from pathlib import Path
@@ -13,6 +14,7 @@ from bot.config import Settings, load_settings
 from bot.errors import ConfigError, ProviderMisconfigured
 from bot.openai_errors import redact
 from bot.provider import OpenAIImages
+from bot.redact import protect_handlers
 from tests.fakes.cli_process import start_cli
 from tests.fakes.openai_client import Factory, Sleeps, request
 from tests.fakes.openai_server import FakeOpenAI
@@ -159,3 +161,28 @@ async def test_the_command_refuses_a_key_with_an_inner_space_in_one_line(
     assert openai_fake.requests == []
     for piece in (*pieces(broken), KEY[:14], KEY[14:]):
         assert piece not in out + err
+
+
+def test_handlers_given_the_filter_hide_every_configured_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "plainsigningsecret42")
+    monkeypatch.setenv("DISCORD_TOKEN", "MTIz.abc.def")
+    stream = io.StringIO()
+    target = logging.getLogger("tests.redaction")
+    target.propagate = False
+    handler = logging.StreamHandler(stream)
+    target.addHandler(handler)
+    try:
+        protect_handlers(*load_settings().secret_values(), logger=target)
+        target.warning("signature check with %s failed", "plainsigningsecret42")
+        try:
+            raise RuntimeError("login refused for MTIz.abc.def")
+        except RuntimeError:
+            target.exception("gateway")
+    finally:
+        target.removeHandler(handler)
+    written = stream.getvalue()
+    assert "plainsigningsecret42" not in written and "MTIz.abc.def" not in written
+    assert "signature check with [redacted] failed" in written
+    assert "RuntimeError: login refused for [redacted]" in written
