@@ -313,6 +313,31 @@ async def test_malformed_json_fault(openai_fake: FakeOpenAI) -> None:
         response.json()
 
 
+async def test_bad_image_fault_is_well_formed_json_without_a_real_image(
+    openai_fake: FakeOpenAI,
+) -> None:
+    openai_fake.fail_next("bad_image")
+    async with client(openai_fake) as http:
+        response = await http.post(
+            "/images/generations", json={"model": "gpt-image-2", "prompt": "x"}
+        )
+    assert response.status_code == 200
+    [item] = response.json()["data"]
+    with pytest.raises(ValueError):
+        base64.b64decode(item["b64_json"], validate=True)
+
+
+async def test_stream_garbled_sends_an_event_that_is_not_json(openai_fake: FakeOpenAI) -> None:
+    openai_fake.fail_next("stream_garbled", after=1)
+    body = {"model": "gpt-image-2", "prompt": "x", "stream": True, "partial_images": 2}
+    async with client(openai_fake) as http:
+        response = await http.post("/images/generations", json=body)
+    assert response.status_code == 200
+    first, garbled = response.text.strip().split("\n\n")
+    assert [n for n, _ in sse_events(first)] == ["image_generation.partial_image"]
+    assert garbled == "event: image_generation.completed\ndata: {not json"
+
+
 async def test_stream_cut_ends_after_a_partial(openai_fake: FakeOpenAI) -> None:
     openai_fake.fail_next("stream_cut")
     body = {"model": "gpt-image-2", "prompt": "x", "stream": True, "partial_images": 2}
