@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,19 +42,29 @@ def _extension(mime: str) -> str:
 
 
 def write_files(files: Sequence[tuple[Path, bytes]]) -> None:
-    """Write each file whole or not at all (blocking: run it in a thread)."""
-    for path, data in files:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write then rename, so a crash never leaves a half image under the final name.
-        partial = path.with_name(path.name + ".part")
-        partial.write_bytes(data)
-        os.replace(partial, path)
+    """Write every file whole, or (on any error, such as a full disk) none: blocking."""
+    done: list[Path] = []
+    try:
+        for path, data in files:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Write then rename, so a crash never leaves a half image under the final name.
+            partial = path.with_name(path.name + ".part")
+            done.append(partial)
+            partial.write_bytes(data)
+            os.replace(partial, path)
+            done.append(path)
+    except BaseException:
+        # A .part left behind on a full disk keeps it full; the finished files alone are
+        # of no use either, since the job that needs them all is failing.
+        remove_files(done)
+        raise
 
 
 def remove_files(paths: Sequence[Path]) -> None:
-    """Delete the files that exist (blocking: run it in a thread)."""
+    """Delete the files that exist, as many as can be (blocking: run it in a thread)."""
     for path in paths:
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
 
 
 def input_files(job_id: str, request: ImageRequest) -> list[InputFile]:

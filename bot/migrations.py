@@ -14,6 +14,18 @@ import aiosqlite
 from bot.errors import ConfigError
 from bot.models import ImageOptions, ImageRequest, JobRecord, Requester, Usage
 
+# Written into the file header by migration 2, so another program's SQLite file is told apart.
+APPLICATION_ID = 0x494D4742  # "IMGB"
+
+
+class ForeignDatabase(Exception):
+    """The SQLite file holds another application's tables."""
+
+    def __init__(self, tables: list[str]) -> None:
+        super().__init__(", ".join(tables))
+        self.tables = tables
+
+
 # Each entry is one schema version; never edit a released entry, append a new one instead.
 # Statements are listed one by one because sqlite3's executescript() commits any open
 # transaction first, and the version check must share a transaction with the changes.
@@ -82,6 +94,32 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX events_seen ON events (seen_at)",
     ),
+    (
+        # Every open store is an owner; a job names the owner that runs it, so start-up
+        # recovery can tell a live job of another process from one whose process is gone.
+        """
+        CREATE TABLE owners (
+            id          TEXT PRIMARY KEY,
+            host        TEXT NOT NULL,
+            pid         INTEGER NOT NULL,
+            pid_start   TEXT NOT NULL DEFAULT '',
+            started_at  REAL NOT NULL,
+            seen_at     REAL NOT NULL,
+            released    INTEGER NOT NULL DEFAULT 0
+        ) WITHOUT ROWID
+        """,
+        "ALTER TABLE jobs ADD COLUMN owner_id TEXT",
+        # 1 once the user was told the job was interrupted (or there is nobody to tell).
+        "ALTER TABLE jobs ADD COLUMN announced INTEGER NOT NULL DEFAULT 0",
+        # Interrupted before this version: the run that marked them already told their users.
+        "UPDATE jobs SET announced = 1 WHERE status = 'interrupted'",
+        "CREATE INDEX jobs_unfinished ON jobs (owner_id) WHERE status IN ('queued', 'running')",
+        """
+        CREATE INDEX jobs_unannounced ON jobs (created_at)
+            WHERE status = 'interrupted' AND announced = 0
+        """,
+        f"PRAGMA application_id = {APPLICATION_ID}",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -113,6 +151,7 @@ async def migrate(db: aiosqlite.Connection) -> int:
         await db.execute("BEGIN IMMEDIATE")
         rows = list(await db.execute_fetchall("PRAGMA user_version"))
         current = int(rows[0][0])
+        await _refuse_foreign(db, current)
         if current > SCHEMA_VERSION:
             raise ConfigError(
                 "IMAGINE_DATA_DIR",
@@ -133,11 +172,31 @@ async def migrate(db: aiosqlite.Connection) -> int:
     return SCHEMA_VERSION
 
 
+async def _refuse_foreign(db: aiosqlite.Connection, version: int) -> None:
+    rows = list(await db.execute_fetchall("PRAGMA application_id"))
+    application_id = int(rows[0][0])
+    tables = [
+        str(row[0])
+        for row in await db.execute_fetchall(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    ]
+    if application_id == APPLICATION_ID or not tables:
+        return
+    if application_id == 0 and version == 1 and "jobs" in tables:
+        # Version 1 predates the application id: recognise it by its ledger columns.
+        columns = {str(row[1]) for row in await db.execute_fetchall("PRAGMA table_info(jobs)")}
+        if {"user_key", "charged_images", "charged_cost"} <= columns:
+            return
+    raise ForeignDatabase(tables)
+
+
 # --- the jobs table as models ---------------------------------------------------------------
 
 JOB_COLUMNS = (
     "id, user_key, platform, user_id, team_id, channel_id, display_name, prompt, options, "
-    "is_edit, parent_job_id, source_count, status, created_at, charged_images, charged_cost"
+    "is_edit, parent_job_id, source_count, status, created_at, charged_images, charged_cost, "
+    "owner_id"
 )
 JOB_VALUES = ", ".join("?" * len(JOB_COLUMNS.split(",")))
 INSERT_JOB = f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({JOB_VALUES})"
@@ -155,14 +214,16 @@ def _options_json(options: ImageOptions) -> str:
     return json.dumps(dataclasses.asdict(options))
 
 
-def job_row(job_id: str, request: ImageRequest, now: float, cost: float) -> tuple[object, ...]:
+def job_row(
+    job_id: str, request: ImageRequest, now: float, cost: float, owner_id: str | None = None
+) -> tuple[object, ...]:
     """The values of a new queued job, in ``INSERT_JOB``'s column order."""
     r = request.requester
     options = _options_json(request.options)
     return (
         *(job_id, r.key, r.platform, r.user_id, r.team_id, r.channel_id, r.display_name),
         *(request.prompt, options, int(request.is_edit), request.parent_job_id),
-        *(len(request.sources), "queued", now, request.options.n, cost),
+        *(len(request.sources), "queued", now, request.options.n, cost, owner_id),
     )
 
 

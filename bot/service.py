@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,6 +19,7 @@ from bot.errors import (
     ProviderUnavailable,
     UserFacingError,
 )
+from bot.job_audit import JobAudit
 from bot.models import (
     Finished,
     ImageOptions,
@@ -164,18 +166,23 @@ class ImageService:
         )
         started = self._clock()
         emit = _SafeEmitter(progress, job.id)
+        audit = JobAudit(job.id, request, started, self._clock)
         try:
             result = await self._execute(job, request, emit)
         except UserFacingError as exc:
+            audit.log("failed", reason=type(exc).__name__, cost=getattr(exc, "cost_usd", 0.0))
             await self._fail(job.id, exc.user_message, emit)
             raise
         except asyncio.CancelledError:
+            audit.log("cancelled")
             await asyncio.shield(self._fail(job.id, "cancelled", emit))
             raise
         except Exception as exc:
             logger.exception("job %s failed unexpectedly", job.id)
+            audit.log("failed", reason=type(exc).__name__)
             await self._fail(job.id, f"internal error: {type(exc).__name__}", emit)
             raise InternalError(job.id) from exc
+        audit.log("succeeded", result=result)
         await emit(Finished(job.id, "succeeded"))
         return replace(result, elapsed_s=self._clock() - started)
 
@@ -185,6 +192,8 @@ class ImageService:
         await self._slots.acquire(lambda position: emit(Queued(job.id, position)))
         try:
             await self.store.mark_running(job.id)
+            # Before any money is spent: a folder that can't take the result refuses now.
+            await self.store.check_writable(job.id)
             await emit(Started(job.id))
 
             async def on_partial(index: int, data: bytes, output_format: str) -> None:
@@ -218,7 +227,11 @@ class ImageService:
         )
 
     async def _fail(self, job_id: str, error: str, emit: _SafeEmitter) -> None:
-        await self.store.fail(job_id, error)
+        try:
+            await self.store.fail(job_id, error)
+        except (sqlite3.Error, OSError) as exc:
+            # The user still hears why; the job is ended by recovery once this store closes.
+            logger.warning("could not record job %s as failed: %s", job_id, exc)
         await emit(Finished(job_id, "failed"))
 
     async def validate(self, request: ImageRequest) -> ImageRequest:
@@ -319,19 +332,31 @@ class ImageService:
         )
 
     async def recover_interrupted(self) -> list[JobRecord]:
-        """Mark jobs a previous process left unfinished as interrupted (refunded); return them.
+        """Interrupted jobs (refunded) whose users weren't told yet; the adapters tell them.
 
-        Done once per process: every adapter that asks gets the same list and picks its own.
+        Jobs whose process is gone are ended first; a live job of another process is never
+        touched. Jobs interrupted earlier (found by any command that opened the store) are
+        included until a process that runs their platform has announced them. Done once per
+        process: every adapter that asks gets the same list and picks its own.
         """
         async with self._recover_lock:
             if self._recovered is None:
-                self._recovered = await self.store.recover_interrupted()
-                if self._recovered:
-                    logger.warning(
-                        "marked %d unfinished job(s) from a previous run as interrupted",
-                        len(self._recovered),
-                    )
+                await self.store.recover_interrupted()
+                self._recovered = await self.store.claim_interrupted(self._announcing())
             return list(self._recovered)
+
+    def _announcing(self) -> set[str] | None:
+        # Jobs of a platform this process doesn't run wait for one that does.
+        settings = self.settings
+        platforms = {
+            name
+            for name, token in (
+                ("discord", settings.discord_token),
+                ("slack", settings.slack_bot_token),
+            )
+            if token is not None
+        }
+        return platforms or None
 
 
 class _SafeEmitter:

@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import secrets
 import shutil
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,13 +19,16 @@ from typing import Any
 
 import aiosqlite
 
+from bot import data_dir, recovery
 from bot.admission import check_rules, guarded_insert
 from bot.config import WindowRule
 from bot.errors import JobNotFound
 from bot.job_files import input_files, output_path, remove_files, write_files
+from bot.job_owners import HEARTBEAT_S, new_owner
 from bot.migrations import (
     INSERT_IMAGE,
     INSERT_JOB,
+    ForeignDatabase,
     configure,
     job_from_row,
     job_row,
@@ -38,6 +42,8 @@ from bot.models import (
     SourceImage,
     StoredImage,
 )
+
+logger = logging.getLogger("bot.store")
 
 BUSY_TIMEOUT_MS = 10_000
 EVENT_TTL_S = 86_400.0
@@ -78,28 +84,67 @@ class Store:
         # another coroutine's statement slip into it; BEGIN IMMEDIATE orders processes.
         self._lock = asyncio.Lock()
         self._last_prune = float("-inf")
+        self.owner = new_owner()
+        self._heartbeat: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, path: Path) -> Store:
-        """Open (creating if needed) the database at ``path`` and bring its schema up to date."""
+    async def open(cls, path: Path, *, heartbeat_s: float = HEARTBEAT_S) -> Store:
+        """Open (creating if needed) the database at ``path`` and bring its schema up to date.
+
+        Jobs left unfinished by processes that are gone are ended (refunded) here, and again
+        every ``heartbeat_s`` while the store is open; ConfigError says what's wrong otherwise.
+        """
         path = Path(path)
-        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
-        db = await aiosqlite.connect(
-            str(path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
-        )
+        await asyncio.to_thread(data_dir.prepare_folder, path.parent)
+        try:
+            db = await aiosqlite.connect(
+                str(path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
+            )
+        except sqlite3.Error as exc:
+            raise data_dir.database_error(path, exc) from None
+        store = cls(db, path)
         try:
             db.row_factory = sqlite3.Row
             await configure(db, BUSY_TIMEOUT_MS)
             await migrate(db)
+            async with store._write() as tx:
+                await recovery.register(tx, store.owner, time.time())
+            await store.recover_interrupted()
+        except ForeignDatabase as exc:
+            await db.close()
+            raise data_dir.foreign_database(path, exc.tables) from None
+        except sqlite3.DatabaseError as exc:
+            await db.close()
+            raise data_dir.database_error(path, exc) from None
         except BaseException:
             await db.close()
             raise
-        return cls(db, path)
+        store._heartbeat = asyncio.create_task(store._keep_alive(heartbeat_s))
+        return store
 
     async def close(self) -> None:
         """Close the connection; the store can't be used afterwards."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
         async with self._lock:
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await recovery.release(self._db, self.owner.id)
             await self._db.close()
+
+    async def _keep_alive(self, every_s: float) -> None:
+        # Renew this owner's lease and end the jobs of owners that went away meanwhile
+        # (a shell command killed mid-call gives its charge back while the bot runs).
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                async with self._write() as db:
+                    await recovery.register(db, self.owner, time.time())
+                await self.recover_interrupted()
+            except (sqlite3.Error, OSError) as exc:
+                logger.warning("could not renew the job lease or recover jobs: %s", exc)
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -157,7 +202,7 @@ class Store:
         if files:
             writes = [(self._absolute(f.path), f.image.data) for f in files]
             await asyncio.to_thread(write_files, writes)
-        row = job_row(job_id, request, now, estimated_cost)
+        row = job_row(job_id, request, now, estimated_cost, self.owner.id)
         if not files:
             # Fast path: one INSERT ... SELECT that adds the row only if every rule allows it.
             # A write statement takes SQLite's write lock before its SELECT reads, so it is
@@ -197,10 +242,22 @@ class Store:
             (now, job_id),
         )
 
+    async def check_writable(self, job_id: str) -> None:
+        """Prove the job's image folder can be written, before anything is paid for."""
+        try:
+            await asyncio.to_thread(data_dir.probe, self.data_dir / "images" / job_id)
+        except OSError as exc:
+            raise data_dir.write_error(self.data_dir, exc, paid=False) from None
+
     async def finish(
         self, job_id: str, result: ProviderResult, cost_usd: float, now: float | None = None
     ) -> tuple[StoredImage, ...]:
-        """Save the output images and settle the job's charge at its real cost."""
+        """Save the output images and settle the job's charge at its real cost.
+
+        When they can't be saved (disk full), nothing is delivered: the job ends failed and
+        refunded, keeping ``cost_usd`` as what the provider billed, and DataDirFull (or
+        DataDirUnwritable) is raised.
+        """
         now = time.time() if now is None else now
         rows = await self._fetch("SELECT status FROM jobs WHERE id = ?", (job_id,))
         if not rows:
@@ -213,8 +270,13 @@ class Store:
             (i, output_path(job_id, i, image.mime), image) for i, image in enumerate(result.images)
         ]
         writes = [(self._absolute(path), image.data) for _, path, image in outputs]
-        await asyncio.to_thread(write_files, writes)
         usage = None if result.usage is None else json.dumps(dataclasses.asdict(result.usage))
+        try:
+            await asyncio.to_thread(write_files, writes)
+        except OSError as exc:
+            error = data_dir.write_error(self.data_dir, exc, paid=True, cost_usd=cost_usd)
+            await self._unsaved(job_id, error.user_message, now, usage, cost_usd, result)
+            raise error from None
         try:
             async with self._write() as db:
                 await db.execute(
@@ -228,10 +290,32 @@ class Store:
                     "VALUES (?, 'output', ?, ?, ?)",
                     [(job_id, i, path, image.mime) for i, path, image in outputs],
                 )
-        except BaseException:
+        except BaseException as exc:
             await asyncio.to_thread(remove_files, [path for path, _ in writes])
+            if isinstance(exc, sqlite3.OperationalError) and data_dir.is_disk_full(exc):
+                full = data_dir.DataDirFull(self.data_dir, paid=True, cost_usd=cost_usd)
+                with contextlib.suppress(sqlite3.Error):
+                    await self._unsaved(job_id, full.user_message, now, usage, cost_usd, result)
+                raise full from None
             raise
         return tuple(StoredImage(i, self._absolute(path), image.mime) for i, path, image in outputs)
+
+    async def _unsaved(
+        self,
+        job_id: str,
+        error: str,
+        now: float,
+        usage: str | None,
+        cost_usd: float,
+        result: ProviderResult,
+    ) -> None:
+        # Billed but not delivered: the user's charge is given back, the real cost kept.
+        await self._run(
+            f"UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, {_REFUND}, "
+            "usage = ?, cost_usd = ?, request_id = ? WHERE id = ? AND status <> 'succeeded'",
+            (error, now, usage, cost_usd, result.request_id, job_id),
+        )
+        await self._remove_orphans([job_id])
 
     async def fail(
         self, job_id: str, error: str, *, status: str = "failed", now: float | None = None
@@ -240,23 +324,46 @@ class Store:
         if status not in ("failed", "interrupted"):
             raise ValueError(f"fail() takes status 'failed' or 'interrupted', not {status!r}")
         now = time.time() if now is None else now
-        await self._run(
+        changed = await self._run(
             f"UPDATE jobs SET status = ?, error = ?, finished_at = ?, {_REFUND} "
             "WHERE id = ? AND status IN ('queued', 'running')",
             (status, error, now, job_id),
         )
+        if changed:
+            await self._remove_orphans([job_id])
 
     async def recover_interrupted(self, now: float | None = None) -> list[JobRecord]:
-        """Mark jobs a previous run left queued or running as interrupted, refunded."""
+        """End the unfinished jobs whose process is gone as interrupted, refunded; return them.
+
+        A job whose owner still runs (another process, another open store) is left alone.
+        Their partial files are deleted; their users are told via ``claim_interrupted``.
+        """
         now = time.time() if now is None else now
         async with self._write() as db:
-            rows = await db.execute_fetchall(
-                f"UPDATE jobs SET status = 'interrupted', finished_at = ?, {_REFUND}, "
-                "error = 'interrupted by a restart' "
-                "WHERE status IN ('queued', 'running') RETURNING *",
-                (now,),
+            dead = await recovery.dead_owners(db, now)
+            rows = await recovery.interrupt(db, dead, now)
+            await recovery.forget_owners(db, now)
+        jobs = sorted((job_from_row(row) for row in rows), key=lambda job: job.created_at)
+        if jobs:
+            freed = await self._remove_orphans([job.id for job in jobs])
+            logger.warning(
+                "%d job(s) left unfinished by a stopped process ended as interrupted and "
+                "refunded (%d bytes of partial files removed)",
+                len(jobs),
+                freed,
             )
+        return jobs
+
+    async def claim_interrupted(self, platforms: Collection[str] | None = None) -> list[JobRecord]:
+        """Interrupted jobs (of ``platforms``, or any) whose users weren't told yet, once each."""
+        async with self._write() as db:
+            rows = await recovery.claim_unannounced(db, platforms)
         return sorted((job_from_row(row) for row in rows), key=lambda job: job.created_at)
+
+    async def _remove_orphans(self, job_ids: Sequence[str]) -> int:
+        async with self._lock:
+            kept = await recovery.kept_files(self._db, job_ids)
+        return await asyncio.to_thread(recovery.remove_orphans, self.data_dir, kept)
 
     # --- lookups ----------------------------------------------------------------------------
 

@@ -15,8 +15,15 @@ from pathlib import Path
 import pytest
 
 from bot.config import WindowRule, parse_rules
-from bot.errors import BudgetExceeded, ConfigError, JobNotFound, LimitExceeded
-from bot.migrations import SCHEMA_VERSION
+from bot.errors import (
+    BudgetExceeded,
+    ConfigError,
+    JobNotFound,
+    LimitExceeded,
+    OverBudget,
+    TooManyImages,
+)
+from bot.migrations import APPLICATION_ID, SCHEMA_VERSION
 from bot.models import (
     GeneratedImage,
     ImageOptions,
@@ -136,11 +143,13 @@ async def test_open_creates_schema_and_reopening_keeps_data(
         partial_images=2,
     )
     detailed = await admit(store, replace(request(), options=options), T0 + 1)
+    await store.finish(detailed.id, result(png(b"a"), png(b"b"), png(b"c")), 0.3, now=T0 + 2)
     await store.close()
 
     tables = {row[0] for row in raw_rows(db_path, "SELECT name FROM sqlite_master")}
-    assert {"jobs", "job_images", "message_links", "events"} <= tables
+    assert {"jobs", "job_images", "message_links", "events", "owners"} <= tables
     assert raw_rows(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert raw_rows(db_path, "PRAGMA application_id") == [(APPLICATION_ID,)]
     assert raw_rows(db_path, "PRAGMA journal_mode") == [("wal",)]
 
     again = await open_store(db_path)
@@ -149,18 +158,20 @@ async def test_open_creates_schema_and_reopening_keeps_data(
     assert stored is not None
     assert stored.prompt == "a lighthouse in fog"
     assert stored.requester == request().requester
-    assert stored.status == "queued"
+    # Its store closed before it ran: reopening ends it, refunded.
+    assert (stored.status, stored.charged_images) == ("interrupted", 0)
     # every option and the requester's platform ids come back as they were asked
     reread = await again.get_job(detailed.id)
     assert reread is not None
     assert reread.options == options
     assert (reread.requester.team_id, reread.requester.channel_id) == ("guild1", "chan1")
-    assert reread.charged_images == 3
+    assert (reread.status, reread.charged_images) == ("succeeded", 3)
 
 
 async def test_a_file_from_a_newer_version_is_refused(db_path: Path) -> None:
     db_path.parent.mkdir(parents=True)
     db = sqlite3.connect(db_path)
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
     with pytest.raises(ConfigError, match="newer imagine-bot"):
@@ -352,7 +363,8 @@ async def test_a_limit_survives_a_restart(open_store: OpenStore, db_path: Path) 
     rule = limits("3/hour")
     store = await open_store(db_path)
     for i in range(3):
-        await admit(store, request(), T0 + i, limit=rule)
+        job = await admit(store, request(), T0 + i, limit=rule)
+        await store.finish(job.id, result(png(b"a")), 0.04, now=T0 + i)
     await store.close()
 
     reopened = await open_store(db_path)
@@ -371,7 +383,7 @@ async def test_limits_count_images_not_requests(store: Store) -> None:
     with pytest.raises(LimitExceeded) as refused:
         await admit(store, request(n=4), T0 + 1, limit=rule)
     assert (refused.value.used, refused.value.requested) == (4, 4)
-    assert "1 left, 4 asked" in refused.value.user_message
+    assert "You have 1 of your 5 images per hour left and asked for 4" in refused.value.user_message
     await admit(store, request(n=1), T0 + 2, limit=rule)
 
 
@@ -430,10 +442,9 @@ async def test_retry_after_follows_staggered_jobs(store: Store) -> None:
     with pytest.raises(LimitExceeded) as four:
         await admit(store, request(n=4), now, limit=rule)
     assert four.value.retry_after == pytest.approx(1200 + HOUR - 1800)
-    with pytest.raises(LimitExceeded) as too_many:
+    with pytest.raises(TooManyImages) as too_many:
         await admit(store, request(n=5), now, limit=rule)
-    assert too_many.value.retry_after == pytest.approx(HOUR)
-    assert "0 left, 5 asked" in too_many.value.user_message
+    assert "at most 4 images per hour, so this can never fit" in too_many.value.user_message
 
 
 async def test_refunded_jobs_do_not_hold_a_place_in_the_window(store: Store) -> None:
@@ -463,9 +474,9 @@ async def test_budgets_reserve_the_estimate_then_settle_the_real_cost(store: Sto
         await admit(store, request(), T0 + 5, budget=rule, cost=0.2)
     # Room for $0.20 appears when the $0.30 job leaves the window.
     assert over.value.retry_after == pytest.approx(DAY - 5)
-    with pytest.raises(BudgetExceeded) as never:
+    with pytest.raises(OverBudget) as never:
         await admit(store, request("2"), T0, budget=rule, cost=1.5)
-    assert never.value.retry_after == pytest.approx(DAY)
+    assert "more than your whole budget of $1.00 per day" in never.value.user_message
 
 
 async def test_limits_and_budgets_together(store: Store) -> None:
@@ -507,21 +518,32 @@ async def test_recover_interrupted_marks_refunds_and_returns_platform_refs(
     await store.set_platform_ref(running.id, {"thread_ts": "99.1"})
     done = await admit(store, request(), T0 + 3)
     await store.finish(done.id, result(png(b"d")), 0.04, now=T0 + 4)
+
+    other = await open_store(db_path)
+    # The first store is open, so its jobs are alive: nothing to recover, nothing refunded.
+    assert await other.recover_interrupted(now=T0 + 50) == []
+    assert await other.claim_interrupted() == []
+    [row] = await other.usage_summary(now=T0 + 50)
+    assert row.images_today == 4
     await store.close()
 
-    store = await open_store(db_path)
-    recovered = await store.recover_interrupted(now=T0 + 100)
+    recovered = await other.recover_interrupted(now=T0 + 100)
 
     assert [job.id for job in recovered] == [queued.id, running.id]
     assert all(job.status == "interrupted" for job in recovered)
     assert all(job.charged_images == 0 for job in recovered)
     assert all(job.finished_at == T0 + 100 for job in recovered)
     assert recovered[1].platform_ref == {"channel": "C1", "ts": "123.4", "thread_ts": "99.1"}
-    finished = await store.get_job(done.id)
+    finished = await other.get_job(done.id)
     assert finished is not None and finished.status == "succeeded"
-    [row] = await store.usage_summary(now=T0 + 100)
+    [row] = await other.usage_summary(now=T0 + 100)
     assert row.images_today == 1
-    assert await store.recover_interrupted(now=T0 + 200) == []
+    assert await other.recover_interrupted(now=T0 + 200) == []
+    # Their users are told once: the first claim returns them, any later one nothing.
+    claimed = await other.claim_interrupted({"discord"})
+    assert [job.id for job in claimed] == [queued.id, running.id]
+    assert claimed[1].platform_ref == recovered[1].platform_ref
+    assert await other.claim_interrupted() == []
 
 
 async def test_platform_ref_of_an_unknown_job_raises(store: Store) -> None:
