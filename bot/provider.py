@@ -152,13 +152,16 @@ class OpenAIImages(ImageProvider):
         except UnicodeEncodeError:
             # httpx sends headers as ASCII; say which setting holds the character, not its value
             variable = next(
-                name
-                for name, value in (
-                    ("OPENAI_API_KEY", api_key),
-                    ("OPENAI_ORG_ID", organization or ""),
-                    ("OPENAI_PROJECT_ID", project or ""),
-                )
-                if not value.isascii()
+                (
+                    name
+                    for name, value in (
+                        ("OPENAI_API_KEY", api_key),
+                        ("OPENAI_ORG_ID", organization or ""),
+                        ("OPENAI_PROJECT_ID", project or ""),
+                    )
+                    if not value.isascii()
+                ),
+                "OPENAI_API_KEY",
             )
             raise ConfigError(
                 variable, "holds a non-ASCII character, which an HTTP header cannot carry"
