@@ -1,0 +1,194 @@
+"""The store's connection plumbing and lookups: jobs, images, message links, dedupe, usage."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from bot.errors import JobNotFound
+from bot.migrations import job_from_row
+from bot.models import JobRecord, SourceImage, StoredImage
+
+EVENT_TTL_S = 86_400.0
+_PRUNE_EVERY_S = 3_600.0
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """One user's charged images and dollars for the current UTC day and month."""
+
+    user_key: str
+    images_today: int
+    cost_today: float
+    images_month: int
+    cost_month: float
+
+
+class StoreBase:
+    """The connection, its lock, and every read and small write that isn't a job's lifecycle."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+        self.data_dir = path.parent
+        # One connection carries every coroutine's statements, so a transaction must not let
+        # another coroutine's statement slip into it; BEGIN IMMEDIATE orders processes.
+        self._lock = asyncio.Lock()
+        self._last_prune = float("-inf")
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            db = self._db
+            try:
+                # Inside the try: if we are cancelled while BEGIN is queued, it still runs.
+                await db.execute("BEGIN IMMEDIATE")
+                yield db
+                await db.execute("COMMIT")
+            except BaseException:
+                # Also on cancellation: the connection's worker runs queued statements in
+                # order, so this ROLLBACK lands before the next coroutine's BEGIN.
+                with contextlib.suppress(sqlite3.Error, ValueError):
+                    await db.execute("ROLLBACK")
+                raise
+
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        async with self._lock:
+            return list(await self._db.execute_fetchall(sql, params))
+
+    async def _run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        async with self._lock:
+            cursor = await self._db.execute(sql, params)
+            return cursor.rowcount
+
+    def _absolute(self, relative: str) -> Path:
+        return self.data_dir / relative
+
+    # --- lookups ----------------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        """The job with this id, or None."""
+        rows = await self._fetch("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return job_from_row(rows[0]) if rows else None
+
+    async def job_images(self, job_id: str) -> tuple[StoredImage, ...]:
+        """The job's output images still on disk, in order (empty until it succeeds)."""
+        rows = await self._fetch(
+            "SELECT idx, path, mime FROM job_images WHERE job_id = ? AND kind = 'output' "
+            "ORDER BY idx",
+            (job_id,),
+        )
+        images = [StoredImage(row[0], self._absolute(row[1]), row[2]) for row in rows]
+        # An operator may prune old image files by hand; a missing file is no image to offer.
+        present = await asyncio.to_thread(lambda: [image.path.is_file() for image in images])
+        return tuple(image for image, exists in zip(images, present, strict=True) if exists)
+
+    async def job_sources(self, job_id: str) -> tuple[tuple[SourceImage, ...], SourceImage | None]:
+        """The input images and mask saved at admission; JobNotFound if their files are gone."""
+        rows = await self._fetch(
+            "SELECT kind, path, mime, filename, width, height FROM job_images "
+            "WHERE job_id = ? AND kind IN ('source', 'mask') ORDER BY kind DESC, idx",
+            (job_id,),
+        )
+        try:
+            datas = await asyncio.to_thread(
+                lambda: [self._absolute(row["path"]).read_bytes() for row in rows]
+            )
+        except OSError:
+            raise JobNotFound(job_id) from None
+        images = [
+            (
+                row["kind"],
+                SourceImage(data, row["filename"], row["mime"], row["width"], row["height"]),
+            )
+            for row, data in zip(rows, datas, strict=True)
+        ]
+        sources = tuple(image for kind, image in images if kind == "source")
+        masks = [image for kind, image in images if kind == "mask"]
+        return sources, (masks[0] if masks else None)
+
+    async def link_message(self, platform: str, message_id: str, job_id: str) -> None:
+        """Remember that a platform message shows this job (for replies and buttons)."""
+        try:
+            await self._run(
+                "INSERT OR REPLACE INTO message_links (platform, message_id, job_id) "
+                "VALUES (?, ?, ?)",
+                (platform, message_id, job_id),
+            )
+        except sqlite3.IntegrityError:
+            raise JobNotFound(job_id) from None
+
+    async def job_for_message(self, platform: str, message_id: str) -> JobRecord | None:
+        """The job a platform message shows, or None."""
+        rows = await self._fetch(
+            "SELECT jobs.* FROM message_links JOIN jobs ON jobs.id = message_links.job_id "
+            "WHERE message_links.platform = ? AND message_links.message_id = ?",
+            (platform, message_id),
+        )
+        return job_from_row(rows[0]) if rows else None
+
+    async def set_platform_ref(self, job_id: str, ref: Mapping[str, object]) -> None:
+        """Merge ``ref`` (JSON values) into the job's platform_ref, key by key."""
+        async with self._write() as db:
+            rows = list(
+                await db.execute_fetchall("SELECT platform_ref FROM jobs WHERE id = ?", (job_id,))
+            )
+            if not rows:
+                raise JobNotFound(job_id)
+            merged = {**json.loads(rows[0][0] or "{}"), **ref}
+            await db.execute(
+                "UPDATE jobs SET platform_ref = ? WHERE id = ?", (json.dumps(merged), job_id)
+            )
+
+    async def claim_event(self, key: str, now: float | None = None) -> bool:
+        """True the first time ``key`` is seen (within a day): the caller should handle it."""
+        now = time.time() if now is None else now
+        async with self._lock:
+            if now - self._last_prune >= _PRUNE_EVERY_S:
+                self._last_prune = now
+                await self._db.execute("DELETE FROM events WHERE seen_at < ?", (now - EVENT_TTL_S,))
+            cursor = await self._db.execute(
+                "INSERT OR IGNORE INTO events (key, seen_at) VALUES (?, ?)", (key, now)
+            )
+            return cursor.rowcount == 1
+
+    async def usage_summary(
+        self, user_key: str | None = None, now: float | None = None
+    ) -> list[UsageRow]:
+        """Charged images and cost per user for this UTC day and month, highest cost first."""
+        moment = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+        day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+        month = day.replace(day=1)
+        next_month = month.replace(year=month.year + month.month // 12, month=month.month % 12 + 1)
+        where = "created_at >= ? AND created_at < ?"
+        params: list[Any] = [day.timestamp(), day.timestamp(), month.timestamp()]
+        params.append(next_month.timestamp())
+        if user_key is not None:
+            where += " AND user_key = ?"
+            params.append(user_key)
+        rows = await self._fetch(
+            "SELECT user_key, "
+            "SUM(CASE WHEN created_at >= ? THEN charged_images ELSE 0 END), "
+            "SUM(CASE WHEN created_at >= ? THEN charged_cost ELSE 0 END), "
+            "SUM(charged_images) AS images, SUM(charged_cost) AS cost "
+            f"FROM jobs WHERE {where} GROUP BY user_key HAVING images > 0 OR cost > 0 "
+            "ORDER BY cost DESC, images DESC, user_key",
+            params,
+        )
+        summary = [UsageRow(r[0], int(r[1]), float(r[2]), int(r[3]), float(r[4])) for r in rows]
+        if user_key is not None and not summary:
+            # Asked about one user: "nothing yet" is an answer, not an absence.
+            summary.append(UsageRow(user_key, 0, 0.0, 0, 0.0))
+        return summary
