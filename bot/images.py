@@ -8,13 +8,21 @@ from __future__ import annotations
 import io
 import math
 import re
+import warnings
 from pathlib import PurePath
 
 from PIL import Image, ImageOps
 
 from bot.errors import AttachmentRejected
+from bot.image_budget import decode_budget
 from bot.image_encoding import api_mode, encode, on_white, shrink_to_fit
+from bot.image_metadata import strip_metadata
 from bot.models import MIME_BY_FORMAT, SourceImage
+
+# Every decode here is bounded by our own pixel caps, checked before any pixel is read; Pillow's
+# warning about its lower default would only print a line on the user's terminal or in the log.
+# A filter installed once, at import, is safe for every thread (catch_warnings is not).
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 MIB = 1024 * 1024
 MASK_LIMIT_BYTES = 4 * MIB  # the edits endpoint refuses masks of 4 MB or more
@@ -31,12 +39,19 @@ _MIME_EXTRA = {"gif": "image/gif", "bmp": "image/bmp", "tiff": "image/tiff", "av
 # Outputs and previews have no operator limit; this keeps one call's decode bounded anyway.
 _WORK_PIXEL_CAP = 100_000_000
 _ORIENTATION = 0x0112
+_PNG_BIT_DEPTH = 24  # signature (8) + IHDR length and type (8) + width and height (8)
 
 _IMAGE_MAGIC = {
     b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpeg", b"GIF87a": "gif", b"GIF89a": "gif",
     b"BM": "bmp", b"II*\x00": "tiff", b"MM\x00*": "tiff",
 }  # fmt: skip
 _DAMAGED = "looks damaged (it may be incomplete); try saving or exporting it again"
+_METADATA_BOMB = (
+    "is too large inside: its text or metadata unpacks to far more than the image needs; "
+    "try exporting it again without metadata"
+)
+# Pillow's refusals of a compressed text, profile or metadata chunk that unpacks too far.
+_METADATA_BOMB_SIGNS = ("decompressed data too large", "too much memory used in text chunks")
 _UNSUPPORTED = ", which isn't supported; please send it as PNG, JPEG or WebP"
 _NOT_IMAGE_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"%PDF-", "a PDF document, not an image"),
@@ -71,30 +86,41 @@ def normalise_source(data: bytes, filename: str, *, max_bytes: int, max_pixels: 
     im = _open_checked(data, filename, max_bytes=max_bytes, max_pixels=max_pixels)
     fmt = _format_name(im)
     width, height = im.size
-    if fmt == "jpeg" and _keepable(im, fmt):
+    if fmt == "jpeg" and _keepable(im, fmt, data):
         # DCT scaling still walks the whole entropy stream, so a truncated file still fails,
         # at 1/64 of the memory of a full decode.
         im.draft(im.mode, (math.ceil(width / 8), math.ceil(height / 8)))
+        with decode_budget.reserve(_stored_bytes(im)):
+            _load(im, filename)
+        kept = strip_metadata(data, fmt)
+        return SourceImage(kept, _named(filename, fmt), MIME_BY_FORMAT[fmt], width, height)
+    pixels = width * height
+    # The decoded frame, the converted copy, and a second orientation while it is turned upright.
+    rotated = _orientation(im) not in (None, 1)
+    cost = _stored_bytes(im) + 4 * pixels * (2 if rotated else 1) + _scaling_bytes(im)
+    with decode_budget.reserve(cost) as held:
+        # Load before looking at EXIF: a PNG may carry its eXIf chunk after the pixels.
         _load(im, filename)
-        return SourceImage(data, _named(filename, fmt), MIME_BY_FORMAT[fmt], width, height)
-    # Load before looking at EXIF: a PNG may carry its eXIf chunk after the pixels.
-    _load(im, filename)
-    if _keepable(im, fmt):
-        return SourceImage(data, _named(filename, fmt), MIME_BY_FORMAT[fmt], width, height)
-    _upright(im)
-    # Keep an RGB colour profile (phones tag photos Display P3); a CMYK or grey one no longer fits.
-    icc = im.info.get("icc_profile") if im.mode in ("RGB", "RGBA", "P") else None
-    out = api_mode(im, filename)
-    del im
-    if fmt == "jpeg":
-        encoded, out_fmt = encode(out, "jpeg", 95, icc), "jpeg"
-    else:
-        encoded, out_fmt = encode(out, "png", icc=icc), "png"
-    if len(encoded) > max_bytes:
-        encoded, out_fmt, out = shrink_to_fit(out, max_bytes, filename)
-    return SourceImage(
-        encoded, _named(filename, out_fmt), MIME_BY_FORMAT[out_fmt], out.width, out.height
-    )
+        if _keepable(im, fmt, data):
+            kept = strip_metadata(data, fmt)
+            return SourceImage(kept, _named(filename, fmt), MIME_BY_FORMAT[fmt], width, height)
+        _upright(im)
+        # Keep an RGB colour profile (phones tag photos Display P3); a CMYK or grey one no longer
+        # fits.
+        icc = im.info.get("icc_profile") if im.mode in ("RGB", "RGBA", "P") else None
+        out = api_mode(im, filename)
+        del im
+        held.shrink(4 * pixels)  # only the converted image is left, and the encoder's buffers
+        if fmt == "jpeg":
+            encoded, out_fmt = encode(out, "jpeg", 95, icc), "jpeg"
+        else:
+            encoded, out_fmt = encode(out, "png", icc=icc), "png"
+        if len(encoded) > max_bytes:
+            del encoded
+            encoded, out_fmt, out = shrink_to_fit(out, max_bytes, filename)
+        return SourceImage(
+            encoded, _named(filename, out_fmt), MIME_BY_FORMAT[out_fmt], out.width, out.height
+        )
 
 
 def prepare_mask(
@@ -102,6 +128,12 @@ def prepare_mask(
 ) -> SourceImage:
     """Check a mask against the first image and return it as a same-size PNG with alpha."""
     im = _open_checked(data, filename, max_bytes=max_bytes, max_pixels=max_pixels)
+    # The decoded mask, its RGBA and resized copies, and the alpha planes pulled from them.
+    with decode_budget.reserve(_stored_bytes(im) + 14 * im.width * im.height):
+        return _prepare_mask(im, filename, first)
+
+
+def _prepare_mask(im: Image.Image, filename: str, first: SourceImage) -> SourceImage:
     _load(im, filename)
     if not im.has_transparency_data:
         raise AttachmentRejected(
@@ -149,11 +181,13 @@ def fit_for_upload(data: bytes, filename: str, limit_bytes: int) -> tuple[bytes,
     if len(data) <= limit_bytes:
         return data, filename, _mime(sniff_format(data))
     im = _open_checked(data, filename, max_bytes=len(data), max_pixels=_WORK_PIXEL_CAP)
-    _load(im, filename)
-    _upright(im)
-    flat = api_mode(im, filename)
-    del im
-    encoded, fmt, _ = shrink_to_fit(flat, limit_bytes, filename)
+    # The decoded image, an upright or converted copy, and a flattened copy for JPEG.
+    with decode_budget.reserve(_stored_bytes(im) + 8 * im.width * im.height):
+        _load(im, filename)
+        _upright(im)
+        flat = api_mode(im, filename)
+        del im
+        encoded, fmt, _ = shrink_to_fit(flat, limit_bytes, filename)
     return encoded, _named(filename, fmt, force=True), MIME_BY_FORMAT[fmt]
 
 
@@ -163,12 +197,13 @@ def preview_jpeg(data: bytes, max_side: int = 512) -> bytes:
     im = _open_checked(data, name, max_bytes=len(data), max_pixels=_WORK_PIXEL_CAP)
     if _format_name(im) == "jpeg":
         im.draft("RGB", (max_side, max_side))
-    _load(im, name)
-    _upright(im)
-    small = api_mode(im, name)
-    del im
-    small.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    return encode(on_white(small), "jpeg", 80)
+    with decode_budget.reserve(_stored_bytes(im) + 8 * im.width * im.height):
+        _load(im, name)
+        _upright(im)
+        small = api_mode(im, name)
+        del im
+        small.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        return encode(on_white(small), "jpeg", 80)
 
 
 # --- intake ------------------------------------------------------------------------------
@@ -190,7 +225,9 @@ def _open_checked(data: bytes, filename: str, *, max_bytes: int, max_pixels: int
         ) from None
     except MemoryError:
         raise
-    except Exception:
+    except Exception as exc:
+        if _is_metadata_bomb(exc):
+            raise AttachmentRejected(filename, _METADATA_BOMB) from None
         raise AttachmentRejected(filename, _describe_unreadable(data)) from None
     width, height = im.size
     if width <= 0 or height <= 0:
@@ -212,8 +249,28 @@ def _load(im: Image.Image, filename: str) -> None:
         raise AttachmentRejected(filename, "is too large to open safely") from None
     except MemoryError:
         raise
-    except Exception:
+    except Exception as exc:
+        if _is_metadata_bomb(exc):
+            raise AttachmentRejected(filename, _METADATA_BOMB) from None
         raise AttachmentRejected(filename, _DAMAGED) from None
+
+
+def _is_metadata_bomb(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, ValueError) and any(sign in text for sign in _METADATA_BOMB_SIGNS)
+
+
+def _stored_bytes(im: Image.Image) -> int:
+    """Bytes Pillow allocates to decode the (possibly drafted) frame: four a pixel but for few."""
+    per_pixel = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}.get(im.mode, 4)
+    return per_pixel * im.width * im.height
+
+
+def _scaling_bytes(im: Image.Image) -> int:
+    """Extra bytes to scale high-bit greyscale to 8 bits (a float copy, then an 8-bit one)."""
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        return 5 * im.width * im.height
+    return 0
 
 
 def _describe_unreadable(data: bytes) -> str:
@@ -261,8 +318,11 @@ def _format_name(im: Image.Image) -> str:
     return "jpeg" if fmt == "mpo" else fmt
 
 
-def _keepable(im: Image.Image, fmt: str) -> bool:
+def _keepable(im: Image.Image, fmt: str, data: bytes) -> bool:
     if fmt not in _KEPT_AS_IS or _orientation(im) not in (None, 1):
+        return False
+    if fmt == "png" and data[_PNG_BIT_DEPTH : _PNG_BIT_DEPTH + 1] != b"\x08":
+        # Pillow hands 16-bit colour over as 8-bit "RGB"/"RGBA"; the file itself is still 16-bit.
         return False
     if fmt == "jpeg":
         return im.mode == "RGB"

@@ -1,0 +1,147 @@
+"""One process-wide budget for memory spent decoding images, shared by every job and thread.
+
+Each decode reserves its estimated working memory before any pixel is read and waits, in arrival
+order, while the budget is spent; an image larger than the whole budget still runs, alone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+MIB = 1024 * 1024
+# A 40 MP photo rotated upright needs about 240 MB while both orientations exist; this lets two
+# such steps, or three plain 40 MP decodes, overlap on a large machine and keeps 16 of them at
+# once under about 600 MB. A small container gets an eighth of its memory, never below 64 MiB.
+_CEILING = 384 * MIB
+_FLOOR = 64 * MIB
+_SHARE = 8
+_CGROUP_LIMITS = (
+    Path("/sys/fs/cgroup/memory.max"),
+    Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+)
+
+
+def memory_available() -> int | None:
+    """Bytes of memory this process may use: the cgroup limit when set, else physical memory."""
+    limits: list[int] = []
+    with suppress(ValueError, OSError, AttributeError):
+        limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    for path in _CGROUP_LIMITS:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            limits.append(int(text))  # cgroup v1 says "unlimited" with a huge number: min() wins
+    return min(limits) if limits else None
+
+
+def default_capacity(memory: int | None = None) -> int:
+    """The budget for a machine with ``memory`` bytes (this one's when omitted)."""
+    if memory is None:
+        memory = memory_available()
+    if memory is None:
+        return _CEILING // 2
+    return max(_FLOOR, min(_CEILING, memory // _SHARE))
+
+
+class Reservation:
+    """Bytes held in a budget; ``shrink`` hands part back early, leaving frees the rest."""
+
+    def __init__(self, budget: DecodeBudget, cost: int) -> None:
+        self._budget = budget
+        self.cost = cost
+
+    def shrink(self, cost: int) -> None:
+        """Keep only ``cost`` bytes of this reservation (the rest of the work needs less)."""
+        cost = max(0, min(cost, self.cost))
+        self._budget._give_back(self.cost - cost, holder_left=False)
+        self.cost = cost
+
+
+class DecodeBudget:
+    """A weighted, first-come-first-served semaphore counted in bytes, safe across threads."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = max(1, capacity)
+        self._lock = threading.Condition()
+        self._queue: deque[int] = deque()
+        self._tickets = itertools.count()
+        self._in_use = 0
+        self._holders = 0
+        self.peak_in_use = 0
+        self.peak_holders = 0
+        # Called with (bytes in use, holders) each time a reservation starts; tests observe it.
+        self.on_reserve: Callable[[int, int], None] | None = None
+
+    @property
+    def capacity(self) -> int:
+        """The bytes that may be reserved at once."""
+        return self._capacity
+
+    @property
+    def waiting(self) -> int:
+        """How many reservations are waiting for room."""
+        with self._lock:
+            return len(self._queue)
+
+    @property
+    def holders(self) -> int:
+        """How many reservations are being held."""
+        with self._lock:
+            return self._holders
+
+    def configure(self, capacity: int) -> None:
+        """Change the capacity and forget the peaks (an operator's or a test's setting)."""
+        with self._lock:
+            self._capacity = max(1, capacity)
+            self.peak_in_use = self._in_use
+            self.peak_holders = self._holders
+            self._lock.notify_all()
+
+    @contextmanager
+    def reserve(self, cost: int) -> Iterator[Reservation]:
+        """Hold ``cost`` bytes for the duration of the block, waiting for room first."""
+        cost = max(0, cost)
+        with self._lock:
+            ticket = next(self._tickets)
+            self._queue.append(ticket)
+            try:
+                # The head of the line goes when it fits, or when nothing else is running.
+                self._lock.wait_for(
+                    lambda: (
+                        self._queue[0] == ticket
+                        and (self._holders == 0 or self._in_use + cost <= self._capacity)
+                    )
+                )
+            finally:
+                self._queue.remove(ticket)
+                self._lock.notify_all()
+            self._in_use += cost
+            self._holders += 1
+            self.peak_in_use = max(self.peak_in_use, self._in_use)
+            self.peak_holders = max(self.peak_holders, self._holders)
+            hook, in_use, holders = self.on_reserve, self._in_use, self._holders
+        reservation = Reservation(self, cost)
+        try:
+            if hook is not None:
+                hook(in_use, holders)
+            yield reservation
+        finally:
+            self._give_back(reservation.cost, holder_left=True)
+
+    def _give_back(self, cost: int, *, holder_left: bool) -> None:
+        with self._lock:
+            self._in_use -= cost
+            if holder_left:
+                self._holders -= 1
+            self._lock.notify_all()
+
+
+decode_budget = DecodeBudget(default_capacity())
