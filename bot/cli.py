@@ -5,28 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import getpass
 import logging
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from bot.app import build
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError, UserFacingError
-from bot.models import (
-    Finished,
-    ImageRequest,
-    JobResult,
-    PartialImage,
-    ProgressEvent,
-    Queued,
-    Requester,
-    SourceImage,
-    Started,
-)
 
 logger = logging.getLogger("bot.cli")
 
@@ -34,18 +21,32 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-# Each image option's argparse dest is its ImageOptions field name.
-_OPTION_ARGS = (
-    "size", "quality", "n", "background", "output_format", "output_compression", "partial_images",
-)  # fmt: skip
+def _word(text: str) -> str:
+    """A choice as typed, in any case."""
+    return text.strip().lower()
 
 
+def _format(text: str) -> str:
+    """An output format in any case; ``jpg`` is the name most files use for ``jpeg``."""
+    word = _word(text)
+    return "jpeg" if word == "jpg" else word
+
+
+# Each image option's argparse dest is its ImageOptions field name (bot.cli_imagine.OPTION_ARGS).
 def _image_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--size", help="auto, 1024x1024, 1536x1024, 1024x1536 or a custom WxH")
-    parser.add_argument("--quality", choices=["auto", "low", "medium", "high"])
+    parser.add_argument(
+        "--size", type=_word, help="auto, 1024x1024, 1536x1024, 1024x1536 or a custom WxH"
+    )
+    parser.add_argument("--quality", type=_word, choices=["auto", "low", "medium", "high"])
     parser.add_argument("-n", type=int, dest="n", metavar="N", help="how many images (default 1)")
-    parser.add_argument("--background", choices=["auto", "opaque", "transparent"])
-    parser.add_argument("--format", dest="output_format", choices=["png", "jpeg", "webp"])
+    parser.add_argument("--background", type=_word, choices=["auto", "opaque", "transparent"])
+    parser.add_argument(
+        "--format",
+        dest="output_format",
+        type=_format,
+        choices=["png", "jpeg", "webp"],
+        help="png, jpeg (or jpg) or webp; any case",
+    )
     parser.add_argument(
         "--compression",
         dest="output_compression",
@@ -61,7 +62,16 @@ def _image_options(parser: argparse.ArgumentParser) -> None:
         help="partial previews to stream (default IMAGINE_PARTIAL_IMAGES)",
     )
     parser.add_argument(
-        "--out", type=Path, default=Path("."), help="folder to write images into (default: here)"
+        "--out",
+        type=Path,
+        default=Path("."),
+        help="folder to write images into, created if missing (default: here)",
+    )
+    parser.add_argument(
+        "--previews",
+        type=Path,
+        metavar="DIR",
+        help="folder to keep every partial preview in, created if missing",
     )
     parser.add_argument("--user", help="whose limits to count against (default: your OS user)")
 
@@ -79,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "platform",
         nargs="?",
+        type=_word,
         choices=["discord", "slack"],
         help="start only this one (default: every platform whose tokens are set)",
     )
@@ -119,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"imagine-bot: {exc.user_message}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
+        # Ctrl-C before the command could stop itself (imagine/edit catch it once they run).
+        costless = "; nothing was charged" if args.command in {"imagine", "edit"} else ""
+        print(f"imagine-bot: stopped by SIGINT{costless}", file=sys.stderr)
         return 130
     except Exception as exc:
         logger.debug("unexpected failure", exc_info=True)
@@ -149,7 +163,9 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await _usage(settings, args.user)
     if command == "run":
         return await _run(settings, args.platform)
-    return await _imagine(settings, args)
+    from bot.cli_imagine import make_images
+
+    return await make_images(settings, args)
 
 
 def _discord_invite(settings: Settings) -> int:
@@ -234,77 +250,6 @@ async def _run(settings: Settings, platform: str | None) -> int:
         await asyncio.gather(*tasks, return_exceptions=True)
         await app.aclose()
     return 0
-
-
-async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
-    sources: list[SourceImage] = []
-    mask: SourceImage | None = None
-    if args.command == "edit":
-        for path in args.images:
-            sources.append(_read_image(path))
-        if args.mask is not None:
-            mask = _read_image(args.mask)
-    app = await build(settings)
-    try:
-        requester = Requester(platform="cli", user_id=args.user or getpass.getuser())
-        options = app.service.options(**{name: getattr(args, name) for name in _OPTION_ARGS})
-        request = ImageRequest(
-            requester=requester,
-            prompt=args.prompt,
-            options=options,
-            sources=tuple(sources),
-            mask=mask,
-        )
-        reporter = _StderrProgress()
-        result = await app.service.run(request, reporter)
-        for target in await asyncio.to_thread(_save_images, result, args.out):
-            print(target)
-        reporter.line(
-            f"done in {result.elapsed_s:.1f}s, cost ${result.cost_usd:.4f} (job {result.job_id})"
-        )
-    finally:
-        await app.aclose()
-    return 0
-
-
-def _save_images(result: JobResult, out_dir: Path) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    targets = []
-    for image in result.images:
-        target = out_dir / f"{result.job_id}_{image.index}{image.path.suffix}"
-        target.write_bytes(image.read_bytes())
-        targets.append(target)
-    return targets
-
-
-def _read_image(path: Path) -> SourceImage:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UserFacingError(f"Can't read {path}: {exc.strerror or exc}") from None
-    return SourceImage(data=data, filename=path.name, mime="")
-
-
-class _StderrProgress:
-    """Prints the job's progress on stderr so stdout holds only the image paths."""
-
-    def __init__(self) -> None:
-        self._start = time.monotonic()
-
-    def line(self, text: str) -> None:
-        elapsed = time.monotonic() - self._start
-        print(f"[{elapsed:6.1f}s] {text}", file=sys.stderr, flush=True)
-
-    async def __call__(self, event: ProgressEvent) -> None:
-        if isinstance(event, Queued):
-            if event.position:
-                self.line(f"queued, position {event.position}")
-        elif isinstance(event, Started):
-            self.line(f"generating (job {event.job_id})")
-        elif isinstance(event, PartialImage):
-            self.line(f"preview {event.index + 1} received ({len(event.data) // 1024} KB)")
-        elif isinstance(event, Finished) and event.status != "succeeded":
-            self.line(f"job {event.status}")
 
 
 if __name__ == "__main__":  # pragma: no cover

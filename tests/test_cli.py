@@ -60,7 +60,9 @@ async def test_imagine_writes_images_and_prints_their_paths(
         with Image.open(path) as image:
             assert image.format == "WEBP"
             assert image.size == (1024, 1536)
-    assert "preview 1 received" in ran.err
+    # each preview says which image it belongs to
+    assert "preview 1 of image 1 received" in ran.err
+    assert "preview 1 of image 2 received" in ran.err
     assert "cost $" in ran.err
     assert "Traceback" not in ran.err
     body = openai_fake.requests[-1].json
@@ -104,7 +106,7 @@ async def test_limit_holds_across_separate_runs(openai_fake: FakeOpenAI, tmp_pat
     second = await as_alice("two")  # a new process: the limit comes from the store
     assert second.code == 1
     assert second.out == ""
-    assert second.err.startswith("imagine-bot: You've reached your limit of 1 images per hour")
+    assert second.err.startswith("imagine-bot: You've reached your limit of 1 image per hour")
     assert len(second.err.strip().splitlines()) == 1
     assert len(openai_fake.requests) == 1
 
