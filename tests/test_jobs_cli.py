@@ -1,4 +1,4 @@
-"""Real ``imagine-bot`` processes sharing one data folder: no stolen jobs, kills give charges back."""
+"""Real ``imagine-bot`` processes on one data folder: no stolen jobs, a kill gives charges back."""
 
 from __future__ import annotations
 
