@@ -239,8 +239,7 @@ class Store(StoreBase):
             await asyncio.to_thread(remove_files, [path for path, _ in writes])
             if isinstance(exc, sqlite3.OperationalError) and data_dir.is_disk_full(exc):
                 full = data_dir.DataDirFull(self.data_dir, paid=True, cost_usd=cost_usd)
-                with contextlib.suppress(sqlite3.Error):
-                    await self._unsaved(job_id, full.user_message, now, usage, cost_usd, result)
+                await self._unsaved(job_id, full.user_message, now, usage, cost_usd, result)
                 raise full from None
             raise
         return tuple(StoredImage(i, self._absolute(path), image.mime) for i, path, image in outputs)
@@ -255,12 +254,16 @@ class Store(StoreBase):
         result: ProviderResult,
     ) -> None:
         # Billed but not delivered: the user's charge is given back, the real cost kept.
-        await self._run(
-            f"UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, {_REFUND}, "
-            "usage = ?, cost_usd = ?, request_id = ? WHERE id = ? AND status <> 'succeeded'",
-            (error, now, usage, cost_usd, result.request_id, job_id),
-        )
+        # Files go first: on a full disk the database needs their room to record this.
         await self._remove_orphans([job_id])
+        try:
+            await self._run(
+                f"UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, {_REFUND}, "
+                "usage = ?, cost_usd = ?, request_id = ? WHERE id = ? AND status <> 'succeeded'",
+                (error, now, usage, cost_usd, result.request_id, job_id),
+            )
+        except sqlite3.Error as exc:
+            logger.warning("could not record job %s as unsaved: %s", job_id, exc)
 
     async def fail(
         self, job_id: str, error: str, *, status: str = "failed", now: float | None = None
