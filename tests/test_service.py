@@ -419,3 +419,52 @@ async def test_an_answer_without_images_is_unavailable_and_refunded(make_app: Ap
         await app.service.run(request(app.service))
     app.service.provider = app.provider
     await app.service.run(request(app.service))  # the refunded image can be used
+
+
+async def test_every_finished_job_logs_one_audit_line(
+    make_app: AppFactory, openai_fake: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = await make_app()
+    caplog.set_level("INFO", logger="bot.service")
+    done = await app.service.run(
+        request(app.service, "a secret birthday plan", size="1024x1024", quality="low")
+    )
+    openai_fake.fail_next("moderation_blocked")
+    with pytest.raises(ContentBlocked):
+        await app.service.run(request(app.service, "something blocked", who=BOB, quality="high"))
+    openai_fake.latency = 30
+    source = SourceImage(png(), "cat.png", "")
+    task = asyncio.create_task(
+        app.service.run(
+            ImageRequest(ALICE, "paint it", app.service.options(n=2), sources=(source,))
+        )
+    )
+    await openai_fake.wait_for(count=3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("job finished")]
+    assert all(r.levelname == "INFO" for r in caplog.records if "job finished" in r.getMessage())
+    fields = [dict(part.split("=", 1) for part in line.split()[2:]) for line in lines]
+    assert [(f["outcome"], f["platform"], f["kind"]) for f in fields] == [
+        ("succeeded", "discord", "generate"),
+        ("failed", "slack", "generate"),
+        ("cancelled", "discord", "edit"),
+    ]
+    ok, blocked, cancelled = fields
+    assert ok["job"] == done.job_id
+    assert (ok["team"], ok["channel"], ok["user"]) == ("g1", "c1", "111")
+    assert (ok["size"], ok["quality"], ok["n"], ok["images"]) == ("1024x1024", "low", "1", "1")
+    assert float(ok["cost"]) == pytest.approx(done.cost_usd, abs=1e-4) and done.cost_usd > 0
+    assert ok["duration"].endswith("s")
+    assert (blocked["user"], blocked["quality"], blocked["reason"]) == (
+        "U222",
+        "high",
+        "ContentBlocked",
+    )
+    assert (blocked["images"], float(blocked["cost"])) == ("0", 0.0)
+    assert (cancelled["n"], cancelled["images"]) == ("2", "0")
+    text = "\n".join(lines)
+    for private in ("secret birthday", "something blocked", "paint it", openai_fake.api_key):
+        assert private not in text
