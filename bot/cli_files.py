@@ -17,7 +17,7 @@ MIB = 1024 * 1024
 _SUFFIXES = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
 
 
-def _reason(exc: OSError) -> str:
+def reason_of(exc: OSError) -> str:
     """The OS's words ('Permission denied', 'Read-only file system') without the path."""
     if isinstance(exc, FileExistsError | NotADirectoryError):
         return "part of that path is a file, not a folder"
@@ -37,7 +37,7 @@ def prepare_folder(folder: Path, option: str) -> Path:
             pass
     except OSError as exc:
         raise UserFacingError(
-            f"Can't write to {option} {folder}: {_reason(exc)}. Nothing was charged; "
+            f"Can't write to {option} {folder}: {reason_of(exc)}. Nothing was charged; "
             "name a folder you can write to."
         ) from None
     return folder

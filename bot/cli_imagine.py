@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 
 from bot.app import App, build
-from bot.cli_files import prepare_folder, read_input, save_images
+from bot.cli_files import prepare_folder, read_input, reason_of, save_images
 from bot.cli_progress import StderrProgress
 from bot.config import Settings
 from bot.errors import UserFacingError
@@ -175,9 +175,8 @@ async def _run_job(
         # Paid for and made: the images stay in the data folder, and the user learns where.
         reporter.close()
         _show_paths([image.path for image in result.images])
-        reason = exc.strerror or type(exc).__name__
         say(
-            f"couldn't write the images to --out {out} ({reason}); they are kept in "
+            f"couldn't write the images to --out {out} ({reason_of(exc)}); they are kept in "
             f"{result.images[0].path.parent} (paths above)"
         )
         return EXIT_FAILED
