@@ -134,6 +134,22 @@ class Store(StoreBase):
         now: float | None = None,
     ) -> JobRecord:
         """Check the requester's limits and record the job as queued, atomically."""
+        try:
+            return await self._admit(request, limits, budgets, estimated_cost, exempt, now)
+        except sqlite3.OperationalError as exc:
+            if data_dir.is_disk_full(exc):
+                raise data_dir.DataDirFull(self.data_dir, paid=False) from None
+            raise
+
+    async def _admit(
+        self,
+        request: ImageRequest,
+        limits: Sequence[WindowRule],
+        budgets: Sequence[WindowRule],
+        estimated_cost: float,
+        exempt: bool,
+        now: float | None,
+    ) -> JobRecord:
         now = time.time() if now is None else now
         key = request.requester.key
         n = request.options.n
@@ -146,7 +162,11 @@ class Store(StoreBase):
                 await check_rules(self._db, key, n, estimated_cost, limits, budgets, now)
         if files:
             writes = [(self._absolute(f.path), f.image.data) for f in files]
-            await asyncio.to_thread(write_files, writes)
+            try:
+                await asyncio.to_thread(write_files, writes)
+            except OSError as exc:
+                await asyncio.to_thread(shutil.rmtree, self.data_dir / "images" / job_id, True)
+                raise data_dir.write_error(self.data_dir, exc, paid=False) from None
         row = job_row(job_id, request, now, estimated_cost, self.owner.id)
         if not files:
             # Fast path: one INSERT ... SELECT that adds the row only if every rule allows it.

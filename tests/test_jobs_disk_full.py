@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from tests.fakes.cli_process import COMMAND
 from tests.fakes.openai_server import FakeOpenAI
@@ -131,3 +132,29 @@ async def test_a_disk_full_while_saving_ends_the_job_refunded_and_leaves_no_part
     [row] = [line for line in usage.splitlines() if line.startswith("cli:ann")]
     assert row.split()[1] == "0"
     assert len(openai_fake.requests) == 1
+
+
+async def test_a_disk_too_full_for_an_edits_inputs_refuses_it_before_the_call(
+    openai_fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    noise = Image.frombytes("RGB", (1024, 1024), os.urandom(1024 * 1024 * 3))
+    noise.save(tmp_path / "photo.png")
+    code, out, err, _, state = await run_on_tmpfs(
+        tmp_path,
+        "1m",
+        *("edit", "make it night", str(tmp_path / "photo.png"), "--user", "ann"),
+        OPENAI_API_KEY=openai_fake.api_key,
+        OPENAI_BASE_URL=openai_fake.base_url,
+        IMAGINE_PARTIAL_IMAGES="0",
+    )
+
+    assert code == 1
+    assert out == ""
+    assert err.splitlines() == [
+        "imagine-bot: Can't make images right now: no space left in IMAGINE_DATA_DIR "
+        f"({tmp_path / 'data'}). Nothing was charged; please tell the bot's operator to free "
+        "some space, then try again."
+    ]
+    assert state["jobs"] == []
+    assert [f for f in state["files"] if f.startswith("images/")] == []
+    assert openai_fake.requests == []
