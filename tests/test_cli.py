@@ -225,3 +225,31 @@ async def test_a_wrong_key_says_what_to_fix_and_never_prints_the_key(
     output = ran.out + ran.err
     assert wrong not in output and wrong[8:-4] not in output
     assert "wxyz" not in output  # the API echoes the last four characters; they are hidden too
+
+
+async def test_choices_take_any_case_and_jpg_for_jpeg(
+    openai_fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    ran = await imagine_bot(
+        *("imagine", "a fox", "--quality", "HIGH", "--format", "JPG", "--background", "Opaque"),
+        *("--size", "1024X1024"),
+        cwd=tmp_path,
+        fake=openai_fake,
+    )
+    assert ran.code == 0, ran.err
+    body = openai_fake.requests[-1].json
+    assert body is not None
+    assert (body["quality"], body["output_format"], body["background"], body["size"]) == (
+        "high",
+        "jpeg",
+        "opaque",
+        "1024x1024",
+    )
+    [line] = ran.out.splitlines()
+    assert line.endswith(".jpg")
+    with Image.open(tmp_path / line) as image:
+        assert image.format == "JPEG"
+    # the platform to run, too: refused only because its token is missing
+    run = await imagine_bot("run", "Slack", cwd=tmp_path, OPENAI_API_KEY="sk-x")
+    assert run.code == 1
+    assert run.err.startswith("imagine-bot: SLACK_BOT_TOKEN: not set")
