@@ -1,4 +1,4 @@
-"""What ``imagine-bot imagine`` shows while it works: plain lines in a pipe, a live line on a tty."""
+"""What ``imagine-bot imagine`` shows as it works: plain lines in a pipe, a live line on a tty."""
 
 from __future__ import annotations
 
