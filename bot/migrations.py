@@ -105,7 +105,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             pid_start   TEXT NOT NULL DEFAULT '',
             started_at  REAL NOT NULL,
             seen_at     REAL NOT NULL,
-            released    INTEGER NOT NULL DEFAULT 0
+            released    INTEGER NOT NULL DEFAULT 0,
+            locked      INTEGER NOT NULL DEFAULT 0
         ) WITHOUT ROWID
         """,
         "ALTER TABLE jobs ADD COLUMN owner_id TEXT",

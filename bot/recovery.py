@@ -15,13 +15,13 @@ _UNFINISHED = "status IN ('queued', 'running')"
 INTERRUPTED_ERROR = "interrupted: the process running it stopped"
 
 
-async def register(db: aiosqlite.Connection, owner: Owner, now: float) -> None:
+async def register(db: aiosqlite.Connection, owner: Owner, now: float, *, locked: bool) -> None:
     """Record (or, after it was forgotten, record again) that ``owner`` is alive."""
     await db.execute(
-        "INSERT INTO owners (id, host, pid, pid_start, started_at, seen_at) "
-        "VALUES (?, ?, ?, ?, ?, ?) "
+        "INSERT INTO owners (id, host, pid, pid_start, started_at, seen_at, locked) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
-        (owner.id, owner.host, owner.pid, owner.pid_start, now, now),
+        (owner.id, owner.host, owner.pid, owner.pid_start, now, now, int(locked)),
     )
 
 
@@ -30,18 +30,21 @@ async def release(db: aiosqlite.Connection, owner_id: str) -> None:
     await db.execute("UPDATE owners SET released = 1 WHERE id = ?", (owner_id,))
 
 
-async def dead_owners(db: aiosqlite.Connection, now: float) -> list[str | None]:
+async def dead_owners(db: aiosqlite.Connection, data_dir: Path, now: float) -> list[str | None]:
     """Owners (None: a job from before owners existed) of unfinished jobs who are gone."""
     rows = await db.execute_fetchall(
         "SELECT DISTINCT jobs.owner_id, owners.id, owners.host, owners.pid, owners.pid_start, "
-        "owners.seen_at, owners.released FROM jobs LEFT JOIN owners ON owners.id = jobs.owner_id "
+        "owners.seen_at, owners.released, owners.locked "
+        "FROM jobs LEFT JOIN owners ON owners.id = jobs.owner_id "
         f"WHERE jobs.{_UNFINISHED}"
     )
     dead: list[str | None] = []
     for row in rows:
         if row[1] is None:
             dead.append(row[0])  # no owner row at all: nobody can finish it
-        elif not owner_alive(row[2], int(row[3]), row[4], float(row[5]), bool(row[6]), now):
+            continue
+        lock = (data_dir, str(row[1])) if row[7] else None
+        if not owner_alive(row[2], int(row[3]), row[4], float(row[5]), bool(row[6]), now, lock):
             dead.append(row[0])
     return dead
 
@@ -66,13 +69,18 @@ async def interrupt(
     return list(rows)
 
 
-async def forget_owners(db: aiosqlite.Connection, now: float) -> None:
-    """Drop owner rows nothing refers to any more: closed stores, long-silent processes."""
-    await db.execute(
+async def forget_owners(db: aiosqlite.Connection, now: float) -> list[str]:
+    """Drop owner rows nothing refers to any more (closed stores, long-silent processes).
+
+    Returns the ids of those that had a lock file, which may be left behind by a kill.
+    """
+    rows = await db.execute_fetchall(
         "DELETE FROM owners WHERE (released = 1 OR seen_at < ?) AND NOT EXISTS "
-        f"(SELECT 1 FROM jobs WHERE jobs.owner_id = owners.id AND jobs.{_UNFINISHED})",
+        f"(SELECT 1 FROM jobs WHERE jobs.owner_id = owners.id AND jobs.{_UNFINISHED}) "
+        "RETURNING id, locked",
         (now - FORGET_AFTER_S,),
     )
+    return [str(row[0]) for row in rows if row[1]]
 
 
 async def claim_unannounced(

@@ -21,7 +21,7 @@ from bot.admission import check_rules, guarded_insert
 from bot.config import WindowRule
 from bot.errors import JobNotFound
 from bot.job_files import input_files, output_path, remove_files, write_files
-from bot.job_owners import HEARTBEAT_S, new_owner
+from bot.job_owners import HEARTBEAT_S, OwnerLock, lock_held, new_owner
 from bot.migrations import (
     INSERT_IMAGE,
     INSERT_JOB,
@@ -60,6 +60,7 @@ class Store(StoreBase):
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         super().__init__(db, path)
         self.owner = new_owner()
+        self._owner_lock: OwnerLock | None = None
         self._heartbeat: asyncio.Task[None] | None = None
 
     @classmethod
@@ -82,17 +83,20 @@ class Store(StoreBase):
             db.row_factory = sqlite3.Row
             await configure(db, BUSY_TIMEOUT_MS)
             await migrate(db)
-            async with store._write() as tx:
-                await recovery.register(tx, store.owner, time.time())
+            # Locked before the owner row exists, so nobody can find it unlocked.
+            store._owner_lock = await asyncio.to_thread(
+                OwnerLock.take, store.data_dir, store.owner.id
+            )
+            await store._register()
             await store.recover_interrupted()
-        except ForeignDatabase as exc:
+        except BaseException as exc:
             await db.close()
-            raise data_dir.foreign_database(path, exc.tables) from None
-        except sqlite3.DatabaseError as exc:
-            await db.close()
-            raise data_dir.database_error(path, exc) from None
-        except BaseException:
-            await db.close()
+            if store._owner_lock is not None:
+                await asyncio.to_thread(store._owner_lock.release)
+            if isinstance(exc, ForeignDatabase):
+                raise data_dir.foreign_database(path, exc.tables) from None
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise data_dir.database_error(path, exc) from None
             raise
         store._heartbeat = asyncio.create_task(store._keep_alive(heartbeat_s))
         return store
@@ -108,6 +112,14 @@ class Store(StoreBase):
             with contextlib.suppress(sqlite3.Error, ValueError):
                 await recovery.release(self._db, self.owner.id)
             await self._db.close()
+        if self._owner_lock is not None:
+            await asyncio.to_thread(self._owner_lock.release)
+            self._owner_lock = None
+
+    async def _register(self) -> None:
+        async with self._write() as db:
+            locked = self._owner_lock is not None
+            await recovery.register(db, self.owner, time.time(), locked=locked)
 
     async def _keep_alive(self, every_s: float) -> None:
         # Renew this owner's lease and end the jobs of owners that went away meanwhile
@@ -115,8 +127,7 @@ class Store(StoreBase):
         while True:
             await asyncio.sleep(every_s)
             try:
-                async with self._write() as db:
-                    await recovery.register(db, self.owner, time.time())
+                await self._register()
                 await self.recover_interrupted()
             except (sqlite3.Error, OSError) as exc:
                 logger.warning("could not renew the job lease or recover jobs: %s", exc)
@@ -308,9 +319,12 @@ class Store(StoreBase):
         """
         now = time.time() if now is None else now
         async with self._write() as db:
-            dead = await recovery.dead_owners(db, now)
+            dead = await recovery.dead_owners(db, self.data_dir, now)
             rows = await recovery.interrupt(db, dead, now)
-            await recovery.forget_owners(db, now)
+            forgotten = await recovery.forget_owners(db, now)
+        for owner_id in forgotten:
+            # A killed owner's lock file stays behind; testing the lock removes it if free.
+            await asyncio.to_thread(lock_held, self.data_dir, owner_id)
         jobs = sorted((job_from_row(row) for row in rows), key=lambda job: job.created_at)
         if jobs:
             freed = await self._remove_orphans([job.id for job in jobs])
