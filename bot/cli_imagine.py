@@ -87,6 +87,7 @@ class _Outcome:
 
     def __init__(self) -> None:
         self.kept: tuple[StoredImage, ...] = ()
+        self.listed = False  # their paths are on stdout already
 
 
 async def make_images(settings: Settings, args: argparse.Namespace) -> int:
@@ -102,7 +103,9 @@ async def make_images(settings: Settings, args: argparse.Namespace) -> int:
             if task is not None:
                 task.uncancel()
         name = stop.received.name
-        if outcome.kept:
+        if outcome.listed:
+            say(f"stopped by {name} after the images were saved (paths above)")
+        elif outcome.kept:
             _show_paths([image.path for image in outcome.kept])
             say(
                 f"stopped by {name} after the images were made, so they count against your "
@@ -175,12 +178,16 @@ async def _run_job(
         # Paid for and made: the images stay in the data folder, and the user learns where.
         reporter.close()
         _show_paths([image.path for image in result.images])
+        outcome.listed = True
         say(
             f"couldn't write the images to --out {out} ({reason_of(exc)}); they are kept in "
             f"{result.images[0].path.parent} (paths above)"
         )
         return EXIT_FAILED
+    # The live line goes first: on a terminal stdout shares the screen with it.
+    reporter.close()
     _show_paths(saved)
+    outcome.listed = True
     reporter.line(
         f"done in {result.elapsed_s:.1f}s, cost ${result.cost_usd:.4f} (job {result.job_id})"
     )
