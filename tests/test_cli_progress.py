@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from bot.cli_progress import PreviewCounter
 from tests.fakes.cli_process import start_cli
 from tests.fakes.openai_server import FakeOpenAI
 from tests.test_cli import imagine_bot
@@ -122,3 +123,12 @@ async def test_on_a_terminal_a_live_line_counts_the_seconds(
     assert len(set(_ELAPSED.findall(bytes(screen)))) >= 2, text
     assert "generating (job " in text  # the lines that stay are still printed above it
     assert "done in " in text
+
+
+def test_previews_are_placed_by_their_order_whichever_way_the_index_counts() -> None:
+    restarting = PreviewCounter(per_image=2)
+    assert [restarting.place(i) for i in (0, 1, 0, 1)] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    continuing = PreviewCounter(per_image=2)
+    assert [continuing.place(i) for i in (0, 1, 2, 3)] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    fewer = PreviewCounter(per_image=3)  # the API may send fewer previews than asked
+    assert [fewer.place(i) for i in (0, 1, 0)] == [(0, 0), (0, 1), (1, 0)]
