@@ -2,17 +2,21 @@
 
 The input bytes are built once here and handed to a fresh process per case through a file, so
 each peak RSS is the work's own (Pillow allocates outside tracemalloc's view). "+N MB" is the
-growth of peak RSS over the process holding the input bytes.
-Run: ``.venv/bin/python benchmarks/images_bench.py``
+growth of peak RSS over the process holding the input bytes. The "16 ×" cases are one edit's
+worst case: sixteen inputs normalised at once through ``asyncio.to_thread``, as the service does,
+all sharing the process-wide decode budget (its size is printed first).
+Run: ``.venv/bin/python benchmarks/images_bench.py [WORD ...]`` (only cases naming a WORD).
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import multiprocessing
 import multiprocessing.forkserver
 import random
 import resource
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,10 +24,26 @@ from pathlib import Path
 
 from PIL import Image
 
+from bot.image_budget import decode_budget
 from bot.images import fit_for_upload, normalise_source, preview_jpeg
 
 MIB = 1024 * 1024
 LIMITS = {"max_bytes": 50 * MIB, "max_pixels": 40_000_000}
+SOURCES = 16  # the most images one edit may carry
+
+
+def _sixteen(data: bytes, name: str) -> object:
+    """Normalise ``SOURCES`` copies at once, one thread each, like one edit of 16 images."""
+
+    async def run() -> list[object]:
+        calls = (
+            asyncio.to_thread(normalise_source, data, f"{i}-{name}", **LIMITS)
+            for i in range(SOURCES)
+        )
+        return await asyncio.gather(*calls)
+
+    return asyncio.run(run())
+
 
 CASES: dict[str, Callable[[bytes], object]] = {
     "normalise 40 MP JPEG, orientation 6": lambda d: normalise_source(d, "a.jpg", **LIMITS),
@@ -31,6 +51,9 @@ CASES: dict[str, Callable[[bytes], object]] = {
     "normalise 12 MP BMP -> PNG": lambda d: normalise_source(d, "a.bmp", **LIMITS),
     "fit 8 MP PNG under 2 MiB": lambda d: fit_for_upload(d, "a.png", 2 * MIB),
     "preview 8 MP PNG": preview_jpeg,
+    "16 × normalise 40 MP JPEG, orientation 6": lambda d: _sixteen(d, "a.jpg"),
+    "16 × normalise 40 MP PNG, kept as is": lambda d: _sixteen(d, "a.png"),
+    "16 × normalise 40 MP PNG with alpha, orientation 6": lambda d: _sixteen(d, "a.png"),
 }
 
 
@@ -58,7 +81,13 @@ def _inputs() -> dict[str, bytes]:
     del big
     bmp = _encode(_photo((4000, 3000)), "BMP")
     png = _encode(_photo((3840, 2160)), "PNG")
-    return dict(zip(CASES, (rotated, plain, bmp, png, png), strict=True))
+    big = _photo((7744, 5164))
+    big_png = _encode(big, "PNG", compress_level=1)
+    big.putalpha(Image.linear_gradient("L").resize(big.size))
+    alpha_png = _encode(big, "PNG", compress_level=1, exif=exif)
+    del big
+    inputs = (rotated, plain, bmp, png, png, rotated, big_png, alpha_png)
+    return dict(zip(CASES, inputs, strict=True))
 
 
 def _measure(name: str, path: str, out: multiprocessing.Queue[tuple[float, float]]) -> None:
@@ -77,8 +106,11 @@ def main() -> None:
     # before the inputs were built: a fork server launched first.
     context = multiprocessing.get_context("forkserver")
     multiprocessing.forkserver.ensure_running()
+    print(f"decode budget: {decode_budget.capacity / MIB:.0f} MiB")
     with tempfile.TemporaryDirectory() as tmp:
         for name, data in _inputs().items():
+            if sys.argv[1:] and not any(word in name for word in sys.argv[1:]):
+                continue
             path = Path(tmp) / "input"
             path.write_bytes(data)
             queue: multiprocessing.Queue[tuple[float, float]] = context.Queue()

@@ -6,8 +6,10 @@ order, while the budget is spent; an image larger than the whole budget still ru
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import os
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -25,6 +27,24 @@ _CGROUP_LIMITS = (
     Path("/sys/fs/cgroup/memory.max"),
     Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
 )
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+_MMAP_THRESHOLD = 1 * MIB
+
+
+def return_freed_memory() -> bool:
+    """Have glibc give large blocks back to the system when freed; False where it can't."""
+    # glibc raises its mmap threshold each time a large block is freed, after which Pillow's 16 MB
+    # image blocks come from per-thread heaps that keep them: with the decodes spread over many
+    # threads the process then holds several budgets' worth. A fixed threshold stops that.
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD))
+    except (OSError, AttributeError):
+        return False  # not glibc (musl keeps no such threshold): nothing to fix
 
 
 def memory_available() -> int | None:
@@ -144,4 +164,5 @@ class DecodeBudget:
             self._lock.notify_all()
 
 
+return_freed_memory()
 decode_budget = DecodeBudget(default_capacity())

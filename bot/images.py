@@ -86,7 +86,8 @@ def normalise_source(data: bytes, filename: str, *, max_bytes: int, max_pixels: 
     im = _open_checked(data, filename, max_bytes=max_bytes, max_pixels=max_pixels)
     fmt = _format_name(im)
     width, height = im.size
-    if fmt == "jpeg" and _keepable(im, fmt, data):
+    turned = _may_turn(im, fmt, data)
+    if fmt == "jpeg" and _keepable(im, fmt, data, turned):
         # DCT scaling still walks the whole entropy stream, so a truncated file still fails,
         # at 1/64 of the memory of a full decode.
         im.draft(im.mode, (math.ceil(width / 8), math.ceil(height / 8)))
@@ -95,13 +96,15 @@ def normalise_source(data: bytes, filename: str, *, max_bytes: int, max_pixels: 
         kept = strip_metadata(data, fmt)
         return SourceImage(kept, _named(filename, fmt), MIME_BY_FORMAT[fmt], width, height)
     pixels = width * height
-    # The decoded frame, the converted copy, and a second orientation while it is turned upright.
-    rotated = _orientation(im) not in (None, 1)
-    cost = _stored_bytes(im) + 4 * pixels * (2 if rotated else 1) + _scaling_bytes(im)
+    # The decoded frame, then (unless it goes as it came) a converted copy, and a second
+    # orientation while it is turned upright.
+    cost = _stored_bytes(im)
+    if not _keepable(im, fmt, data, turned):
+        cost += 4 * pixels * (2 if turned else 1) + _scaling_bytes(im)
     with decode_budget.reserve(cost) as held:
         # Load before looking at EXIF: a PNG may carry its eXIf chunk after the pixels.
         _load(im, filename)
-        if _keepable(im, fmt, data):
+        if _keepable(im, fmt, data, _orientation(im) not in (None, 1)):
             kept = strip_metadata(data, fmt)
             return SourceImage(kept, _named(filename, fmt), MIME_BY_FORMAT[fmt], width, height)
         _upright(im)
@@ -318,8 +321,8 @@ def _format_name(im: Image.Image) -> str:
     return "jpeg" if fmt == "mpo" else fmt
 
 
-def _keepable(im: Image.Image, fmt: str, data: bytes) -> bool:
-    if fmt not in _KEPT_AS_IS or _orientation(im) not in (None, 1):
+def _keepable(im: Image.Image, fmt: str, data: bytes, turned: bool) -> bool:
+    if fmt not in _KEPT_AS_IS or turned:
         return False
     if fmt == "png" and data[_PNG_BIT_DEPTH : _PNG_BIT_DEPTH + 1] != b"\x08":
         # Pillow hands 16-bit colour over as 8-bit "RGB"/"RGBA"; the file itself is still 16-bit.
@@ -329,6 +332,15 @@ def _keepable(im: Image.Image, fmt: str, data: bytes) -> bool:
     if getattr(im, "is_animated", False):
         return False
     return im.mode == "RGBA" or (im.mode == "RGB" and "transparency" not in im.info)
+
+
+def _may_turn(im: Image.Image, fmt: str, data: bytes) -> bool:
+    """Whether EXIF may ask for a turn, found without decoding a pixel."""
+    if fmt == "png" and "exif" not in im.info:
+        # Pillow decodes a whole PNG to look for an eXIf chunk after the pixels; the bytes tell
+        # as much (a false match in compressed data only makes the estimate generous).
+        return b"eXIf" in data
+    return _orientation(im) not in (None, 1)
 
 
 def _orientation(im: Image.Image) -> int | None:
