@@ -100,7 +100,8 @@ def normalise_source(data: bytes, filename: str, *, max_bytes: int, max_pixels: 
     # orientation while it is turned upright.
     cost = _stored_bytes(im)
     if not _keepable(im, fmt, data, turned):
-        cost += 4 * pixels * (2 if turned else 1) + _scaling_bytes(im)
+        converted = im.mode not in ("RGB", "RGBA") or "transparency" in im.info
+        cost += 4 * pixels * (int(turned) + int(converted)) + _scaling_bytes(im)
     with decode_budget.reserve(cost) as held:
         # Load before looking at EXIF: a PNG may carry its eXIf chunk after the pixels.
         _load(im, filename)
