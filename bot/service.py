@@ -18,7 +18,9 @@ from bot.errors import (
     JobNotFound,
     ProviderUnavailable,
     UserFacingError,
+    count_images,
 )
+from bot.fit import check_fits
 from bot.job_audit import JobAudit
 from bot.models import (
     Finished,
@@ -155,6 +157,16 @@ class ImageService:
         request = await self.validate(request)
         settings = self.settings
         requester = request.requester
+        exempt = settings.is_admin(requester.platform, requester.user_id)
+        if not exempt:
+            # Bigger than a whole limit or budget: say what would fit, not when to retry.
+            check_fits(
+                request.options,
+                len(request.sources),
+                len(request.prompt),
+                settings.user_limits,
+                settings.user_budgets,
+            )
         job = await self.store.admit(
             request,
             limits=settings.user_limits,
@@ -162,7 +174,7 @@ class ImageService:
             estimated_cost=estimate_cost(
                 request.options, len(request.sources), len(request.prompt)
             ),
-            exempt=settings.is_admin(requester.platform, requester.user_id),
+            exempt=exempt,
         )
         started = self._clock()
         emit = _SafeEmitter(progress, job.id)
@@ -240,9 +252,10 @@ class ImageService:
         if not prompt:
             raise InvalidRequest("Please describe the image you want.", param="prompt")
         request = replace(request, prompt=prompt)
-        if request.options.n > self.settings.imagine_max_images:
+        most = self.settings.imagine_max_images
+        if request.options.n > most:
             raise InvalidRequest(
-                f"You can ask for at most {self.settings.imagine_max_images} images at once.",
+                f"You can ask for at most {count_images(most)} at once.",
                 param="n",
             )
         if len(request.sources) > MAX_SOURCES:
