@@ -14,6 +14,7 @@ from pathlib import Path
 from bot.app import build
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError, UserFacingError
+from bot.redact import protect_handlers, redact
 
 logger = logging.getLogger("bot.cli")
 
@@ -119,8 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``imagine-bot`` console script."""
     args = build_parser().parse_args(argv)
+    secrets: tuple[str, ...] = ()
     try:
         settings = load_settings()
+        secrets = settings.secret_values()
         _setup_logging(settings, quiet=args.command in {"imagine", "edit", "usage"})
         return asyncio.run(_dispatch(args, settings))
     except ConfigError as exc:
@@ -136,7 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:
         logger.debug("unexpected failure", exc_info=True)
-        print(f"imagine-bot: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        detail = redact(f"{type(exc).__name__}: {exc}", *secrets)
+        print(f"imagine-bot: unexpected error: {detail}", file=sys.stderr)
         return EXIT_FAILED
 
 
@@ -148,6 +152,8 @@ def _setup_logging(settings: Settings, *, quiet: bool) -> None:
     )
     # httpx logs every request URL at INFO; keep that for debugging only.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Whatever a library puts in a log line or a traceback, no configured key or token shows.
+    protect_handlers(*settings.secret_values())
 
 
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
