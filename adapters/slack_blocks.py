@@ -34,12 +34,6 @@ def queued_state(position: int) -> str:
     return "starting…" if position <= 0 else f"queued #{position}"
 
 
-def running_state(elapsed: float, previews: int) -> str:
-    """Words for a job the image service is working on."""
-    preview = f", preview {previews}" if previews else ""
-    return f"working… {int(elapsed)} s{preview}"
-
-
 def progress_blocks(text: str, preview_file_id: str | None) -> list[Block]:
     """The placeholder while a job runs, with the newest preview when there is one."""
     blocks: list[Block] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]

@@ -124,8 +124,10 @@ def url_problem(value: str, schemes: tuple[str, ...]) -> str | None:
         return f"has a space or control character inside it; write it like {example}"
     parts = urlsplit(value)
     try:
-        parts.port  # noqa: B018 - reading it is the check: it raises for a port out of range
+        port = parts.port  # raises for a port that is not a number up to 65535
     except ValueError:
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
         return "has a port that is not a number from 1 to 65535"
     if not parts.hostname:
         return f"has no host name; write it like {example}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import struct
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Ancillary PNG chunks that affect rendering; critical chunks (upper-case first letter) always stay.
 _PNG_KEPT = {b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"sBIT", b"cICP", b"mDCV", b"cLLI"}
 

@@ -176,6 +176,7 @@ def _scheme(variable: str) -> str:
         ("{s}:///v1", "has no host name"),
         ("{s}://:8080/v1", "has no host name"),
         ("{s}://api.example.com:70000/v1", "port that is not a number from 1 to 65535"),
+        ("{s}://api.example.com:0/v1", "port that is not a number from 1 to 65535"),
         ("{s}://api.example.com:99999999999/v1", "port that is not a number"),
         ("{s}://api.example.com:abc/v1", "port that is not a number"),
         ("{s}://api.exam ple.com/v1", "space or control character"),
