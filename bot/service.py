@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,6 +21,7 @@ from bot.errors import (
 )
 from bot.fit import check_fits
 from bot.job_audit import JobAudit
+from bot.job_end import billed_cost, record_failure
 from bot.models import (
     Finished,
     ImageOptions,
@@ -182,8 +182,9 @@ class ImageService:
         try:
             result = await self._execute(job, request, emit)
         except UserFacingError as exc:
-            audit.log("failed", reason=type(exc).__name__, cost=getattr(exc, "cost_usd", 0.0))
-            await self._fail(job.id, exc.user_message, emit)
+            cost = billed_cost(exc, request)
+            audit.log("failed", reason=type(exc).__name__, cost=cost)
+            await self._fail(job.id, exc.user_message, emit, cost_usd=cost or None)
             raise
         except asyncio.CancelledError:
             audit.log("cancelled")
@@ -238,12 +239,10 @@ class ImageService:
             quality=provided.quality,
         )
 
-    async def _fail(self, job_id: str, error: str, emit: _SafeEmitter) -> None:
-        try:
-            await self.store.fail(job_id, error)
-        except (sqlite3.Error, OSError) as exc:
-            # The user still hears why; the job is ended by recovery once this store closes.
-            logger.warning("could not record job %s as failed: %s", job_id, exc)
+    async def _fail(
+        self, job_id: str, error: str, emit: _SafeEmitter, *, cost_usd: float | None = None
+    ) -> None:
+        await record_failure(self.store, job_id, error, cost_usd=cost_usd)
         await emit(Finished(job_id, "failed"))
 
     async def validate(self, request: ImageRequest) -> ImageRequest:

@@ -62,6 +62,9 @@ class Store(StoreBase):
         self.owner = new_owner()
         self._owner_lock: OwnerLock | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        # Endings (failed, refunded) that could not be written: the job would stay running and
+        # charged while this owner lives, so they are written again until they land.
+        self._unended: dict[str, tuple[str, tuple[object, ...]]] = {}
 
     @classmethod
     async def open(cls, path: Path, *, heartbeat_s: float = HEARTBEAT_S) -> Store:
@@ -108,6 +111,7 @@ class Store(StoreBase):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
             self._heartbeat = None
+        await self.end_unrecorded()
         async with self._lock:
             with contextlib.suppress(sqlite3.Error, ValueError):
                 await recovery.release(self._db, self.owner.id)
@@ -122,15 +126,45 @@ class Store(StoreBase):
             await recovery.register(db, self.owner, time.time(), locked=locked)
 
     async def _keep_alive(self, every_s: float) -> None:
-        # Renew this owner's lease and end the jobs of owners that went away meanwhile
-        # (a shell command killed mid-call gives its charge back while the bot runs).
         while True:
             await asyncio.sleep(every_s)
+            await self.heartbeat()
+
+    async def heartbeat(self) -> None:
+        """Write lost endings again, renew the lease, end the jobs of owners that went away."""
+        await self.end_unrecorded()
+        try:
+            await self._register()
+            await self.recover_interrupted()
+        except (sqlite3.Error, OSError, data_dir.DataDirFull) as exc:
+            logger.warning("could not renew the job lease or recover jobs: %s", exc)
+
+    async def end_unrecorded(self) -> list[str]:
+        """Write again the endings (failed, refunded) that could not be recorded; the ids ended."""
+        ended: list[str] = []
+        for job_id, (sql, params) in list(self._unended.items()):
             try:
-                await self._register()
-                await self.recover_interrupted()
-            except (sqlite3.Error, OSError) as exc:
-                logger.warning("could not renew the job lease or recover jobs: %s", exc)
+                changed = await self._run(sql, params)
+            except (sqlite3.Error, ValueError, data_dir.DataDirFull) as exc:
+                logger.warning("still could not record job %s as ended: %s", job_id, exc)
+                continue
+            del self._unended[job_id]
+            if changed:
+                ended.append(job_id)
+        if ended:
+            logger.warning("%d job(s) recorded as failed and refunded on retry", len(ended))
+            with contextlib.suppress(sqlite3.Error, OSError):
+                await self._remove_orphans(ended)
+        return ended
+
+    async def _end(self, job_id: str, sql: str, params: tuple[object, ...]) -> int:
+        try:
+            changed = await self._run(sql, params)
+        except (sqlite3.Error, data_dir.DataDirFull):
+            self._unended[job_id] = (sql, params)
+            raise
+        self._unended.pop(job_id, None)
+        return changed
 
     # --- admission --------------------------------------------------------------------------
 
@@ -146,11 +180,15 @@ class Store(StoreBase):
     ) -> JobRecord:
         """Check the requester's limits and record the job as queued, atomically."""
         try:
-            return await self._admit(request, limits, budgets, estimated_cost, exempt, now)
+            job = await self._admit(request, limits, budgets, estimated_cost, exempt, now)
         except sqlite3.OperationalError as exc:
             if data_dir.is_disk_full(exc):
                 raise data_dir.DataDirFull(self.data_dir, paid=False) from None
             raise
+        if self._unended:
+            # The database takes writes again: end what could not be ended before.
+            await self.end_unrecorded()
+        return job
 
     async def _admit(
         self,
@@ -213,6 +251,7 @@ class Store(StoreBase):
     async def mark_running(self, job_id: str, now: float | None = None) -> None:
         """Record that the provider call for a queued job has begun."""
         now = time.time() if now is None else now
+        # A full disk here raises DataDirFull (nothing paid yet) like every store write.
         await self._run(
             "UPDATE jobs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'",
             (now, job_id),
@@ -268,7 +307,9 @@ class Store(StoreBase):
                 )
         except BaseException as exc:
             await asyncio.to_thread(remove_files, [path for path, _ in writes])
-            if isinstance(exc, sqlite3.OperationalError) and data_dir.is_disk_full(exc):
+            if isinstance(exc, data_dir.DataDirFull) or (
+                isinstance(exc, sqlite3.OperationalError) and data_dir.is_disk_full(exc)
+            ):
                 full = data_dir.DataDirFull(self.data_dir, paid=True, cost_usd=cost_usd)
                 await self._unsaved(job_id, full.user_message, now, usage, cost_usd, result)
                 raise full from None
@@ -288,25 +329,39 @@ class Store(StoreBase):
         # Files go first: on a full disk the database needs their room to record this.
         await self._remove_orphans([job_id])
         try:
-            await self._run(
+            await self._end(
+                job_id,
                 f"UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, {_REFUND}, "
                 "usage = ?, cost_usd = ?, request_id = ? WHERE id = ? AND status <> 'succeeded'",
                 (error, now, usage, cost_usd, result.request_id, job_id),
             )
-        except sqlite3.Error as exc:
-            logger.warning("could not record job %s as unsaved: %s", job_id, exc)
+        except (sqlite3.Error, data_dir.DataDirFull) as exc:
+            logger.warning("could not record job %s as unsaved (retried later): %s", job_id, exc)
 
     async def fail(
-        self, job_id: str, error: str, *, status: str = "failed", now: float | None = None
+        self,
+        job_id: str,
+        error: str,
+        *,
+        status: str = "failed",
+        cost_usd: float | None = None,
+        now: float | None = None,
     ) -> None:
-        """End an unfinished job as failed or interrupted and give its charge back."""
+        """End an unfinished job as failed or interrupted and give its charge back.
+
+        ``cost_usd``: what the provider may have billed. An ending that can't be written is
+        retried by the heartbeat, the next admission and close."""
         if status not in ("failed", "interrupted"):
             raise ValueError(f"fail() takes status 'failed' or 'interrupted', not {status!r}")
         now = time.time() if now is None else now
-        changed = await self._run(
-            f"UPDATE jobs SET status = ?, error = ?, finished_at = ?, {_REFUND} "
+        cost = "" if cost_usd is None else ", cost_usd = ?"
+        params: tuple[object, ...] = (status, error, now)
+        params += () if cost_usd is None else (cost_usd,)
+        changed = await self._end(
+            job_id,
+            f"UPDATE jobs SET status = ?, error = ?, finished_at = ?, {_REFUND}{cost} "
             "WHERE id = ? AND status IN ('queued', 'running')",
-            (status, error, now, job_id),
+            (*params, job_id),
         )
         if changed:
             await self._remove_orphans([job_id])

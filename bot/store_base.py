@@ -7,7 +7,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +15,7 @@ from typing import Any
 
 import aiosqlite
 
+from bot import data_dir
 from bot.errors import JobNotFound
 from bot.migrations import job_from_row
 from bot.models import JobRecord, SourceImage, StoredImage
@@ -48,30 +49,43 @@ class StoreBase:
 
     # --- plumbing ---------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _full_disk_named(self) -> Iterator[None]:
+        # SQLITE_FULL from any statement is the operator's full disk, not an internal error.
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if data_dir.is_disk_full(exc):
+                raise data_dir.DataDirFull(self.data_dir, paid=False) from None
+            raise
+
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
-            db = self._db
-            try:
-                # Inside the try: if we are cancelled while BEGIN is queued, it still runs.
-                await db.execute("BEGIN IMMEDIATE")
-                yield db
-                await db.execute("COMMIT")
-            except BaseException:
-                # Also on cancellation: the connection's worker runs queued statements in
-                # order, so this ROLLBACK lands before the next coroutine's BEGIN.
-                with contextlib.suppress(sqlite3.Error, ValueError):
-                    await db.execute("ROLLBACK")
-                raise
+        with self._full_disk_named():
+            async with self._lock:
+                db = self._db
+                try:
+                    # Inside the try: if we are cancelled while BEGIN is queued, it still runs.
+                    await db.execute("BEGIN IMMEDIATE")
+                    yield db
+                    await db.execute("COMMIT")
+                except BaseException:
+                    # Also on cancellation: the connection's worker runs queued statements in
+                    # order, so this ROLLBACK lands before the next coroutine's BEGIN.
+                    with contextlib.suppress(sqlite3.Error, ValueError):
+                        await db.execute("ROLLBACK")
+                    raise
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        async with self._lock:
-            return list(await self._db.execute_fetchall(sql, params))
+        with self._full_disk_named():
+            async with self._lock:
+                return list(await self._db.execute_fetchall(sql, params))
 
     async def _run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        async with self._lock:
-            cursor = await self._db.execute(sql, params)
-            return cursor.rowcount
+        with self._full_disk_named():
+            async with self._lock:
+                cursor = await self._db.execute(sql, params)
+                return cursor.rowcount
 
     def _absolute(self, relative: str) -> Path:
         return self.data_dir / relative
@@ -155,6 +169,10 @@ class StoreBase:
     async def claim_event(self, key: str, now: float | None = None) -> bool:
         """True the first time ``key`` is seen (within a day): the caller should handle it."""
         now = time.time() if now is None else now
+        with self._full_disk_named():
+            return await self._claim_event(key, now)
+
+    async def _claim_event(self, key: str, now: float) -> bool:
         async with self._lock:
             if now - self._last_prune >= _PRUNE_EVERY_S:
                 self._last_prune = now
