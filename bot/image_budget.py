@@ -6,15 +6,22 @@ order, while the budget is spent; an image larger than the whole budget still ru
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import functools
 import itertools
 import os
 import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 MIB = 1024 * 1024
 # A 40 MP photo rotated upright needs about 240 MB while both orientations exist; this lets two
@@ -166,3 +173,16 @@ class DecodeBudget:
 
 return_freed_memory()
 decode_budget = DecodeBudget(default_capacity())
+
+# Decodes waiting for the budget block their thread. On threads of their own, a burst of 16-image
+# edits queues there instead of taking every thread of the loop's default pool, which file writes,
+# owner checks and previews need meanwhile.
+_decode_threads = ThreadPoolExecutor(
+    max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="imagine-decode"
+)
+
+
+async def decode_off_loop(func: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """Run a decoding call on the decode threads and wait for its result."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_decode_threads, functools.partial(func, *args, **kwargs))

@@ -20,6 +20,7 @@ from bot.errors import (
     count_images,
 )
 from bot.fit import check_fits
+from bot.image_budget import decode_off_loop
 from bot.job_audit import JobAudit
 from bot.job_end import billed_cost, record_failure
 from bot.models import (
@@ -273,7 +274,7 @@ class ImageService:
         sources = tuple(
             await asyncio.gather(
                 *(
-                    asyncio.to_thread(
+                    decode_off_loop(
                         images.normalise_source,
                         source.data,
                         source.filename,
@@ -286,7 +287,7 @@ class ImageService:
         )
         mask = request.mask
         if mask is not None:
-            mask = await asyncio.to_thread(
+            mask = await decode_off_loop(
                 images.prepare_mask,
                 mask.data,
                 mask.filename,

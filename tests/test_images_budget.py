@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import io
 import random
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from bot.config import Settings
 from bot.image_budget import MIB, decode_budget, default_capacity
 from bot.images import normalise_source
+from bot.models import ImageRequest, Requester, SourceImage
+from bot.service import ImageService
 
 LIMITS = {"max_bytes": 25 * MIB, "max_pixels": 40_000_000}
 SIDE = 200
@@ -90,3 +95,34 @@ def test_the_budget_follows_the_memory_it_may_use() -> None:
     assert default_capacity(1024 * MIB) == 128 * MIB  # an eighth
     assert default_capacity(256 * MIB) == 64 * MIB  # never below 64 MiB
     assert default_capacity(64 * 1024 * MIB) == 384 * MIB  # never above 384 MiB
+
+
+async def test_decodes_waiting_for_the_budget_leave_the_default_threads_free(
+    budget: list[tuple[int, int]], tmp_path: Path
+) -> None:
+    # Two 16-image edits at once, with room for one decode: 31 calls wait for the budget.
+    decode_budget.configure(ONE_PNG)
+    release, holding = threading.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def hold(in_use: int, holders: int) -> None:
+        budget.append((in_use, holders))
+        loop.call_soon_threadsafe(holding.set)
+        release.wait(30)  # a safety net against a hang, not an assertion
+
+    decode_budget.on_reserve = hold
+    settings = Settings(_env_file=None, openai_api_key="sk-test", imagine_data_dir=tmp_path)
+    service = ImageService(settings, None, None)  # type: ignore[arg-type]  # validate only
+    requester = Requester(platform="cli", user_id="budget")
+    sources = tuple(SourceImage(png(seed), f"{seed}.png", "") for seed in range(16))
+    request = ImageRequest(requester, "edit them", service.options(), sources)
+    edits = asyncio.gather(service.validate(request), service.validate(request))
+    try:
+        await asyncio.wait_for(holding.wait(), 10)
+        # File writes, owner checks and previews run on the default threads meanwhile.
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: "free"), 10) == "free"
+    finally:
+        release.set()
+    first, second = await edits
+    assert [s.data for s in first.sources] == [s.data for s in sources]
+    assert len(second.sources) == 16
