@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bot.app import build
 from bot.config import Settings, load_settings
-from bot.errors import ConfigError, UserFacingError
+from bot.errors import ConfigError, ProviderMisconfigured, UserFacingError
 from bot.redact import protect_handlers, redact
 
 logger = logging.getLogger("bot.cli")
@@ -128,6 +128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_dispatch(args, settings))
     except ConfigError as exc:
         print(f"imagine-bot: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except ProviderMisconfigured as exc:
+        # In a shell the user is the operator: say what the API refused and what to check.
+        detail = redact(exc.detail, *secrets)
+        print(
+            f"imagine-bot: the image service refused the settings ({detail}). Nothing was charged.",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     except UserFacingError as exc:
         print(f"imagine-bot: {exc.user_message}", file=sys.stderr)

@@ -196,6 +196,26 @@ class Settings(BaseSettings):
     def _comma_list(cls, value: object) -> object:
         return _split_list(value)
 
+    @field_validator("imagine_admin_users")
+    @classmethod
+    def _check_admins(cls, value: list[str]) -> list[str]:
+        for user in value:
+            if not _TOKEN.match(user):
+                raise ValueError(
+                    f"{user!r} has a space or control character inside it; write ids like "
+                    "1234, discord:1234, slack:U0123 or cli:alice, separated by commas"
+                )
+        return value
+
+    @field_validator("imagine_data_dir", mode="before")
+    @classmethod
+    def _blank_is_default(cls, value: object) -> object:
+        # A line "IMAGINE_DATA_DIR=" in .env means "not set", not "the current folder".
+        if isinstance(value, str):
+            value = value.strip()
+            return value or "./data"
+        return value
+
     @field_validator(
         "openai_api_key",
         "openai_org_id",

@@ -221,6 +221,9 @@ async def test_a_wrong_key_says_what_to_fix_and_never_prints_the_key(
     assert ran.code == 1
     assert [r.status for r in openai_fake.requests] == [401]
     assert "OPENAI_API_KEY" in ran.err  # the log line for the operator
+    last = ran.err.strip().splitlines()[-1]
+    assert last.startswith("imagine-bot: the image service refused the settings (")
+    assert last.endswith("check OPENAI_API_KEY). Nothing was charged.")
     assert "Traceback" not in ran.err
     output = ran.out + ran.err
     assert wrong not in output and wrong[8:-4] not in output

@@ -251,3 +251,18 @@ def test_unknown_choices_are_still_refused(
     variable: str, value: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     refused(monkeypatch, variable, value)
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_a_blank_data_dir_is_the_default_folder(
+    blank: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IMAGINE_DATA_DIR", blank)
+    assert load_settings(_env_file=None).imagine_data_dir == Path("data")
+
+
+def test_an_admin_id_with_a_space_inside_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGINE_ADMIN_USERS", "discord:1234, cli:ro ot")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=None)
+    assert str(caught.value).startswith("IMAGINE_ADMIN_USERS: 'cli:ro ot' has a space")
