@@ -17,7 +17,6 @@ from bot.errors import (
     JobNotFound,
     ProviderUnavailable,
     UserFacingError,
-    count_images,
 )
 from bot.fit import check_fits
 from bot.image_budget import decode_off_loop
@@ -253,11 +252,9 @@ class ImageService:
             raise InvalidRequest("Please describe the image you want.", param="prompt")
         request = replace(request, prompt=prompt)
         most = self.settings.imagine_max_images
-        if request.options.n > most:
-            raise InvalidRequest(
-                f"You can ask for at most {count_images(most)} at once.",
-                param="n",
-            )
+        if not 1 <= request.options.n <= most:
+            words = f"1 to {most} images" if most > 1 else "1 image"
+            raise InvalidRequest(f"You can ask for {words} at once.", param="n")
         if len(request.sources) > MAX_SOURCES:
             raise InvalidRequest(
                 f"You attached {len(request.sources)} images; at most {MAX_SOURCES} can be edited "

@@ -264,8 +264,10 @@ async def test_cancelling_a_job_waiting_in_line_refunds_it_and_frees_its_place(
 
 async def test_options_are_checked_before_anything_is_charged(make_app: AppFactory) -> None:
     app = await make_app(imagine_user_limit="1/hour")
-    with pytest.raises(InvalidRequest, match="at most 4 images"):
+    with pytest.raises(InvalidRequest, match=r"^You can ask for 1 to 4 images at once\.$"):
         await app.service.run(request(app.service, n=5))
+    with pytest.raises(InvalidRequest, match=r"^You can ask for 1 to 4 images at once\.$"):
+        await app.service.run(request(app.service, n=0))
     with pytest.raises(InvalidRequest, match="divisible by 16"):
         await app.service.run(request(app.service, size="1000x1000"))
     with pytest.raises(InvalidRequest, match="describe the image"):
