@@ -55,7 +55,8 @@ def parse_rules(text: str | None, *, whole: bool) -> tuple[WindowRule, ...]:
         match = _RULE.match(part)
         if not match:
             raise ValueError(
-                f"can't read {part.strip()!r}; write it like '20/hour' or '5/minute,100/day'"
+                f"can't read {part.strip()!r}; write it like "
+                + ("'20/hour' or '5/minute,100/day'" if whole else "'1/day' or '1/day,10/month'")
             )
         amount_text, unit = match.group(1), match.group(2).lower()
         unit = _WINDOW_ALIASES.get(unit, unit)

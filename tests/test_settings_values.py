@@ -266,3 +266,12 @@ def test_an_admin_id_with_a_space_inside_is_refused(monkeypatch: pytest.MonkeyPa
     with pytest.raises(ConfigError) as caught:
         load_settings(_env_file=None)
     assert str(caught.value).startswith("IMAGINE_ADMIN_USERS: 'cli:ro ot' has a space")
+
+
+def test_an_unreadable_budget_is_shown_a_dollar_example(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGINE_USER_BUDGET", "0.05")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=None)
+    assert str(caught.value) == (
+        "IMAGINE_USER_BUDGET: can't read '0.05'; write it like '1/day' or '1/day,10/month'"
+    )
