@@ -125,7 +125,7 @@ class StderrProgress:
 
     async def _preview(self, event: PartialImage) -> None:
         image, preview = self._counter.place(event.index)
-        text = f"preview {preview + 1} of image {image + 1} received ({len(event.data) // 1024} KB)"
+        text = f"preview {preview + 1} of image {image + 1} received ({_size(len(event.data))})"
         if self._previews_dir is not None:
             try:
                 saved = await asyncio.to_thread(
@@ -141,3 +141,8 @@ class StderrProgress:
                 text += f", kept as {saved}"
         self.line(text)
         self.status(f"generating: preview {preview + 1} of image {image + 1}")
+
+
+def _size(length: int) -> str:
+    """'850 bytes', '12 KB': a small preview never reads as 0 KB."""
+    return f"{length} bytes" if length < 1024 else f"{round(length / 1024)} KB"
