@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 
+import aiohttp
 import discord
 import yarl
 from discord import app_commands
@@ -20,7 +21,7 @@ from adapters.discord_handlers import DiscordImagine
 from adapters.discord_invite import application_id_from_token, discord_invite_url
 from adapters.discord_targets import Display
 from bot.app import App
-from bot.errors import ConfigError
+from bot.errors import ConfigError, unreachable
 from bot.models import JobRecord
 
 logger = logging.getLogger("adapters.discord")
@@ -104,6 +105,8 @@ class ImagineDiscordBot(discord.Client):
             raise ConfigError(
                 "DISCORD_TOKEN", "Discord refused this token; copy it again from the Bot page"
             ) from None
+        except aiohttp.ClientConnectionError as exc:
+            raise unreachable("DISCORD_API_BASE_URL", settings.discord_api_base_url, exc) from None
         self._gateway_task = asyncio.create_task(self.connect(reconnect=True))
         ready = asyncio.create_task(self.wait_until_ready())
         done, _ = await asyncio.wait(

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
@@ -21,7 +22,7 @@ from adapters.slack_handlers import SlackHandlers
 from adapters.slack_jobs import SlackJobs
 from adapters.slack_placeholder import INTERRUPTED_STATE
 from adapters.slack_rate import PacedWebClient, RateBudget
-from bot.errors import ConfigError
+from bot.errors import ConfigError, unreachable
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -177,7 +178,10 @@ async def run_slack(app: App) -> None:
     """Run the Slack bot until cancelled."""
     bot = SlackBot(app)
     try:
-        await bot.start()
+        try:
+            await bot.start()
+        except aiohttp.ClientConnectionError as exc:
+            raise unreachable("SLACK_API_URL", app.settings.slack_api_url, exc) from None
         await asyncio.Event().wait()
     finally:
         await bot.stop()

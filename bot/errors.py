@@ -30,6 +30,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 
 class ImagineError(Exception):
@@ -333,6 +334,16 @@ class ConfigError(ImagineError):
         super().__init__(f"{variable}: {problem}")
         self.variable = variable
         self.problem = problem
+
+
+def unreachable(variable: str, url: str, exc: BaseException) -> ConfigError:
+    """The start-up refusal for a platform API that can't be reached at all."""
+    host = urlsplit(url).netloc or url
+    return ConfigError(
+        variable,
+        f"can't reach {host} ({type(exc).__name__}); check the network connection, or this "
+        "setting if you use a proxy",
+    )
 
 
 def format_duration(seconds: float) -> str:

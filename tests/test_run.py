@@ -57,3 +57,30 @@ async def test_run_serves_discord_and_slack_together_and_stops_cleanly(
     for secret in (openai_fake.api_key, discord_fake.token, BOT_TOKEN, APP_TOKEN):
         assert secret not in log
     assert out == b""
+
+
+async def test_run_with_a_platform_api_out_of_reach_says_which_and_where(
+    openai_fake: FakeOpenAI, discord_fake: FakeDiscord, tmp_path: Path
+) -> None:
+    # Nothing listens on port 9 of this machine: the connection is refused, as when offline.
+    for platform, settings in (
+        ("discord", {"DISCORD_TOKEN": discord_fake.token,
+                     "DISCORD_API_BASE_URL": "http://127.0.0.1:9/api/v10"}),
+        ("slack", {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_APP_TOKEN": APP_TOKEN,
+                   "SLACK_API_URL": "http://127.0.0.1:9/api/"}),
+    ):  # fmt: skip
+        process = await start_cli(
+            "run",
+            platform,
+            cwd=tmp_path,
+            OPENAI_API_KEY=openai_fake.api_key,
+            OPENAI_BASE_URL=openai_fake.base_url,
+            **settings,
+        )
+        _, err = await asyncio.wait_for(process.communicate(), timeout=60)
+        variable = "DISCORD_API_BASE_URL" if platform == "discord" else "SLACK_API_URL"
+        last = err.decode().strip().splitlines()[-1]
+        assert process.returncode == 1
+        assert last.startswith(f"imagine-bot: {variable}: can't reach 127.0.0.1:9 (")
+        assert last.endswith("check the network connection, or this setting if you use a proxy")
+        assert "Traceback" not in err.decode()
