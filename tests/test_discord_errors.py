@@ -98,7 +98,7 @@ async def test_more_images_than_the_setting_allows_is_refused(
     it = await discord_fake.slash(discord_fake.alice, prompt="three cats", count=3)
     reply = await discord_fake.private_reply(it)
     assert_private_and_plain(discord_fake, reply)
-    assert "at most 2 images" in str(reply["content"])
+    assert "You can ask for 1 to 2 images at once." in str(reply["content"])
     assert openai_fake.requests == []
 
 
