@@ -7,7 +7,6 @@ import os
 import shlex
 import shutil
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from bot.errors import ConfigError
 from bot.models import ImageRequest, Requester
 from bot.store import Store
 from tests.fakes.app_fixtures import AppFactory
-from tests.fakes.cli_process import COMMAND, start_cli
+from tests.fakes.cli_process import COMMAND, start_cli, tmpfs_unavailable
 from tests.fakes.openai_server import FakeOpenAI
 
 
@@ -90,25 +89,11 @@ async def test_a_damaged_database_is_one_line_from_any_command(tmp_path: Path) -
     assert line.startswith(f"imagine-bot: IMAGINE_DATA_DIR: {db_path} is damaged")
 
 
-def mount_works(scratch: Path) -> str | None:
-    if shutil.which("unshare") is None:
-        return "unshare is not installed"
-    scratch.mkdir(exist_ok=True)
-    probe = subprocess.run(
-        ["unshare", "-Urm", "sh", "-c", f"mount -t tmpfs -o ro,size=64k tmpfs {scratch}"],
-        capture_output=True,
-        check=False,
-    )
-    if probe.returncode != 0:
-        return f"can't mount a tmpfs in a user namespace: {probe.stderr.decode().strip()}"
-    return None
-
-
 async def run_with_read_only(
     tmp_path: Path, folder: Path, *args: str, **settings: str
 ) -> tuple[int, str, str]:
     """Run ``imagine-bot ARGS`` with an empty read-only filesystem mounted on ``folder``."""
-    reason = mount_works(tmp_path / "probe")
+    reason = tmpfs_unavailable(tmp_path / "probe")
     if reason:
         pytest.skip(reason)
     folder.mkdir(parents=True, exist_ok=True)

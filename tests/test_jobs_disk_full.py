@@ -6,8 +6,6 @@ import asyncio
 import json
 import os
 import shlex
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.fakes.cli_process import COMMAND
+from tests.fakes.cli_process import COMMAND, tmpfs_unavailable
 from tests.fakes.openai_server import FakeOpenAI
 
 # Inside the namespace: a small tmpfs becomes IMAGINE_DATA_DIR, the command runs on it, then
@@ -38,26 +36,11 @@ print(json.dumps({"jobs": [list(r) for r in rows], "files": sorted(files)}))
 """
 
 
-def namespaces_work(scratch: Path) -> str | None:
-    """Why a private tmpfs can't be mounted here, or None if it can."""
-    if shutil.which("unshare") is None:
-        return "unshare is not installed"
-    scratch.mkdir(exist_ok=True)
-    probe = subprocess.run(
-        ["unshare", "-Urm", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {scratch}"],
-        capture_output=True,
-        check=False,
-    )
-    if probe.returncode != 0:
-        return f"can't mount a tmpfs in a user namespace: {probe.stderr.decode().strip()}"
-    return None
-
-
 async def run_on_tmpfs(
     tmp_path: Path, size: str, *args: str, **settings: str
 ) -> tuple[int, str, str, str, dict[str, Any]]:
     """Run ``imagine-bot ARGS`` with a tmpfs of ``size`` as its data folder."""
-    reason = namespaces_work(tmp_path / "probe")
+    reason = tmpfs_unavailable(tmp_path / "probe")
     if reason:
         pytest.skip(reason)
     data = tmp_path / "data"

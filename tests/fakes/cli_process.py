@@ -100,3 +100,18 @@ def run_cli_measured(*args: str, cwd: Path, **settings: str) -> Measured:
         err=err_path.read_text(),
         peak_rss_mb=usage.ru_maxrss / 1024,
     )
+
+
+def tmpfs_unavailable(scratch: Path) -> str | None:
+    """Why a private tmpfs can't be mounted in a user namespace here, or None if it can."""
+    if shutil.which("unshare") is None:
+        return "unshare is not installed"
+    scratch.mkdir(exist_ok=True)
+    probe = subprocess.run(
+        ["unshare", "-Urm", "sh", "-c", f"mount -t tmpfs -o ro,size=64k tmpfs {scratch}"],
+        capture_output=True,
+        check=False,
+    )
+    if probe.returncode != 0:
+        return f"can't mount a tmpfs in a user namespace: {probe.stderr.decode().strip()}"
+    return None
