@@ -38,12 +38,21 @@ _PARTIAL_IMAGE_TOKENS = 100
 _SOURCE_IMAGE_TOKENS = 1_600  # a rough allowance per input image, only for reservations
 
 
-def price_for(model: str) -> Price:
-    """The price row for a model or one of its snapshots (unknown models bill as gpt-image-2)."""
+def _priced_name(model: str) -> str | None:
     for name in sorted(PRICES, key=len, reverse=True):
         if model == name or model.startswith(name + "-"):
-            return PRICES[name]
-    return PRICES["gpt-image-2"]
+            return name
+    return None
+
+
+def is_priced(model: str) -> bool:
+    """True when the model (or the model a snapshot belongs to) has a price row."""
+    return _priced_name(model) is not None
+
+
+def price_for(model: str) -> Price:
+    """The price row for a model or one of its snapshots (unknown models bill as gpt-image-2)."""
+    return PRICES[_priced_name(model) or "gpt-image-2"]
 
 
 def cost_from_usage(model: str, usage: Usage) -> float:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import pytest
 
+from bot.app import build
+from bot.config import Settings
 from bot.models import ImageOptions, Usage
 from bot.pricing import (
     STANDARD_SIZES,
@@ -98,3 +103,24 @@ def test_auto_size_reserves_at_least_any_standard_size_it_may_pick(
     # The bill is settled from real usage, so a reservation below it could overrun a budget.
     reserved = output_tokens_per_image(model, "auto", quality)
     assert all(reserved >= output_tokens_per_image(model, s, quality) for s in STANDARD_SIZES)
+
+
+@pytest.mark.parametrize(
+    ("model", "warned"),
+    [("dall-e-3", True), ("gpt-image-1-2025-04-15", False), ("gpt-image-2", False)],
+)
+async def test_a_model_without_known_prices_is_warned_about_at_start(
+    model: str, warned: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, openai_api_key="sk-test", imagine_model=model, imagine_data_dir=tmp_path
+    )
+    with caplog.at_level(logging.WARNING, logger="bot.app"):
+        app = await build(settings)
+    await app.aclose()
+    said = [r.getMessage() for r in caplog.records if r.name == "bot.app"]
+    expected = (
+        f"IMAGINE_MODEL={model} has no known prices; costs and budgets are counted at "
+        "gpt-image-2's prices"
+    )
+    assert said == ([expected] if warned else [])
