@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bot.app import build
+from bot import launch
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError, ProviderMisconfigured, UserFacingError
 from bot.redact import protect_handlers, redact
@@ -167,30 +165,18 @@ def _setup_logging(settings: Settings, *, quiet: bool) -> None:
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     command: str = args.command
     if command == "discord-invite":
-        return _discord_invite(settings)
+        print(launch.discord_invite(settings))
+        return 0
     if command == "slack-manifest":
-        from adapters.slack_manifest import slack_manifest
-
-        print(slack_manifest(), end="")
+        print(launch.slack_manifest(), end="")
         return 0
     if command == "usage":
         return await _usage(settings, args.user)
     if command == "run":
-        return await _run(settings, args.platform)
+        return await launch.run(settings, args.platform)
     from bot.cli_imagine import make_images
 
     return await make_images(settings, args)
-
-
-def _discord_invite(settings: Settings) -> int:
-    from adapters.discord_invite import application_id_from_token, discord_invite_url
-
-    token = settings.discord_token.get_secret_value() if settings.discord_token else ""
-    application_id = application_id_from_token(token) if token else None
-    if application_id is None:
-        raise ConfigError("DISCORD_TOKEN", "not set or not a bot token; copy it from the Bot page")
-    print(discord_invite_url(application_id))
-    return 0
 
 
 async def _usage(settings: Settings, user: str | None) -> int:
@@ -212,57 +198,6 @@ async def _usage(settings: Settings, user: str | None) -> int:
             f"{row.user_key:<32} {row.images_today:>7} {row.cost_today:>9.4f} "
             f"{row.images_month:>7} {row.cost_month:>9.4f}"
         )
-    return 0
-
-
-async def _run(settings: Settings, platform: str | None) -> int:
-    discord_ready = settings.discord_token is not None
-    slack_ready = settings.slack_bot_token is not None
-    wanted = {"discord": discord_ready, "slack": slack_ready}
-    if platform is not None:
-        if not wanted[platform]:
-            variable = "DISCORD_TOKEN" if platform == "discord" else "SLACK_BOT_TOKEN"
-            raise ConfigError(variable, f"not set; it is needed to run the {platform} bot")
-        wanted = {platform: True}
-    chosen = [name for name, ready in wanted.items() if ready]
-    if not chosen:
-        raise ConfigError(
-            "DISCORD_TOKEN / SLACK_BOT_TOKEN",
-            "neither is set, so there is nothing to run; set DISCORD_TOKEN for Discord, "
-            "SLACK_BOT_TOKEN plus SLACK_APP_TOKEN (or SLACK_SIGNING_SECRET) for Slack",
-        )
-    app = await build(settings)
-    # Before any adapter admits a job: what a previous process left running is now interrupted.
-    await app.service.recover_interrupted()
-    main_task = asyncio.current_task()
-    loop = asyncio.get_running_loop()
-    if main_task is not None:
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signal.SIGTERM, main_task.cancel)
-    logger.info("starting: %s", ", ".join(chosen))
-    tasks: list[asyncio.Task[None]] = []
-    try:
-        if "discord" in chosen:
-            from adapters.discord_bot import run_discord
-
-            tasks.append(asyncio.create_task(run_discord(app), name="discord"))
-        if "slack" in chosen:
-            from adapters.slack_bot import run_slack
-
-            tasks.append(asyncio.create_task(run_slack(app), name="slack"))
-        # One platform failing to start (a bad token) stops the whole process with its reason.
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in done:
-            error = task.exception()
-            if error is not None:
-                raise error
-    except asyncio.CancelledError:
-        logger.info("stopping")
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await app.aclose()
     return 0
 
 

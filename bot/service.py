@@ -6,12 +6,23 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from bot import images
+from bot.commands import (
+    NO_OVERRIDES,
+    Command,
+    Edit,
+    Generate,
+    MessageRef,
+    Overrides,
+    Regenerate,
+    RemoteFile,
+)
 from bot.errors import (
+    AttachmentRejected,
     InternalError,
     InvalidRequest,
     JobNotFound,
@@ -37,15 +48,18 @@ from bot.models import (
     Started,
 )
 from bot.pricing import cost_from_usage, estimate_cost
-from bot.provider import ImageProvider, check_options
+from bot.provider import MAX_SOURCES, ImageProvider, check_options
 
 if TYPE_CHECKING:
     from bot.config import Settings
+    from bot.downloads import Downloader
     from bot.store import Store
 
 logger = logging.getLogger("bot.service")
 
-MAX_SOURCES = 16
+# Called once a job is admitted, with its place in line (0: a slot is free). What it raises
+# ends the job (a UserFacingError refunded, with its words) before anything is paid for.
+AdmittedCallback = Callable[[JobRecord, int], Awaitable[None]]
 
 
 @dataclass
@@ -65,6 +79,10 @@ class SlotQueue:
     def waiting(self) -> int:
         """How many callers are in line."""
         return len(self._waiters)
+
+    def next_position(self) -> int:
+        """The place in line a caller arriving now gets (0: a slot is free)."""
+        return 0 if self._free > 0 and not self._waiters else len(self._waiters) + 1
 
     async def acquire(self, report: Callable[[int], Awaitable[None]]) -> None:
         """Take a slot; ``report(position)`` hears 0 for no wait, else each new place in line."""
@@ -132,8 +150,8 @@ class ImageService:
         """Jobs admitted and waiting for a provider slot."""
         return self._slots.waiting
 
-    def options(self, **overrides: object) -> ImageOptions:
-        """The operator's defaults, with the non-None overrides applied."""
+    def options(self, overrides: Overrides = NO_OVERRIDES) -> ImageOptions:
+        """The operator's defaults, with the user's choices applied."""
         settings = self.settings
         base = ImageOptions(
             model=settings.imagine_model,
@@ -143,15 +161,88 @@ class ImageService:
             moderation=settings.imagine_moderation,
             partial_images=settings.imagine_partial_images,
         )
-        known = {f.name for f in fields(ImageOptions)}
-        unknown = set(overrides) - known
-        if unknown:
-            raise TypeError(f"unknown image options: {', '.join(sorted(unknown))}")
-        chosen = {k: v for k, v in overrides.items() if v is not None}
-        return replace(base, **chosen)  # type: ignore[arg-type]
+        return overrides.apply(base)
+
+    # --- commands ------------------------------------------------------------------------
+    async def prepare(self, command: Command, files: Downloader | None = None) -> ImageRequest:
+        """The request a command stands for: its inputs fetched, its options settled.
+
+        An edit starts from the parent job's result when there is one (named, or linked to the
+        message it points at); otherwise from the images of that message.
+        """
+        if isinstance(command, Regenerate):
+            return await self.regenerate_request(command.job_id, command.requester)
+        if isinstance(command, Generate):
+            return ImageRequest(command.requester, command.prompt, self.options(command.overrides))
+        extra = await self._fetch(files, command.files)
+        mask = (await self._fetch(files, (command.mask,)))[0] if command.mask else None
+        parent = await self._parent_of(command)
+        if parent is not None:
+            request = await self.edit_request(
+                parent, command.requester, command.prompt, extra, mask
+            )
+            return replace(request, options=command.overrides.apply(request.options))
+        theirs = await self._fetch(files, command.their_files)
+        if not theirs and not extra:
+            raise AttachmentRejected("that message", "I can't see an image in it any more")
+        return ImageRequest(
+            command.requester,
+            command.prompt,
+            self.options(command.overrides),
+            sources=(*theirs, *extra),
+            mask=mask,
+        )
+
+    async def _parent_of(self, edit: Edit) -> str | None:
+        if edit.job_id is not None:
+            return edit.job_id
+        if edit.on is None:
+            return None
+        job = await self.job_for(edit.on)
+        # A failure message is linked too, but has no image to edit.
+        return job.id if job is not None and job.status == "succeeded" else None
+
+    @staticmethod
+    async def _fetch(
+        files: Downloader | None, wanted: Sequence[RemoteFile]
+    ) -> tuple[SourceImage, ...]:
+        if not wanted:
+            return ()
+        if files is None:
+            raise AttachmentRejected(wanted[0].filename, "files can't be fetched here")
+        return await files.fetch_all(wanted)
+
+    # --- what the platforms keep about jobs ---------------------------------------------
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        """A stored job, or None."""
+        return await self.store.get_job(job_id)
+
+    async def has_images(self, job_id: str) -> bool:
+        """Whether the job's images are still kept (so it can be edited)."""
+        return bool(await self.store.job_images(job_id))
+
+    async def job_for(self, ref: MessageRef) -> JobRecord | None:
+        """The job a message shows (its progress, result or failure), or None."""
+        return await self.store.job_for_message(ref.platform, ref.key)
+
+    async def link_message(self, ref: MessageRef, job_id: str) -> None:
+        """Remember that a message shows this job, for replies and buttons."""
+        await self.store.link_message(ref.platform, ref.key, job_id)
+
+    async def set_platform_ref(self, job_id: str, ref: Mapping[str, object]) -> None:
+        """Keep (merged) what a later process needs to find the job's message again."""
+        await self.store.set_platform_ref(job_id, ref)
+
+    async def first_time(self, event_key: str) -> bool:
+        """True the first time a platform event is seen: handle it. Retries get False."""
+        return await self.store.claim_event(event_key)
 
     async def run(
-        self, request: ImageRequest, progress: ProgressCallback | None = None
+        self,
+        request: ImageRequest,
+        progress: ProgressCallback | None = None,
+        *,
+        on_admitted: AdmittedCallback | None = None,
     ) -> JobResult:
         """Make or edit images for one request, reporting progress; raises UserFacingError."""
         request = await self.validate(request)
@@ -180,6 +271,8 @@ class ImageService:
         emit = _SafeEmitter(progress, job.id)
         audit = JobAudit(job.id, request, started, self._clock)
         try:
+            if on_admitted is not None:
+                await on_admitted(job, self._slots.next_position())
             result = await self._execute(job, request, emit)
         except UserFacingError as exc:
             cost = billed_cost(exc, request)
