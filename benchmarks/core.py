@@ -29,6 +29,7 @@ from PIL import Image
 
 from bot import images
 from bot.app import App, build
+from bot.commands import Overrides
 from bot.config import Settings, WindowRule
 from bot.errors import LimitExceeded
 from bot.models import (
@@ -141,7 +142,9 @@ async def overhead_and_lag(
     spacing = latency / jobs
     # Warm up: the first request pays one-off costs (lazy imports, the first connection).
     await app.service.run(
-        ImageRequest(Requester("bench", "warm"), "warm up", app.service.options(quality="low"))
+        ImageRequest(
+            Requester("bench", "warm"), "warm up", app.service.options(Overrides(quality="low"))
+        )
     )
 
     async def one(i: int) -> tuple[bool, float]:
@@ -151,7 +154,7 @@ async def overhead_and_lag(
         request = ImageRequest(
             requester=Requester("bench", f"u{i}"),
             prompt=prompt,
-            options=app.service.options(size="1024x1024", quality="low"),
+            options=app.service.options(Overrides(size="1024x1024", quality="low")),
             sources=sources,
         )
 
@@ -193,7 +196,7 @@ async def makespan(
         request = ImageRequest(
             requester=Requester("bench", f"m{i}"),
             prompt=f"makespan job {i}",
-            options=app.service.options(size="1024x1024", quality="low"),
+            options=app.service.options(Overrides(size="1024x1024", quality="low")),
         )
         await app.service.run(request)
 

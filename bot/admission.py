@@ -14,9 +14,7 @@ import aiosqlite
 from bot.config import WindowRule
 from bot.errors import BudgetExceeded, LimitExceeded
 from bot.fit import COST_EPSILON, raise_if_never_fits
-from bot.migrations import JOB_COLUMNS, JOB_VALUES
-
-__all__ = ["COST_EPSILON", "check_rules", "guarded_insert", "sums_sql", "wait_for_room"]
+from bot.job_rows import JOB_COLUMNS, JOB_VALUES
 
 
 @functools.lru_cache(maxsize=32)

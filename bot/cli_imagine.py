@@ -14,6 +14,7 @@ from types import TracebackType
 from bot.app import App, build
 from bot.cli_files import prepare_folder, read_input, reason_of, save_images
 from bot.cli_progress import StderrProgress
+from bot.commands import Overrides
 from bot.config import Settings
 from bot.errors import UserFacingError
 from bot.models import ImageRequest, Requester, SourceImage, StoredImage
@@ -137,7 +138,8 @@ async def _make_images(settings: Settings, args: argparse.Namespace, outcome: _O
     sources, mask = await _read_inputs(args, settings.max_attachment_bytes)
     app = await build(settings)
     try:
-        options = app.service.options(**{name: getattr(args, name) for name in OPTION_ARGS})
+        chosen = {name: getattr(args, name) for name in OPTION_ARGS}
+        options = app.service.options(Overrides(**chosen))
         if previews is not None and options.partial_images == 0:
             raise UserFacingError(
                 "--previews keeps partial previews, but none are asked for "

@@ -17,7 +17,6 @@
     │   ├── ProviderMisconfigured    a bad key / missing permission: the operator must act
     │   ├── JobNotFound              a button or reply points at a job the store does not know
     │   ├── NotAllowed               the user may not do this (delete someone else's image)
-    │   ├── JobInterrupted           the bot restarted while the job ran
     │   └── InternalError            an unexpected failure, already logged with ``job_id``
     └── ConfigError                  a setting is missing or invalid (``variable``)
 
@@ -304,16 +303,6 @@ class JobNotFound(UserFacingError):
 
 class NotAllowed(UserFacingError):
     """The user may not do this."""
-
-
-class JobInterrupted(UserFacingError):
-    """The bot restarted while the job was running."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "This request was interrupted because the bot restarted. Nothing was charged; "
-            "please try again."
-        )
 
 
 class InternalError(UserFacingError):

@@ -6,10 +6,6 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-
-JobStatus = Literal["queued", "running", "succeeded", "failed", "interrupted"]
-FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "interrupted"})
 
 MIME_BY_FORMAT = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 

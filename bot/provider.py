@@ -1,4 +1,4 @@
-"""The image provider port and its OpenAI Images implementation (httpx, SSE, SDK-style retries)."""
+"""The image provider port and its OpenAI Images client (httpx, SSE, SDK-style retries)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from bot.config import Settings
-from bot.errors import ConfigError, InvalidRequest, ProviderMisconfigured, ProviderUnavailable
+from bot.errors import ConfigError, ProviderMisconfigured, ProviderUnavailable
+from bot.image_rules import MAX_SOURCES, check_options
 from bot.models import (
     ImageRequest,
     PartialCallback,
@@ -27,26 +28,10 @@ from bot.openai_errors import (
     redact,
 )
 from bot.redact import HTTP_LOGGERS, LOG_FILTER, protect_loggers
-from bot.sizes import STANDARD_SIZES, check_size
-from bot.sse import parse_usage, read_stream, result_from_json
+from bot.sse import read_stream, result_from_json
 
-__all__ = [
-    "STANDARD_SIZES",
-    "ImageProvider",
-    "OpenAIImages",
-    "check_options",
-    "check_size",
-    "parse_usage",
-]
-
-MAX_SOURCES = 16
-MAX_PROMPT = 32_000
-_CHOICES = {
-    "quality": ("auto", "low", "medium", "high"),
-    "background": ("auto", "opaque", "transparent"),
-    "output_format": ("png", "jpeg", "webp"),
-    "moderation": ("auto", "low"),
-}
+# The gpt-image rules live in bot.image_rules; the service and adapters import these here.
+__all__ = ["MAX_SOURCES", "ImageProvider", "OpenAIImages", "check_options"]
 
 
 class ImageProvider(Protocol):
@@ -61,56 +46,6 @@ class ImageProvider(Protocol):
     async def aclose(self) -> None:
         """Release network resources."""
         ...
-
-
-# --- validation before spending a request ------------------------------------------------
-
-
-def check_options(request: ImageRequest) -> None:
-    """Raise InvalidRequest for anything the API would refuse, before paying for a call."""
-    options = request.options
-    prompt = request.prompt.strip()
-    if not prompt:
-        raise InvalidRequest("Please describe the image you want.", param="prompt")
-    if len(request.prompt) > MAX_PROMPT:
-        raise InvalidRequest(
-            f"The prompt is {len(request.prompt):,} characters; the limit is {MAX_PROMPT:,}.",
-            param="prompt",
-        )
-    if not 1 <= options.n <= 10:
-        raise InvalidRequest("You can ask for 1 to 10 images at once.", param="n")
-    if not 0 <= options.partial_images <= 3:
-        raise InvalidRequest("Previews (partial images) can be 0 to 3.", param="partial_images")
-    for param, allowed in _CHOICES.items():
-        value = getattr(options, param)
-        if value not in allowed:
-            raise InvalidRequest(
-                f"{param.replace('_', ' ').capitalize()} {value!r} isn't available; "
-                f"choose {', '.join(allowed)}.",
-                param=param,
-            )
-    if options.background == "transparent" and options.output_format not in ("png", "webp"):
-        raise InvalidRequest(
-            "A transparent background needs PNG or WebP output, not JPEG.", param="background"
-        )
-    if options.output_compression is not None:
-        if options.output_format not in ("jpeg", "webp"):
-            raise InvalidRequest(
-                "Compression only applies to JPEG or WebP output.", param="output_compression"
-            )
-        if not 0 <= options.output_compression <= 100:
-            raise InvalidRequest(
-                "Compression must be between 0 and 100.", param="output_compression"
-            )
-    if len(request.sources) > MAX_SOURCES:
-        raise InvalidRequest(
-            f"At most {MAX_SOURCES} images can be edited together; you gave "
-            f"{len(request.sources)}.",
-            param="image",
-        )
-    if request.mask is not None and not request.sources:
-        raise InvalidRequest("A mask needs an image to apply to.", param="mask")
-    check_size(options.model, options.size)
 
 
 # --- the client --------------------------------------------------------------------------

@@ -340,24 +340,9 @@ class ImageService:
 
     async def validate(self, request: ImageRequest) -> ImageRequest:
         """Check options and turn raw attachments into API-ready images (off the event loop)."""
-        prompt = request.prompt.strip()
-        if not prompt:
-            raise InvalidRequest("Please describe the image you want.", param="prompt")
-        request = replace(request, prompt=prompt)
-        most = self.settings.imagine_max_images
-        if not 1 <= request.options.n <= most:
-            words = f"1 to {most} images" if most > 1 else "1 image"
-            raise InvalidRequest(f"You can ask for {words} at once.", param="n")
-        if len(request.sources) > MAX_SOURCES:
-            raise InvalidRequest(
-                f"You attached {len(request.sources)} images; at most {MAX_SOURCES} can be edited "
-                "together.",
-                param="image",
-            )
-        check_options(request)
+        request = replace(request, prompt=request.prompt.strip())
+        check_options(request, max_images=self.settings.imagine_max_images)
         if not request.sources:
-            if request.mask is not None:
-                raise InvalidRequest("A mask needs an image to apply to.", param="mask")
             return request
         max_bytes = self.settings.max_attachment_bytes
         max_pixels = self.settings.imagine_max_input_pixels

@@ -22,22 +22,12 @@ from bot.config import WindowRule
 from bot.errors import JobNotFound
 from bot.job_files import input_files, output_path, remove_files, write_files
 from bot.job_owners import HEARTBEAT_S, OwnerLock, lock_held, new_owner
-from bot.migrations import (
-    INSERT_IMAGE,
-    INSERT_JOB,
-    ForeignDatabase,
-    configure,
-    job_from_row,
-    job_row,
-    migrate,
-    queued_record,
-)
+from bot.job_rows import INSERT_IMAGE, INSERT_JOB, job_from_row, job_row, queued_record
+from bot.migrations import ForeignDatabase, configure, migrate
 from bot.models import ImageRequest, JobRecord, ProviderResult, StoredImage
-from bot.store_base import StoreBase, UsageRow
+from bot.store_base import StoreBase
 
 logger = logging.getLogger("bot.store")
-
-__all__ = ["Store", "UsageRow", "new_job_id"]
 
 BUSY_TIMEOUT_MS = 10_000
 _ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"

@@ -17,7 +17,7 @@ import aiosqlite
 
 from bot import data_dir
 from bot.errors import JobNotFound
-from bot.migrations import job_from_row
+from bot.job_rows import job_from_row
 from bot.models import JobRecord, SourceImage, StoredImage
 
 EVENT_TTL_S = 86_400.0

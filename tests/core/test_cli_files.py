@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.core.test_cli import imagine_bot, png
 from tests.fakes.cli_process import run_cli_measured, start_cli
 from tests.fakes.openai_server import FakeOpenAI
-from tests.test_cli import imagine_bot, png
 
 GIB = 1024**3
 

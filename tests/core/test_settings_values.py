@@ -8,7 +8,7 @@ import pytest
 
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError
-from bot.provider import check_size
+from bot.sizes import check_size
 
 SECRETS = (
     "OPENAI_API_KEY",

@@ -34,7 +34,8 @@ from bot.models import (
     SourceImage,
     Usage,
 )
-from bot.store import Store, UsageRow
+from bot.store import Store
+from bot.store_base import UsageRow
 
 T0 = 1_750_000_000.0
 HOUR = 3600.0
@@ -335,7 +336,7 @@ async def test_another_process_on_the_same_file_never_over_admits(
         str(T0),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
-        cwd=Path(__file__).parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert child.stdin is not None and child.stdout is not None
     try:

@@ -57,7 +57,7 @@ async def child(db_path: Path) -> AsyncIterator[Child]:
             *(sys.executable, "-c", _CHILD, str(db_path), platform),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            cwd=Path(__file__).parent.parent,
+            cwd=Path(__file__).resolve().parents[2],
         )
         started.append(process)
         assert process.stdout is not None

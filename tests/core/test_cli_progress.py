@@ -13,9 +13,9 @@ from pathlib import Path
 from PIL import Image
 
 from bot.cli_progress import PreviewCounter
+from tests.core.test_cli import imagine_bot
 from tests.fakes.cli_process import start_cli
 from tests.fakes.openai_server import FakeOpenAI
-from tests.test_cli import imagine_bot
 
 _STAMPED = re.compile(r"^\[\s*\d+\.\ds\] ")
 _ELAPSED = re.compile(rb"\d+:\d\d:\d\d")  # rich's elapsed-time column, H:MM:SS

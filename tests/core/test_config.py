@@ -84,7 +84,7 @@ def test_other_bad_values_name_their_variable(
     assert str(caught.value).startswith(expected)
 
 
-_ROOT = Path(__file__).resolve().parent.parent
+_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_setting_is_documented_in_env_example_and_readme() -> None:

@@ -7,8 +7,10 @@ import asyncio
 import pytest
 
 from bot.errors import InvalidRequest, InvalidSize
+from bot.image_rules import check_options
 from bot.models import ImageOptions, ImageRequest, Requester, Usage
-from bot.provider import OpenAIImages, check_options, check_size
+from bot.provider import OpenAIImages
+from bot.sizes import check_size
 from bot.sse import parse_usage
 from tests.fakes.openai_client import ALICE, Factory, Partials, opened, request, source
 from tests.fakes.openai_server import FakeOpenAI

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from PIL import Image
 
+from bot.commands import Overrides
 from bot.errors import (
     BudgetExceeded,
     ContentBlocked,
@@ -45,9 +47,9 @@ def png(width: int = 64, height: int = 64, colour: str = "red") -> bytes:
 
 
 def request(
-    service: ImageService, prompt: str = "a red fox", who: Requester = ALICE, **options: object
+    service: ImageService, prompt: str = "a red fox", who: Requester = ALICE, **options: Any
 ) -> ImageRequest:
-    return ImageRequest(requester=who, prompt=prompt, options=service.options(**options))
+    return ImageRequest(requester=who, prompt=prompt, options=service.options(Overrides(**options)))
 
 
 class Recorder:
@@ -352,7 +354,9 @@ async def test_regenerate_after_restart_reads_the_job_from_the_store(
     app = await make_app()
     source = SourceImage(png(128, 128, "blue"), "blue.png", "")
     original = await app.service.run(
-        ImageRequest(ALICE, "paint it gold", app.service.options(quality="low"), sources=(source,))
+        ImageRequest(
+            ALICE, "paint it gold", app.service.options(Overrides(quality="low")), sources=(source,)
+        )
     )
     await app.aclose()
 
@@ -438,7 +442,7 @@ async def test_every_finished_job_logs_one_audit_line(
     source = SourceImage(png(), "cat.png", "")
     task = asyncio.create_task(
         app.service.run(
-            ImageRequest(ALICE, "paint it", app.service.options(n=2), sources=(source,))
+            ImageRequest(ALICE, "paint it", app.service.options(Overrides(n=2)), sources=(source,))
         )
     )
     await openai_fake.wait_for(count=3)
