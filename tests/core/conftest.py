@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.store import Store
+from tests.core.file_server import FileServer, serving
 from tests.core.store_kit import OpenStore
 
 
@@ -33,3 +34,10 @@ def db_path(tmp_path: Path) -> Path:
 @pytest.fixture
 async def store(open_store: OpenStore, db_path: Path) -> Store:
     return await open_store(db_path)
+
+
+@pytest.fixture
+async def file_server() -> AsyncIterator[FileServer]:
+    """A local file host (see ``tests.core.file_server``)."""
+    async for server in serving():
+        yield server
