@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from adapters.discord_bot import ImagineDiscordBot
+from adapters.discord.bot import ImagineDiscordBot
 from bot.app import build
 from tests.fakes.app_fixtures import fast_provider, test_settings
 from tests.fakes.discord_server import Call, FakeDiscord

@@ -20,7 +20,7 @@ from aiohttp import web
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from adapters.discord_bot import ImagineDiscordBot
+from adapters.discord.bot import ImagineDiscordBot
 from bot.app import App
 from tests.fakes.app_fixtures import ProviderGate
 from tests.fakes.discord_gateway import DiscordGateway

@@ -3,34 +3,49 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections.abc import Sequence
 
 import discord
 
-from adapters import discord_render as render
-from adapters.discord_files import AttachmentFetcher, is_image, split_mask
-from adapters.discord_jobs import (
+from adapters.discord.files import downloader, remote, remote_all
+from adapters.discord.presenter import DiscordPresenter, progress_budget
+from adapters.discord.render import MARKUP, REQUESTED_BY, status, warning
+from adapters.discord.targets import (
     InteractionTarget,
-    JobRunner,
     MessageTarget,
+    Target,
     ViewFactory,
-    logger,
     requester_of,
 )
+from bot import texts
 from bot.app import App
-from bot.errors import AttachmentRejected, JobNotFound
-from bot.models import FINAL_STATUSES, ImageRequest, JobRecord, Requester, SourceImage
+from bot.commands import (
+    Command,
+    Edit,
+    Generate,
+    MessageRef,
+    Overrides,
+    Regenerate,
+    RemoteFile,
+    split_mask,
+)
+from bot.errors import JobNotFound
+from bot.models import JobRecord, Requester
+from bot.presenting import JobTasks, JobView, run_job
+
+logger = logging.getLogger("adapters.discord")
 
 MENU_MEMORY = 500
 MENTION = re.compile(r"<@!?(\d+)>")
-NOT_HERE = "⚠️ I'm not set up to make images in this channel."
-NO_IMAGE = "⚠️ That message has no image I can edit."
-CANT_SEE = (
-    "⚠️ I can't see the images in that message: this bot runs without Discord's Message "
-    "Content intent. Use the message's **Apps → Edit image** menu instead."
-)
-NO_PROMPT = "Tell me what to change: reply to the image with a description of the edit."
+# Who else may delete a result, in the words of Discord's permission.
+MODERATORS = "someone who can manage messages"
+
+
+def ref(message_id: int) -> MessageRef:
+    """The core's name for a Discord message."""
+    return MessageRef("discord", str(message_id))
 
 
 class DiscordImagine:
@@ -38,13 +53,15 @@ class DiscordImagine:
 
     def __init__(self, app: App, result_view: ViewFactory) -> None:
         self.app = app
-        settings = app.settings
-        self.fetcher = AttachmentFetcher(
-            settings.discord_api_base_url, settings.max_attachment_bytes
-        )
-        self.runner = JobRunner(app, result_view)
+        self.service = app.service
+        self.result_view = result_view
+        self.files = downloader(app.settings)
+        self.budget = progress_budget()
+        self.tasks = JobTasks()
         # Channel ids or names; "#art" and "art" mean the same channel.
-        self.allowed_channels = frozenset(c.lstrip("#") for c in settings.discord_allowed_channels)
+        self.allowed_channels = frozenset(
+            c.lstrip("#") for c in app.settings.discord_allowed_channels
+        )
         # The "Edit image" menu sees the whole message; a later fetch may not (no content intent).
         self._menu_targets: dict[int, list[discord.Attachment]] = {}
 
@@ -54,9 +71,26 @@ class DiscordImagine:
             self._menu_targets.pop(next(iter(self._menu_targets)))
         self._menu_targets[message.id] = list(message.attachments)
 
+    async def shutdown(self) -> None:
+        """Stop the jobs in flight; each tells its user it was interrupted (while we still can)."""
+        await self.tasks.shutdown()
+        self.budget.close()
+
     async def aclose(self) -> None:
-        """Release the download session."""
-        await self.fetcher.aclose()
+        """Release the download connections."""
+        await self.files.aclose()
+
+    async def run(self, target: Target, command: Command) -> str | None:
+        """Run ``command`` through the core, drawn on ``target``; the job id if delivered."""
+        presenter = DiscordPresenter(target, self.result_view)
+        with self.tasks.tracked():
+            return await run_job(
+                self.service,
+                command,
+                presenter,
+                files=self.files,
+                pacer=self.budget.channel(presenter.channel_id),
+            )
 
     def channel_allowed(self, channel: object) -> bool:
         """True when no channel list is set, or the channel (or a thread's parent) is on it."""
@@ -72,7 +106,7 @@ class DiscordImagine:
     async def _refuse_channel(self, interaction: discord.Interaction) -> bool:
         if self.channel_allowed(interaction.channel):
             return False
-        await interaction.response.send_message(NOT_HERE, ephemeral=True)
+        await interaction.response.send_message(warning(texts.NOT_HERE), ephemeral=True)
         return True
 
     async def _defer(self, interaction: discord.Interaction) -> InteractionTarget | None:
@@ -106,76 +140,55 @@ class DiscordImagine:
         *,
         attachments: Sequence[discord.Attachment],
         mask: discord.Attachment | None,
-        **options: object,
+        overrides: Overrides,
     ) -> None:
         """The slash command: generate, or edit the attached images."""
         begun = await self._begin(interaction)
         if begun is None:
             return
         target, requester = begun
-
-        async def build() -> ImageRequest:
-            for attachment in (*attachments, *([mask] if mask else [])):
-                if not is_image(attachment):
-                    raise AttachmentRejected(attachment.filename, "it is not an image")
-            sources = await self.fetcher.fetch_all(attachments)
-            mask_source = await self.fetcher.fetch_attachment(mask) if mask else None
-            return ImageRequest(
-                requester=requester,
-                prompt=prompt,
-                options=self.app.service.options(**options),
-                sources=tuple(sources),
-                mask=mask_source,
-            )
-
-        await self.runner.run(
-            target, prompt=prompt, requester_label=interaction.user.mention, build=build
-        )
+        command: Command = Generate(requester, prompt, overrides)
+        if attachments or mask:
+            files = remote_all(attachments)
+            the_mask = remote(mask) if mask else None
+            command = Edit(requester, prompt, files=files, mask=the_mask, overrides=overrides)
+        await self.run(target, command)
 
     # --- buttons ---------------------------------------------------------------------------------
     async def job_or_refuse(
         self, interaction: discord.Interaction, job_id: str, *, images: bool = False
     ) -> JobRecord | None:
         """The button's job; None after saying privately that the store lost it (or its images)."""
-        job = await self.app.store.get_job(job_id)
-        if job is not None and (not images or await self.app.store.job_images(job_id)):
+        job = await self.service.get_job(job_id)
+        if job is not None and (not images or await self.service.has_images(job_id)):
             return job
-        await interaction.response.send_message(
-            render.error_message(JobNotFound(job_id)), ephemeral=True
-        )
+        gone = warning(texts.refusal(JobNotFound(job_id), MARKUP))
+        await interaction.response.send_message(gone, ephemeral=True)
         return None
 
     async def regenerate(self, interaction: discord.Interaction, job_id: str) -> None:
         """🔁: the same request again, counted against whoever clicked."""
         if await self._refuse_channel(interaction):
             return
-        job = await self.job_or_refuse(interaction, job_id)
-        if job is None:
+        if await self.job_or_refuse(interaction, job_id) is None:
             return
         target = await self._defer(interaction)
-        if target is None:
-            return
-        requester = requester_of(interaction.user, interaction.channel_id)
-
-        async def build() -> ImageRequest:
-            return await self.app.service.regenerate_request(job_id, requester)
-
-        await self.runner.run(
-            target, prompt=job.prompt, requester_label=interaction.user.mention, build=build
-        )
+        if target is not None:
+            requester = requester_of(interaction.user, interaction.channel_id)
+            await self.run(target, Regenerate(requester, job_id))
 
     async def delete(self, interaction: discord.Interaction, job_id: str) -> None:
         """🗑: the requester or a member who can manage messages removes the result."""
-        job = await self.app.store.get_job(job_id)
+        job = await self.service.get_job(job_id)
         # Without the job (data wiped), the result's own embed still says who asked.
         owner = job.requester.user_id if job is not None else requested_by(interaction.message)
-        is_owner = owner == str(interaction.user.id)
-        if not (is_owner or interaction.permissions.manage_messages):
-            await interaction.response.send_message(
-                "⚠️ Only the person who asked for this image, or someone who can manage "
-                "messages, can delete it.",
-                ephemeral=True,
+        if not (owner == str(interaction.user.id) or interaction.permissions.manage_messages):
+            refusal = (
+                texts.only_owner_deletes(owner, MODERATORS, MARKUP)
+                if owner is not None
+                else texts.refusal(JobNotFound(job_id), MARKUP)
             )
+            await interaction.response.send_message(warning(refusal), ephemeral=True)
             return
         await interaction.response.defer()
         if interaction.message is not None:
@@ -187,54 +200,30 @@ class DiscordImagine:
     async def edit_job(self, interaction: discord.Interaction, job_id: str, prompt: str) -> None:
         """The Edit modal of a result was submitted: edit that job's image."""
         begun = await self._begin(interaction)
-        if begun is None:
-            return
-        target, requester = begun
-
-        async def build() -> ImageRequest:
-            return await self.app.service.edit_request(job_id, requester, prompt)
-
-        await self.runner.run(
-            target, prompt=prompt, requester_label=interaction.user.mention, build=build
-        )
+        if begun is not None:
+            target, requester = begun
+            await self.run(target, Edit(requester, prompt, job_id=job_id))
 
     async def edit_message_images(
         self, interaction: discord.Interaction, channel_id: int, message_id: int, prompt: str
     ) -> None:
-        """The context-menu modal was submitted: edit the images of any message."""
+        """The context-menu modal was submitted: edit the linked job, else the message's images."""
         begun = await self._begin(interaction)
         if begun is None:
             return
         target, requester = begun
-        job = await self.app.store.job_for_message("discord", str(message_id))
-
-        async def build() -> ImageRequest:
-            if job is not None:
-                return await self.app.service.edit_request(job.id, requester, prompt)
-            attachments = self._menu_targets.pop(message_id, None)
-            if attachments is None:
-                # Opened before a restart: fetch it (only complete with the content intent).
-                channel = interaction.client.get_partial_messageable(channel_id)
-                try:
-                    attachments = (await channel.fetch_message(message_id)).attachments
-                except discord.NotFound:
-                    raise JobNotFound() from None
-            sources, mask = split_mask(attachments)
-            if not sources:
-                raise AttachmentRejected(
-                    "that message", "I can't see an image in it any more; use the menu again"
-                )
-            return ImageRequest(
-                requester=requester,
-                prompt=prompt,
-                options=self.app.service.options(),
-                sources=tuple(await self.fetcher.fetch_all(sources)),
-                mask=await self.fetcher.fetch_attachment(mask) if mask else None,
-            )
-
-        await self.runner.run(
-            target, prompt=prompt, requester_label=interaction.user.mention, build=build
-        )
+        attachments = self._menu_targets.pop(message_id, None)
+        if attachments is None:
+            # Opened before a restart: fetch it (only complete with the content intent).
+            channel = interaction.client.get_partial_messageable(channel_id)
+            try:
+                attachments = (await channel.fetch_message(message_id)).attachments
+            except discord.HTTPException as exc:
+                logger.info("could not fetch message %s to edit: %s", message_id, exc)
+                attachments = []
+        theirs, mask = split_mask(remote_all(attachments))
+        edit = Edit(requester, prompt, on=ref(message_id), their_files=theirs, mask=mask)
+        await self.run(target, edit)
 
     # --- reply to edit ---------------------------------------------------------------------------
     async def on_message(self, message: discord.Message, me: discord.ClientUser) -> None:
@@ -247,63 +236,49 @@ class DiscordImagine:
         if not self.channel_allowed(message.channel):
             return
         mentioned = any(user.id == me.id for user in message.mentions)
-        job = await self.app.store.job_for_message("discord", str(reference.message_id))
-        if job is not None and job.status not in FINAL_STATUSES:
+        job = await self.service.job_for(ref(reference.message_id))
+        if job is not None and job.status in ("queued", "running"):
             # Its message is linked from the start, so the progress (and previews) can be
             # replied to; there is no image to edit until it is done.
-            if await self.app.store.claim_event(f"discord:message:{message.id}"):
-                await message.reply(render.still_making(), mention_author=False)
+            if await self.service.first_time(f"discord:message:{message.id}"):
+                await message.reply("⏳ " + texts.STILL_MAKING, mention_author=False)
             return
-        if job is not None and job.status != "succeeded":
-            job = None  # a failure message: nothing of it to edit
-        referenced: discord.Message | None = None
-        if job is None:
+        theirs: tuple[RemoteFile, ...] = ()
+        if job is None or job.status != "succeeded":  # a failure message: nothing of it to edit
             if not mentioned:
                 return
             referenced = await self._referenced(message, reference)
-            if referenced is None or not split_mask(referenced.attachments)[0]:
+            theirs = split_mask(remote_all(referenced.attachments))[0] if referenced else ()
+            if referenced is None or not theirs:
                 hidden = referenced is not None and not self._sees_content(referenced, me)
-                await message.reply(CANT_SEE if hidden else NO_IMAGE, mention_author=False)
+                words = texts.CANT_SEE if hidden else texts.NO_IMAGE
+                await message.reply(warning(words), mention_author=False)
                 return
         prompt = strip_mention(message.content, me.id)
         if not prompt:
             if mentioned:
-                await message.reply(NO_PROMPT, mention_author=False)
+                await message.reply(texts.NO_PROMPT, mention_author=False)
             return
-        if not await self.app.store.claim_event(f"discord:message:{message.id}"):
+        if not await self.service.first_time(f"discord:message:{message.id}"):
             return
+        requester = requester_of(message.author, message.channel.id)
         try:
-            status = await message.reply(render.status_working(prompt), mention_author=False)
+            preparing = status(JobView(prompt=prompt, requester=requester))
+            reply = await message.reply(preparing, mention_author=False)
         except (discord.Forbidden, discord.NotFound) as exc:
             # No job was admitted yet; without access to the channel there is nobody to tell.
             logger.warning("could not answer message %s: %s", message.id, exc)
             return
-        target = MessageTarget(status, message.author)
-        requester = requester_of(message.author, message.channel.id)
-        extra, mask = split_mask(message.attachments)
-
-        async def build() -> ImageRequest:
-            extra_sources = await self.fetcher.fetch_all(extra)
-            mask_source = await self.fetcher.fetch_attachment(mask) if mask else None
-            if job is not None:
-                return await self.app.service.edit_request(
-                    job.id, requester, prompt, extra_sources, mask_source
-                )
-            assert referenced is not None
-            theirs: list[SourceImage] = await self.fetcher.fetch_all(
-                split_mask(referenced.attachments)[0]
-            )
-            return ImageRequest(
-                requester=requester,
-                prompt=prompt,
-                options=self.app.service.options(),
-                sources=(*theirs, *extra_sources),
-                mask=mask_source,
-            )
-
-        await self.runner.run(
-            target, prompt=prompt, requester_label=message.author.mention, build=build
+        extra, mask = split_mask(remote_all(message.attachments))
+        edit = Edit(
+            requester,
+            prompt,
+            on=ref(reference.message_id),
+            their_files=theirs,
+            files=extra,
+            mask=mask,
         )
+        await self.run(MessageTarget(reply, message.author), edit)
 
     def _sees_content(self, message: discord.Message, me: discord.ClientUser) -> bool:
         """Whether Discord shows this bot the message's content and attachments."""
@@ -331,7 +306,7 @@ def requested_by(message: discord.Message | None) -> str | None:
     for embed in message.embeds if message is not None else ():
         for field in embed.fields:
             found = MENTION.fullmatch(field.value or "")
-            if field.name == render.REQUESTED_BY and found:
+            if field.name == REQUESTED_BY and found:
                 return found[1]
     return None
 

@@ -6,7 +6,7 @@ import asyncio
 
 import aiohttp
 
-from adapters.discord_progress import PROGRESS_BURST, PROGRESS_EVERY
+from adapters.discord.presenter import PROGRESS_BURST, PROGRESS_EVERY
 from tests.fakes.discord_server import BotFactory, Call, FakeDiscord, ProviderGate
 
 

@@ -10,7 +10,7 @@ from bot.models import ImageRequest, PartialCallback, ProviderResult
 from tests.fakes.discord_server import BotFactory, FakeDiscord
 
 GENERATING = re.compile(
-    r"> a slow sunrise\n🎨 Generating… started <t:(\d+):R>\.(?: Preview (\d) below\.)?"
+    r"> a slow sunrise\n🎨 Working since <t:(\d+):T> \(<t:\1:R>\)(?:, preview (\d))?"
 )
 
 
@@ -43,7 +43,7 @@ async def test_the_generating_line_relies_on_discords_ticking_timestamp(
     provider = OnePreviewAtATime(app)
     it = await discord_fake.slash(discord_fake.alice, prompt="a slow sunrise")
 
-    for preview in ("Preview 1", "Preview 2", "Preview 3"):
+    for preview in ("preview 1", "preview 2", "preview 3"):
         await discord_fake.wait_until(
             lambda p=preview: [e for e in discord_fake.webhook_edits(it) if p in str(e)]
         )
@@ -51,7 +51,7 @@ async def test_the_generating_line_relies_on_discords_ticking_timestamp(
     message = await discord_fake.result_of(it)
 
     shown = [str(e["content"]) for e in discord_fake.webhook_edits(it) if e.get("content")]
-    generating = [GENERATING.fullmatch(text) for text in shown if "Generating" in text]
+    generating = [GENERATING.fullmatch(text) for text in shown if "Working since" in text]
     assert len(generating) >= 3, shown  # several edits while it was being made
     assert all(generating), shown  # no counter of seconds that would freeze between edits
     # Each edit names the same start; Discord renders it as "started 12 seconds ago" and ticks.

@@ -40,7 +40,8 @@ async def test_a_reply_the_moment_a_result_appears_edits_that_result(
     gate = ProviderGate.hold(app)
 
     def generating(message_id: str | None) -> bool:
-        return "Generating" in discord_fake.messages.get(message_id or "", {}).get("content", "")
+        content = discord_fake.messages.get(message_id or "", {}).get("content", "")
+        return "🎨 Working since" in content
 
     # Whatever happens to the job's message happens after its last progress edit, so the
     # result itself is what has to be posted afresh.
@@ -78,9 +79,12 @@ async def test_a_reply_to_a_job_still_being_made_says_to_wait(
     app, _bot = await discord_bot(imagine_partial_images=1)
     gate = ProviderGate.hold(app, after_preview=True)
     it = await discord_fake.slash(discord_fake.alice, prompt="a slow sunrise")
-    await discord_fake.wait_until(
-        lambda: "Preview" in discord_fake.messages.get(it.original_id or "", {}).get("content", "")
-    )
+
+    def previewing() -> bool:
+        shown = discord_fake.messages.get(it.original_id or "", {})
+        return ", preview 1" in shown.get("content", "")
+
+    await discord_fake.wait_until(previewing)
     # With the mention on, the preview's own image would otherwise be taken for one to edit.
     asked = await discord_fake.send_message(
         discord_fake.alice, "make it night", reply_to=it.original_id

@@ -12,8 +12,8 @@ import pytest
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from adapters.discord_bot import run_discord
-from adapters.discord_invite import BOT_PERMISSIONS, application_id_from_token, discord_invite_url
+from adapters.discord.bot import run_discord
+from adapters.discord.invite import BOT_PERMISSIONS, application_id_from_token, discord_invite_url
 from bot.app import App
 from bot.errors import ConfigError
 from bot.models import ImageRequest, Requester
@@ -117,7 +117,8 @@ async def test_stopping_with_a_job_in_flight_tells_its_user_and_refunds(
     it = await discord_fake.slash(discord_fake.alice, prompt="a long exposure")
     await discord_fake.wait_until(
         lambda: (
-            "Generating" in discord_fake.messages.get(it.original_id or "", {}).get("content", "")
+            "🎨 Working since"
+            in discord_fake.messages.get(it.original_id or "", {}).get("content", "")
         )
     )
     await bot.close()

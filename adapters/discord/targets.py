@@ -9,8 +9,9 @@ from typing import Any, Protocol
 
 import discord
 
-from adapters import discord_render as render
-from adapters.discord_files import DEFAULT_UPLOAD_LIMIT, Upload, to_files
+from adapters.discord.files import DEFAULT_UPLOAD_LIMIT, Upload, to_files
+from adapters.discord.render import sentence
+from bot import texts
 from bot.models import Requester
 
 ViewFactory = Callable[[str], discord.ui.View]
@@ -102,7 +103,8 @@ async def post_linked(
         if link is not None:
             await link(message.id)
         return message
-    text = render.posting(display.content) if display.embed else display.content
+    posting = " ".join(filter(None, (display.content, "📤 " + sentence(texts.FINISHING))))
+    text = posting if display.embed else display.content
     message = await post_in(channel, Display(content=text))
     keep(message)
     await link(message.id)

@@ -10,8 +10,11 @@ from typing import Any, Literal
 import discord
 from discord import app_commands
 
-from adapters.discord_files import split_mask
-from adapters.discord_handlers import NO_IMAGE, DiscordImagine
+from adapters.discord.files import remote_all
+from adapters.discord.handlers import DiscordImagine, ref
+from adapters.discord.render import warning
+from bot import texts
+from bot.commands import Overrides, split_mask
 
 JOB = r"(?P<job>[0-9a-z]{1,40})"
 EDIT_MODAL = re.compile(rf"^imagine:edit:{JOB}$")
@@ -25,7 +28,7 @@ def imagine_of(client: discord.Client) -> DiscordImagine:
     """The adapter object a client carries (buttons and modals only get the client)."""
     found = getattr(client, "imagine", None)
     if not isinstance(found, DiscordImagine):
-        raise RuntimeError("this client was not built by adapters.discord_bot")
+        raise RuntimeError("this client was not built by adapters.discord.bot")
     return found
 
 
@@ -196,11 +199,13 @@ async def imagine_command(
         prompt,
         attachments=[a for a in (image, image2, image3) if a is not None],
         mask=mask,
-        size=size.strip().lower().replace("×", "x") if size else None,
-        quality=quality,
-        n=count,
-        background=background,
-        output_format=output_format,
+        overrides=Overrides(
+            size=size.strip().lower().replace("×", "x") if size else None,
+            quality=quality,
+            n=count,
+            background=background,
+            output_format=output_format,
+        ),
     )
 
 
@@ -208,9 +213,9 @@ async def imagine_command(
 async def edit_image_menu(interaction: discord.Interaction, message: discord.Message) -> None:
     """Message menu: edit the images of any message (asks for the prompt in a modal)."""
     imagine = imagine_of(interaction.client)
-    linked = await imagine.app.store.job_for_message("discord", str(message.id))
-    if linked is None and not split_mask(message.attachments)[0]:
-        await interaction.response.send_message(NO_IMAGE, ephemeral=True)
+    linked = await imagine.service.job_for(ref(message.id))
+    if linked is None and not split_mask(remote_all(message.attachments))[0]:
+        await interaction.response.send_message(warning(texts.NO_IMAGE), ephemeral=True)
         return
     await interaction.response.send_modal(
         PromptModal(f"imagine:msgedit:{message.channel.id}:{message.id}")

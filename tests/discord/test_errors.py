@@ -134,7 +134,7 @@ async def test_refused_attachments_are_named_with_the_reason(
     notes = discord_fake.upload(b"shopping list", "notes.txt", "text/plain")
     it = await discord_fake.slash(discord_fake.alice, prompt="edit", image=notes)
     reply = await discord_fake.private_reply(it)
-    assert "notes.txt" in str(reply["content"]) and "not an image" in str(reply["content"])
+    assert "Can't use notes.txt: it isn't an image (it's a plain file)" in str(reply["content"])
 
     elsewhere = {
         **discord_fake.upload(png(colour=(10, 10, 10)), "evil.png"),
@@ -142,12 +142,14 @@ async def test_refused_attachments_are_named_with_the_reason(
     }
     it = await discord_fake.slash(discord_fake.alice, prompt="edit", image=elsewhere)
     reply = await discord_fake.private_reply(it)
-    assert "evil.png" in str(reply["content"]) and "not stored on Discord" in str(reply["content"])
+    assert "Can't use evil.png: it isn't stored on Discord, so I won't download it" in str(
+        reply["content"]
+    )
 
     huge = discord_fake.upload(b"\x89PNG" + bytes(2 * 1024 * 1024), "huge.png")
     it = await discord_fake.slash(discord_fake.alice, prompt="edit", image=huge)
     reply = await discord_fake.private_reply(it)
-    assert "huge.png" in str(reply["content"]) and "limit" in str(reply["content"])
+    assert "Can't use huge.png: it is 2.0 MB and the limit is 1 MB" in str(reply["content"])
 
     assert discord_fake.cdn_requests == []  # nothing was downloaded
     assert openai_fake.requests == []
@@ -263,6 +265,6 @@ async def test_an_unexpected_failure_shows_a_job_id_and_is_logged(
     assert "was made and saved" in str(reply["content"])
     assert "try again" not in str(reply["content"])
     logged = [
-        r for r in caplog.records if r.name == "adapters.discord" and r.levelno == logging.ERROR
+        r for r in caplog.records if r.name == "bot.presenting" and r.levelno == logging.ERROR
     ]
     assert logged and match[1] in logged[0].getMessage()

@@ -8,7 +8,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 from discord.voice_client import VoiceClient
 
-from adapters.discord_bot import ImagineDiscordBot
+from adapters.discord.bot import ImagineDiscordBot
+from adapters.discord.render import MARKUP
+from bot import texts
 from bot.app import App
 from tests.fakes.discord_server import BotFactory, FakeDiscord
 
@@ -24,7 +26,7 @@ async def test_a_failing_command_is_logged_by_its_name(
     it = await discord_fake.slash(discord_fake.alice, prompt="a lighthouse")
     reply = await discord_fake.private_reply(it)
 
-    assert "Something went wrong on the bot's side" in reply["content"]
+    assert reply["content"] == "⚠️ " + texts.bug(None, MARKUP)
     [logged] = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert logged.name == "adapters.discord"
     assert logged.getMessage() == "command /imagine failed"

@@ -14,24 +14,20 @@ from discord import app_commands
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from adapters import discord_logging
-from adapters import discord_render as render
-from adapters.discord_commands import COMMANDS, DYNAMIC_ITEMS, handle_modal_submit, result_view
-from adapters.discord_handlers import DiscordImagine
-from adapters.discord_invite import application_id_from_token, discord_invite_url
-from adapters.discord_targets import Display
+from adapters.discord import gateway_log
+from adapters.discord.commands import COMMANDS, DYNAMIC_ITEMS, handle_modal_submit, result_view
+from adapters.discord.handlers import DiscordImagine
+from adapters.discord.invite import discord_invite_url
+from adapters.discord.render import MARKUP, interrupted, warning
+from adapters.discord.targets import Display
+from bot import texts
 from bot.app import App
 from bot.errors import ConfigError, unreachable
 from bot.models import JobRecord
 
 logger = logging.getLogger("adapters.discord")
 
-__all__ = [
-    "ImagineDiscordBot",
-    "application_id_from_token",
-    "discord_invite_url",
-    "run_discord",
-]
+__all__ = ["ImagineDiscordBot", "run_discord"]
 
 # Interaction tokens work for 15 minutes; leave a margin for the edit itself.
 INTERACTION_TOKEN_LIFETIME = 15 * 60 - 30
@@ -58,7 +54,7 @@ class ImagineDiscordBot(discord.Client):
         # Privileged: without it, only replies that mention the bot carry their text.
         intents.message_content = settings.discord_message_content_intent
         # Before the client's constructor, which is where discord.py warns about voice.
-        discord_logging.install()
+        gateway_log.install()
         super().__init__(
             intents=intents,
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
@@ -138,7 +134,7 @@ class ImagineDiscordBot(discord.Client):
 
     async def close(self) -> None:
         """Stop jobs in flight, disconnect and release everything the bot opened."""
-        await self.imagine.runner.shutdown()
+        await self.imagine.shutdown()
         await super().close()
         for task in (self._recovery, self._gateway_task):
             if task is not None and not task.done():
@@ -154,7 +150,7 @@ class ImagineDiscordBot(discord.Client):
 
     async def on_disconnect(self) -> None:
         """One WARNING when the gateway connection drops; discord.py reconnects and resumes."""
-        reason = discord_logging.GATEWAY_LOG.take_reason()
+        reason = gateway_log.GATEWAY_LOG.take_reason()
         if self.is_closed():
             return
         if self._gateway_down:
@@ -186,9 +182,9 @@ class ImagineDiscordBot(discord.Client):
     async def _command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
-        name = discord_logging.command_name(interaction)
+        name = gateway_log.command_name(interaction)
         logger.error("command %s failed", name, exc_info=error)
-        text = render.generic_error(None)
+        text = warning(texts.bug(None, MARKUP))
         with contextlib.suppress(discord.HTTPException):
             if interaction.response.is_done():
                 await interaction.followup.send(text, ephemeral=True)
@@ -213,8 +209,7 @@ class ImagineDiscordBot(discord.Client):
 
     async def _tell_interrupted(self, job: JobRecord) -> None:
         ref = job.platform_ref
-        text = render.interrupted_message(job.prompt)
-        notice = Display(text)
+        notice = Display(interrupted(job.prompt))
         message_id = str(ref.get("message_id") or "")
         channel_id = str(ref.get("channel_id") or job.requester.channel_id or "")
         token = str(ref.get("interaction_token") or "")
@@ -232,7 +227,7 @@ class ImagineDiscordBot(discord.Client):
             with contextlib.suppress(discord.HTTPException):
                 await channel.get_partial_message(int(message_id)).edit(**notice.edit_args())
                 return
-        await channel.send(f"<@{job.requester.user_id}> {text}")
+        await channel.send(f"{MARKUP.mention(job.requester.user_id)} {notice.content}")
 
 
 async def run_discord(app: App) -> None:

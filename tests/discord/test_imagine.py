@@ -57,7 +57,8 @@ async def test_imagine_defers_then_shows_the_result_with_embed_and_buttons(
     assert sent.json["prompt"] == "a lighthouse in fog, watercolor"
     # The user saw the queue before the result.
     contents = [e.get("content") or "" for e in discord_fake.webhook_edits(it)]
-    assert any("Queued" in c or "Generating" in c for c in contents)
+    shown = r"> a lighthouse in fog, watercolor\n(⏳ Starting…|⏳ Queued — |🎨 Working since )"
+    assert any(re.match(shown, c) for c in contents)
 
 
 async def test_options_reach_the_image_api(
@@ -145,7 +146,7 @@ async def test_partial_previews_are_shown_while_generating(
 
     assert openai_fake.requests[0].json["stream"] is True
     shown = (previews[-1].json or {})["content"]
-    expected = r"> a slow sunrise\n🎨 Generating… started <t:\d+:R>\. Preview 1 below\."
+    expected = r"> a slow sunrise\n🎨 Working since <t:(\d+):T> \(<t:\1:R>\), preview 1"
     assert re.fullmatch(expected, shown)
     assert previews[-1].files[0].data[:3] == b"\xff\xd8\xff"  # a JPEG
     assert [a["filename"] for a in message["attachments"]] != ["preview.jpg"]
@@ -200,7 +201,7 @@ async def test_a_channel_outside_the_allowed_list_is_refused_privately(
     it = await discord_fake.slash(discord_fake.alice, prompt="anything")
     reply = await discord_fake.private_reply(it)
     assert it.callback_type == 4
-    assert "not set up to make images in this channel" in reply["content"]
+    assert reply["content"] == "⚠️ I'm not enabled in this channel."
     assert openai_fake.requests == []
 
     await bot.close()
@@ -262,7 +263,7 @@ async def test_progress_edits_are_throttled_and_coalesced(
 
     edits = discord_fake.webhook_edits(it)
     assert len(edits) == 2 and edits[-1]["embeds"]
-    assert "Queued" in edits[0]["content"]
+    assert edits[0]["content"] == "> a quick one\n⏳ Starting…"
     assert openai_fake.requests[0].json["partial_images"] == 3
     assert not [
         c

@@ -115,9 +115,7 @@ async def test_a_channel_the_bot_lost_access_to_ends_the_job_with_a_warning(
     warned = [
         r
         for r in caplog.records
-        if r.name == "adapters.discord"
-        and r.levelno == logging.WARNING
-        and job.id in r.getMessage()
+        if r.name == "bot.presenting" and r.levelno == logging.WARNING and job.id in r.getMessage()
     ]
     assert warned
 
