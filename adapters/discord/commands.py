@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import discord
 from discord import app_commands
 
-from adapters.discord.files import remote_all
+from adapters.discord.files import remote, remote_all
 from adapters.discord.handlers import DiscordImagine, ref
 from adapters.discord.render import warning
 from bot import texts
-from bot.commands import Overrides, split_mask
+from bot.commands import Command, Edit, Generate, Overrides, Regenerate, split_mask
 
 JOB = r"(?P<job>[0-9a-z]{1,40})"
 EDIT_MODAL = re.compile(rf"^imagine:edit:{JOB}$")
@@ -33,36 +31,11 @@ def imagine_of(client: discord.Client) -> DiscordImagine:
 
 
 # --- buttons: the job id lives in the custom_id, so they work after a restart ------------------
-async def _regenerate(interaction: discord.Interaction, job_id: str) -> None:
-    await imagine_of(interaction.client).regenerate(interaction, job_id)
-
-
-async def _open_edit_modal(interaction: discord.Interaction, job_id: str) -> None:
-    # Asking for a prompt the bot can't use would waste the user's typing: check first.
-    if await imagine_of(interaction.client).job_or_refuse(interaction, job_id, images=True) is None:
-        return
-    await interaction.response.send_modal(PromptModal(f"imagine:edit:{job_id}"))
-
-
-async def _delete(interaction: discord.Interaction, job_id: str) -> None:
-    await imagine_of(interaction.client).delete(interaction, job_id)
-
-
-@dataclass(frozen=True)
-class ButtonKind:
-    """How one of the result buttons looks, and what a click on it does."""
-
-    label: str
-    emoji: str
-    style: discord.ButtonStyle
-    on_click: Callable[[discord.Interaction, str], Awaitable[None]]
-
-
 # The custom_id is "imagine:<key>:<job id>": keys must stay stable, or old buttons stop working.
 RESULT_BUTTONS = {
-    "regen": ButtonKind("Regenerate", "🔁", discord.ButtonStyle.secondary, _regenerate),
-    "edit": ButtonKind("Edit", "✏️", discord.ButtonStyle.secondary, _open_edit_modal),
-    "delete": ButtonKind("Delete", "🗑️", discord.ButtonStyle.danger, _delete),
+    "regen": ("Regenerate", "🔁", discord.ButtonStyle.secondary),
+    "edit": ("Edit", "✏️", discord.ButtonStyle.secondary),
+    "delete": ("Delete", "🗑️", discord.ButtonStyle.danger),
 }
 
 
@@ -73,14 +46,10 @@ class ResultButton(
     """One of the buttons under a result; ``action`` is a key of RESULT_BUTTONS."""
 
     def __init__(self, action: str, job_id: str) -> None:
-        kind = RESULT_BUTTONS[action]
+        label, emoji, style = RESULT_BUTTONS[action]
+        custom_id = f"imagine:{action}:{job_id}"
         super().__init__(
-            discord.ui.Button(
-                label=kind.label,
-                emoji=kind.emoji,
-                style=kind.style,
-                custom_id=f"imagine:{action}:{job_id}",
-            )
+            discord.ui.Button(label=label, emoji=emoji, style=style, custom_id=custom_id)
         )
         self.action = action
         self.job_id = job_id
@@ -96,7 +65,16 @@ class ResultButton(
         return cls(match["action"], match["job"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await RESULT_BUTTONS[self.action].on_click(interaction, self.job_id)
+        imagine, job_id = imagine_of(interaction.client), self.job_id
+        if self.action == "delete":
+            await imagine.delete(interaction, job_id)
+        elif self.action == "regen":
+            target = await imagine.begin(interaction, job_id=job_id)
+            if target is not None:
+                await imagine.run(target, Regenerate(target.requester, job_id))
+        # Asking for a prompt the bot can't use would waste the user's typing: check first.
+        elif await imagine.job_or_refuse(interaction, job_id, images=True) is not None:
+            await interaction.response.send_modal(PromptModal(f"imagine:edit:{job_id}"))
 
 
 DYNAMIC_ITEMS = (ResultButton,)
@@ -145,13 +123,14 @@ async def handle_modal_submit(interaction: discord.Interaction) -> None:
     """Route a submitted imagine modal by its custom_id."""
     data: dict[str, Any] = dict(interaction.data or {})
     custom_id = str(data.get("custom_id", ""))
-    imagine = imagine_of(interaction.client)
+    imagine, prompt = imagine_of(interaction.client), modal_prompt(data)
     if match := EDIT_MODAL.match(custom_id):
-        await imagine.edit_job(interaction, match["job"], modal_prompt(data))
+        target = await imagine.begin(interaction)
+        if target is not None:
+            await imagine.run(target, Edit(target.requester, prompt, job_id=match["job"]))
     elif match := MESSAGE_MODAL.match(custom_id):
-        await imagine.edit_message_images(
-            interaction, int(match["channel"]), int(match["message"]), modal_prompt(data)
-        )
+        channel_id, message_id = int(match["channel"]), int(match["message"])
+        await imagine.edit_message_images(interaction, channel_id, message_id, prompt)
 
 
 # --- application commands -------------------------------------------------------------------------
@@ -193,20 +172,24 @@ async def imagine_command(
     image3: discord.Attachment | None = None,
     mask: discord.Attachment | None = None,
 ) -> None:
-    """The /imagine slash command."""
-    await imagine_of(interaction.client).imagine(
-        interaction,
-        prompt,
-        attachments=[a for a in (image, image2, image3) if a is not None],
-        mask=mask,
-        overrides=Overrides(
-            size=size.strip().lower().replace("×", "x") if size else None,
-            quality=quality,
-            n=count,
-            background=background,
-            output_format=output_format,
-        ),
+    """The /imagine slash command: generate, or edit the attached images."""
+    imagine = imagine_of(interaction.client)
+    target = await imagine.begin(interaction)
+    if target is None:
+        return
+    overrides = Overrides(
+        size=size.strip().lower().replace("×", "x") if size else None,
+        quality=quality,
+        n=count,
+        background=background,
+        output_format=output_format,
     )
+    files = remote_all(a for a in (image, image2, image3) if a is not None)
+    command: Command = Generate(target.requester, prompt, overrides)
+    if files or mask:
+        the_mask = remote(mask) if mask else None
+        command = Edit(target.requester, prompt, files=files, mask=the_mask, overrides=overrides)
+    await imagine.run(target, command)
 
 
 @app_commands.context_menu(name="Edit image")

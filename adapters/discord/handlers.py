@@ -5,11 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Sequence
 
 import discord
 
-from adapters.discord.files import downloader, remote, remote_all
+from adapters.discord.files import downloader, remote_all
 from adapters.discord.presenter import DiscordPresenter, progress_budget
 from adapters.discord.render import MARKUP, REQUESTED_BY, status, warning
 from adapters.discord.targets import (
@@ -24,15 +23,12 @@ from bot.app import App
 from bot.commands import (
     Command,
     Edit,
-    Generate,
     MessageRef,
-    Overrides,
-    Regenerate,
     RemoteFile,
     split_mask,
 )
 from bot.errors import JobNotFound
-from bot.models import JobRecord, Requester
+from bot.models import JobRecord
 from bot.presenting import JobTasks, JobView, run_job
 
 logger = logging.getLogger("adapters.discord")
@@ -103,13 +99,15 @@ class DiscordImagine:
         names.discard("")
         return bool(names & self.allowed_channels)
 
-    async def _refuse_channel(self, interaction: discord.Interaction) -> bool:
-        if self.channel_allowed(interaction.channel):
-            return False
-        await interaction.response.send_message(warning(texts.NOT_HERE), ephemeral=True)
-        return True
-
-    async def _defer(self, interaction: discord.Interaction) -> InteractionTarget | None:
+    async def begin(
+        self, interaction: discord.Interaction, *, job_id: str | None = None
+    ) -> InteractionTarget | None:
+        """Refuse other channels (and a job the store lost), then acknowledge; None: stop."""
+        if not self.channel_allowed(interaction.channel):
+            await interaction.response.send_message(warning(texts.NOT_HERE), ephemeral=True)
+            return None
+        if job_id is not None and await self.job_or_refuse(interaction, job_id) is None:
+            return None
         # Acknowledge before anything slow (downloads, the queue): Discord allows 3 seconds.
         try:
             callback = await interaction.response.defer(thinking=True)
@@ -118,43 +116,8 @@ class DiscordImagine:
             # told the user the app did not respond; nothing was started, so nothing is lost.
             logger.warning("interaction %s could not be acknowledged: %s", interaction.id, exc)
             return None
-        message_id = callback.message_id if callback is not None else None
-        return InteractionTarget(interaction, message_id)
+        return InteractionTarget(interaction, callback.message_id if callback else None)
 
-    async def _begin(
-        self, interaction: discord.Interaction
-    ) -> tuple[InteractionTarget, Requester] | None:
-        """Refuse other channels, then acknowledge; None when nothing should start."""
-        if await self._refuse_channel(interaction):
-            return None
-        target = await self._defer(interaction)
-        if target is None:
-            return None
-        return target, requester_of(interaction.user, interaction.channel_id)
-
-    # --- /imagine --------------------------------------------------------------------------------
-    async def imagine(
-        self,
-        interaction: discord.Interaction,
-        prompt: str,
-        *,
-        attachments: Sequence[discord.Attachment],
-        mask: discord.Attachment | None,
-        overrides: Overrides,
-    ) -> None:
-        """The slash command: generate, or edit the attached images."""
-        begun = await self._begin(interaction)
-        if begun is None:
-            return
-        target, requester = begun
-        command: Command = Generate(requester, prompt, overrides)
-        if attachments or mask:
-            files = remote_all(attachments)
-            the_mask = remote(mask) if mask else None
-            command = Edit(requester, prompt, files=files, mask=the_mask, overrides=overrides)
-        await self.run(target, command)
-
-    # --- buttons ---------------------------------------------------------------------------------
     async def job_or_refuse(
         self, interaction: discord.Interaction, job_id: str, *, images: bool = False
     ) -> JobRecord | None:
@@ -165,17 +128,6 @@ class DiscordImagine:
         gone = warning(texts.refusal(JobNotFound(job_id), MARKUP))
         await interaction.response.send_message(gone, ephemeral=True)
         return None
-
-    async def regenerate(self, interaction: discord.Interaction, job_id: str) -> None:
-        """🔁: the same request again, counted against whoever clicked."""
-        if await self._refuse_channel(interaction):
-            return
-        if await self.job_or_refuse(interaction, job_id) is None:
-            return
-        target = await self._defer(interaction)
-        if target is not None:
-            requester = requester_of(interaction.user, interaction.channel_id)
-            await self.run(target, Regenerate(requester, job_id))
 
     async def delete(self, interaction: discord.Interaction, job_id: str) -> None:
         """🗑: the requester or a member who can manage messages removes the result."""
@@ -196,22 +148,13 @@ class DiscordImagine:
             with contextlib.suppress(discord.NotFound):
                 await interaction.message.delete()
 
-    # --- modals (Edit button, context menu) -------------------------------------------------------
-    async def edit_job(self, interaction: discord.Interaction, job_id: str, prompt: str) -> None:
-        """The Edit modal of a result was submitted: edit that job's image."""
-        begun = await self._begin(interaction)
-        if begun is not None:
-            target, requester = begun
-            await self.run(target, Edit(requester, prompt, job_id=job_id))
-
     async def edit_message_images(
         self, interaction: discord.Interaction, channel_id: int, message_id: int, prompt: str
     ) -> None:
         """The context-menu modal was submitted: edit the linked job, else the message's images."""
-        begun = await self._begin(interaction)
-        if begun is None:
+        target = await self.begin(interaction)
+        if target is None:
             return
-        target, requester = begun
         attachments = self._menu_targets.pop(message_id, None)
         if attachments is None:
             # Opened before a restart: fetch it (only complete with the content intent).
@@ -222,7 +165,7 @@ class DiscordImagine:
                 logger.info("could not fetch message %s to edit: %s", message_id, exc)
                 attachments = []
         theirs, mask = split_mask(remote_all(attachments))
-        edit = Edit(requester, prompt, on=ref(message_id), their_files=theirs, mask=mask)
+        edit = Edit(target.requester, prompt, on=ref(message_id), their_files=theirs, mask=mask)
         await self.run(target, edit)
 
     # --- reply to edit ---------------------------------------------------------------------------

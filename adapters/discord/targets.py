@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 import discord
 
@@ -42,27 +42,6 @@ class Display:
         }
 
 
-class Target(Protocol):
-    """A message a job's progress and result are drawn on."""
-
-    upload_limit: int
-    message_id: int | None
-    # Set once the job is admitted: called for each message the target posts afresh.
-    on_posted: Linker | None
-
-    async def show(self, display: Display) -> int:
-        """Replace what the message shows; returns the message id."""
-        ...
-
-    async def fail(self, text: str) -> None:
-        """Tell the requester the job did not work."""
-        ...
-
-    def platform_ref(self) -> dict[str, object]:
-        """What a later process needs to find this message again."""
-        ...
-
-
 def requester_of(user: discord.User | discord.Member, channel_id: int | None) -> Requester:
     """The core's Requester for a Discord user in a channel."""
     guild = getattr(user, "guild", None)
@@ -75,56 +54,81 @@ def requester_of(user: discord.User | discord.Member, channel_id: int | None) ->
     )
 
 
-async def post_in(channel: discord.abc.Messageable, display: Display) -> discord.Message:
-    """Post ``display`` as a new message in ``channel``."""
-    return await channel.send(
-        content=display.content,
-        embed=display.embed or discord.utils.MISSING,
-        files=to_files(display.files),
-        view=display.view or discord.utils.MISSING,
-    )
+class Target:
+    """A message a job's progress and result are drawn on; posted afresh when it is lost."""
 
-
-async def post_linked(
-    channel: discord.abc.Messageable,
-    display: Display,
-    link: Linker | None,
-    keep: Callable[[discord.Message], None],
-) -> discord.Message:
-    """Post ``display`` afresh, linked to its job before any image in it can be seen.
-
-    Discord only names a message once it exists, so an image goes in with a second call: a reply
-    to the image then always finds the job. ``keep`` learns the message as soon as it exists, so
-    a retry edits it instead of posting another.
-    """
-    if link is None or not (display.files or display.embed):
-        message = await post_in(channel, display)
-        keep(message)
-        if link is not None:
-            await link(message.id)
-        return message
-    posting = " ".join(filter(None, (display.content, "📤 " + sentence(texts.FINISHING))))
-    text = posting if display.embed else display.content
-    message = await post_in(channel, Display(content=text))
-    keep(message)
-    await link(message.id)
-    message = await message.edit(**display.edit_args())
-    keep(message)
-    return message
-
-
-class InteractionTarget:
-    """The deferred response of a slash command, button or modal."""
-
-    def __init__(self, interaction: discord.Interaction, message_id: int | None) -> None:
-        self.interaction = interaction
-        self.message_id = message_id
-        self.upload_limit = interaction.filesize_limit or DEFAULT_UPLOAD_LIMIT
-        self.fallback: discord.Message | None = None
+    def __init__(
+        self, channel: discord.abc.Messageable, user: discord.abc.User, upload_limit: int
+    ) -> None:
+        self.channel = channel
+        self.user = user
+        self.upload_limit = upload_limit
+        self.message_id: int | None = None
+        # The message posted in the channel once the first one was lost.
+        self.posted: discord.Message | None = None
+        # Set once the job is admitted: called for each message posted afresh.
         self.on_posted: Linker | None = None
 
     async def show(self, display: Display) -> int:
-        if self.fallback is None:
+        """Replace what the message shows; returns the message id."""
+        return await self.repost(display)
+
+    async def fail(self, text: str) -> None:
+        """Tell the requester the job did not work."""
+        await self.show(Display(text))
+
+    def platform_ref(self) -> dict[str, object]:
+        """What a later process needs to find this message again."""
+        return {
+            "channel_id": str(getattr(self.channel, "id", "") or ""),
+            "user_id": str(self.user.id),
+        }
+
+    async def repost(self, display: Display) -> int:
+        """Show ``display`` in a message of the bot's own in the channel, naming the user.
+
+        A new message is linked to its job before any image in it can be seen: Discord only
+        names a message once it exists, so an image goes in with a second call, and a reply to
+        the image always finds the job. A retry edits that message instead of posting another.
+        """
+        addressed = display.addressed_to(self.user)
+        if self.posted is not None:
+            with contextlib.suppress(discord.NotFound):  # deleted meanwhile: post another
+                self.posted = await self.posted.edit(**addressed.edit_args())
+                return self.posted.id
+        link = self.on_posted
+        first = addressed
+        if link is not None and (display.files or display.embed):
+            finishing = "📤 " + sentence(texts.FINISHING)
+            first = Display(" ".join(filter(None, (addressed.content, finishing))))
+        self.posted = await self.channel.send(
+            content=first.content,
+            embed=first.embed or discord.utils.MISSING,
+            files=to_files(first.files),
+            view=first.view or discord.utils.MISSING,
+        )
+        self.message_id = self.posted.id
+        if link is not None:
+            await link(self.posted.id)
+        if first is not addressed:
+            self.posted = await self.posted.edit(**addressed.edit_args())
+        return self.posted.id
+
+
+class InteractionTarget(Target):
+    """The deferred response of a slash command, button or modal."""
+
+    def __init__(self, interaction: discord.Interaction, message_id: int | None) -> None:
+        channel = interaction.client.get_partial_messageable(interaction.channel_id or 0)
+        limit = interaction.filesize_limit or DEFAULT_UPLOAD_LIMIT
+        super().__init__(channel, interaction.user, limit)
+        self.interaction = interaction
+        self.message_id = message_id
+        self.requester = requester_of(interaction.user, interaction.channel_id)
+
+    async def show(self, display: Display) -> int:
+        """Edit the response; in the channel once its token expired or it was deleted."""
+        if self.posted is None:
             try:
                 message = await self.interaction.edit_original_response(**display.edit_args())
             except discord.HTTPException as exc:
@@ -135,32 +139,11 @@ class InteractionTarget:
             else:
                 self.message_id = message.id
                 return message.id
-        elif await self._edit_fallback(display):
-            return self.fallback.id
-        channel = self.interaction.client.get_partial_messageable(self.interaction.channel_id or 0)
-        posted = await post_linked(
-            channel, display.addressed_to(self.interaction.user), self.on_posted, self._keep
-        )
-        return posted.id
-
-    def _keep(self, message: discord.Message) -> None:
-        self.fallback = message
-        self.message_id = message.id
-
-    async def _edit_fallback(self, display: Display) -> bool:
-        """Edit the message posted in the channel; False when it was deleted meanwhile."""
-        assert self.fallback is not None
-        try:
-            self.fallback = await self.fallback.edit(
-                **display.addressed_to(self.interaction.user).edit_args()
-            )
-        except discord.NotFound:
-            return False
-        return True
+        return await self.repost(display)
 
     async def fail(self, text: str) -> None:
-        if self.fallback is None:
-            # Errors are private: the public "thinking" message goes, an ephemeral one replaces it.
+        """Privately: the public "thinking" message goes, an ephemeral one replaces it."""
+        if self.posted is None:
             try:
                 with contextlib.suppress(discord.NotFound):
                     await self.interaction.delete_original_response()
@@ -172,54 +155,43 @@ class InteractionTarget:
         await self.show(Display(text))  # the token expired: say it in the channel
 
     def platform_ref(self) -> dict[str, object]:
+        """The token and message, while the token lasts; the channel after."""
         interaction = self.interaction
         return {
+            **super().platform_ref(),
             "kind": "interaction",
             "application_id": str(interaction.application_id),
             "interaction_token": interaction.token,
             "channel_id": str(interaction.channel_id or ""),
             "message_id": str(self.message_id) if self.message_id else "",
-            "user_id": str(interaction.user.id),
             "created_at": interaction.created_at.timestamp(),
         }
 
 
-class MessageTarget:
+class MessageTarget(Target):
     """The bot's reply to a user's message (reply-to-edit), edited as the job moves."""
 
     def __init__(self, status: discord.Message, requester: discord.abc.User) -> None:
-        self.status = status
-        self.message_id: int | None = status.id
-        self.requester = requester
-        self.reposted = False
-        self.on_posted: Linker | None = None
         guild = status.guild
-        self.upload_limit = guild.filesize_limit if guild is not None else DEFAULT_UPLOAD_LIMIT
+        limit = guild.filesize_limit if guild is not None else DEFAULT_UPLOAD_LIMIT
+        super().__init__(status.channel, requester, limit)
+        self.status = status
+        self.message_id = status.id
 
     async def show(self, display: Display) -> int:
-        addressed = display.addressed_to(self.requester)
-        try:
-            self.status = await self.status.edit(
-                **(addressed if self.reposted else display).edit_args()
-            )
-        except discord.NotFound:
-            # Someone deleted the bot's reply: post again, naming the user, so the result lands.
-            self.reposted = True
-            await post_linked(self.status.channel, addressed, self.on_posted, self._keep)
-        return self.status.id
-
-    def _keep(self, message: discord.Message) -> None:
-        self.status = message
-        self.message_id = message.id
-
-    async def fail(self, text: str) -> None:
-        await self.show(Display(text))
+        """Edit the reply; if someone deleted it, post again, naming the user."""
+        if self.posted is None:
+            with contextlib.suppress(discord.NotFound):
+                self.status = await self.status.edit(**display.edit_args())
+                return self.status.id
+        return await self.repost(display)
 
     def platform_ref(self) -> dict[str, object]:
+        """The reply's channel and id."""
         return {
+            **super().platform_ref(),
             "kind": "message",
             "channel_id": str(self.status.channel.id),
-            "message_id": str(self.status.id),
-            "user_id": str(self.requester.id),
+            "message_id": str(self.message_id),
             "created_at": self.status.created_at.timestamp(),
         }
