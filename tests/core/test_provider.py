@@ -1,16 +1,11 @@
-"""OpenAIImages against the fake OpenAI server: what the API receives, previews, usage, checks."""
+"""OpenAIImages against the fake OpenAI server: what the API receives, previews, usage."""
 
 from __future__ import annotations
 
 import asyncio
 
-import pytest
-
-from bot.errors import InvalidRequest, InvalidSize
-from bot.image_rules import check_options
 from bot.models import ImageOptions, ImageRequest, Requester, Usage
 from bot.provider import OpenAIImages
-from bot.sizes import check_size
 from bot.sse import parse_usage
 from tests.fakes.openai_client import ALICE, Factory, Partials, opened, request, source
 from tests.fakes.openai_server import FakeOpenAI
@@ -190,80 +185,3 @@ async def test_usage_from_the_api(provider: OpenAIImages) -> None:
     assert result.usage.output_tokens == 1756
     assert result.usage.input_text_tokens == result.usage.input_tokens > 0
     assert result.usage.total_tokens == result.usage.input_tokens + 1756
-
-
-# --- checks before the call ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("size", "words", "suggestion"),
-    [
-        ("1000x1000", "divisible by 16", "992x992"),
-        ("3072x768", "3 times", None),
-        ("4096x2304", "3840", None),
-        ("640x640", "at least 655,360", None),
-        ("3840x2560", "at most 8,294,400", None),
-        ("big", "Can't read", None),
-    ],
-)
-def test_custom_size_rules(size: str, words: str, suggestion: str | None) -> None:
-    with pytest.raises(InvalidSize) as caught:
-        check_size("gpt-image-2", size)
-    message = caught.value.user_message
-    assert words in message
-    if size != "big":
-        suggested = message.rsplit("Try ", 1)[1].rstrip(".")
-        check_size("gpt-image-2", suggested)  # the suggestion itself must work
-        if suggestion:
-            assert suggested == suggestion
-
-
-@pytest.mark.parametrize("size", ["auto", "1024x1024", "1536x1024", "2048x1152", "3840x2160"])
-def test_sizes_that_work(size: str) -> None:
-    check_size("gpt-image-2", size)
-
-
-def test_older_models_only_take_the_standard_sizes() -> None:
-    check_size("gpt-image-1", "1024x1536")
-    with pytest.raises(InvalidSize, match="custom sizes need gpt-image-2"):
-        check_size("gpt-image-1", "2048x1152")
-
-
-@pytest.mark.parametrize(
-    ("req", "param"),
-    [
-        (request("   "), "prompt"),
-        (request("x" * 32001), "prompt"),
-        (request(n=0), "n"),
-        (request(n=11), "n"),
-        (request(partial_images=4), "partial_images"),
-        (request(background="transparent", output_format="jpeg"), "background"),
-        (request(output_compression=50), "output_compression"),
-        (request(output_format="webp", output_compression=101), "output_compression"),
-        (request(quality="ultra"), "quality"),
-        (request(size="1000x1000"), "size"),
-        (
-            ImageRequest(ALICE, "x", ImageOptions(), tuple(source(f"{i}.png") for i in range(17))),
-            "image",
-        ),
-    ],
-)
-def test_check_options_refuses(req: ImageRequest, param: str) -> None:
-    with pytest.raises(InvalidRequest) as caught:
-        check_options(req)
-    assert caught.value.param == param
-    assert caught.value.user_message
-
-
-def test_check_options_accepts_a_full_request() -> None:
-    check_options(
-        request(
-            n=10,
-            partial_images=3,
-            output_format="webp",
-            output_compression=0,
-            background="transparent",
-            size="2048x1152",
-            prompt="x" * 32000,
-        )
-    )
