@@ -37,7 +37,7 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adapters.slack_bot import SlackBot
+from adapters.slack.bot import SlackBot
 from bot.app import build
 from tests.fakes.app_fixtures import fast_provider, test_settings
 from tests.fakes.slack_server import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, SIGNING_SECRET, FakeSlack

@@ -115,7 +115,7 @@ async def start_slack(
     """``await start_slack("socket" | "http", rate_scale=1.0, **settings)``: the real bot on the
     fake Slack; ``rate_scale`` shrinks the rate-limit windows of both (a test burst in seconds).
     """
-    from adapters.slack_bot import SlackBot
+    from adapters.slack.bot import SlackBot
 
     running: list[RunningBot] = []
 

@@ -16,12 +16,11 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from adapters import slack_blocks as blocks
-from adapters.slack_files import SlackFiles
-from adapters.slack_handlers import SlackHandlers
-from adapters.slack_jobs import SlackJobs
-from adapters.slack_placeholder import INTERRUPTED_STATE
-from adapters.slack_rate import PacedWebClient, RateBudget
+from adapters.slack import blocks
+from adapters.slack.files import slack_downloader
+from adapters.slack.handlers import SlackHandlers
+from adapters.slack.rate import PacedWebClient, RateBudget
+from bot import texts
 from bot.errors import ConfigError, unreachable
 
 if TYPE_CHECKING:
@@ -67,14 +66,8 @@ class SlackBot:
             signing_secret=secret.get_secret_value() if secret is not None else "",
             name="imagine-bot",
         )
-        self.files = SlackFiles(
-            self.client,
-            token=token,
-            api_url=settings.slack_api_url,
-            max_bytes=settings.max_attachment_bytes,
-        )
-        self.jobs = SlackJobs(app.service, self.client, interval=settings.imagine_progress_interval)
-        self.handlers = SlackHandlers(settings, app.service, self.jobs, self.files)
+        downloader = slack_downloader(settings.slack_api_url, token, settings.max_attachment_bytes)
+        self.handlers = SlackHandlers(settings, app.service, self.client, downloader)
         self.handlers.register(self.bolt)
         self._socket: AsyncSocketModeHandler | None = None
         self._runner: web.AppRunner | None = None
@@ -112,7 +105,7 @@ class SlackBot:
             channel, ts = ref.get("channel"), ref.get("ts")
             if job.requester.platform != "slack" or not channel or not ts:
                 continue
-            text = blocks.headline(job.requester.user_id, job.prompt, INTERRUPTED_STATE)
+            text = blocks.headline(job.requester.user_id, job.prompt, texts.INTERRUPTED)
             try:
                 await self.client.chat_update(
                     channel=str(channel),
@@ -171,7 +164,6 @@ class SlackBot:
             await self._runner.cleanup()
             self._runner = None
         await self.handlers.aclose()
-        await self.files.aclose()
 
 
 async def run_slack(app: App) -> None:

@@ -1,9 +1,12 @@
-"""Slack text in and out: /imagine flags, prompt clean-up, and mrkdwn escaping."""
+"""Slack text in and out: /imagine flags, prompt clean-up, mrkdwn escaping and markup."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from bot.commands import Overrides
 
 HELP = (
     "*Make an image:* `/imagine <prompt> [options]`\n"
@@ -46,7 +49,7 @@ class FlagError(Exception):
 
 @dataclass(frozen=True)
 class ParsedPrompt:
-    """A prompt with the options typed after it (None = the operator's default)."""
+    """A prompt with the options typed after it (None = the default, or the edited job's)."""
 
     prompt: str
     size: str | None = None
@@ -55,15 +58,16 @@ class ParsedPrompt:
     background: str | None = None
     output_format: str | None = None
 
-    def overrides(self) -> dict[str, object]:
-        """The chosen options as ImageOptions field names."""
-        return {
-            "size": self.size,
-            "quality": self.quality,
-            "n": self.n,
-            "background": self.background,
-            "output_format": self.output_format,
-        }
+    @property
+    def overrides(self) -> Overrides:
+        """The chosen options."""
+        return Overrides(
+            size=self.size,
+            quality=self.quality,
+            n=self.n,
+            background=self.background,
+            output_format=self.output_format,
+        )
 
 
 def parse_prompt(text: str) -> ParsedPrompt:
@@ -166,9 +170,32 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def shorten(text: str, limit: int = 200) -> str:
-    """Cut text to ``limit`` characters at a word boundary, with an ellipsis."""
-    if len(text) <= limit:
-        return text
-    cut = text[: limit - 1].rsplit(" ", 1)[0] or text[: limit - 1]
-    return cut + "…"
+def _date(epoch: float, token: str, fallback: str) -> str:
+    stamp = int(epoch)
+    shown = datetime.fromtimestamp(stamp, UTC).strftime(fallback)
+    return f"<!date^{stamp}^{{{token}}}|{shown}>"
+
+
+class SlackMarkup:
+    """``bot.texts.Markup`` in Slack's mrkdwn: each reader sees times in their own zone."""
+
+    invite_hint = "Invite me with `/invite @imagine` and try again."
+
+    def code(self, text: str) -> str:
+        """Inline code."""
+        return f"`{text}`"
+
+    def relative(self, epoch: float) -> str:
+        """``in 5 minutes`` / ``3 minutes ago``, as Slack words it."""
+        return _date(epoch, "ago", "%Y-%m-%d %H:%M UTC")
+
+    def clock(self, epoch: float) -> str:
+        """``12:03:15`` in the reader's time zone."""
+        return _date(epoch, "time_secs", "%H:%M:%S UTC")
+
+    def mention(self, user_id: str) -> str:
+        """``<@U1>``."""
+        return f"<@{user_id}>"
+
+
+MARKUP = SlackMarkup()

@@ -12,10 +12,10 @@ from urllib.parse import urlencode
 import pytest
 import yaml
 
-import adapters
-from adapters import slack_blocks
-from adapters.slack_bot import SlackBot, run_slack
-from adapters.slack_manifest import slack_manifest
+import adapters.slack
+from adapters.slack import blocks as slack_blocks
+from adapters.slack.bot import SlackBot, run_slack
+from adapters.slack.manifest import slack_manifest
 from bot.errors import ConfigError
 from bot.models import ImageRequest, Requester
 from tests.fakes.openai_server import FakeOpenAI
@@ -115,7 +115,7 @@ async def test_progress_shows_queue_position_then_previews(
     queued = await slack_fake.wait_for(
         "chat.postMessage", lambda c: text_of(c).startswith("<@UBOB>: second")
     )
-    assert text_of(queued[0]) == "<@UBOB>: second — queued #1"
+    assert text_of(queued[0]) == "<@UBOB>: second — queued — next in line"
     await slack_fake.wait_for("files.completeUploadExternal", count=2, timeout=10)
     previews = [u for u in slack_fake.uploads.values() if u.filename.startswith("preview-")]
     assert previews and all(u.channel_id is None for u in previews)
@@ -275,7 +275,7 @@ def test_manifest_declares_everything_the_bot_uses() -> None:
         slack_blocks.SHORTCUT,
     )
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
-    source = "".join(p.read_text() for p in Path(adapters.__file__).parent.glob("slack_*.py"))
+    source = "".join(p.read_text() for p in Path(adapters.slack.__file__).parent.glob("*.py"))
     called = set(re.findall(r"client\.(\w+)\(", source))
     assert called and called <= set(METHOD_SCOPES), called - set(METHOD_SCOPES)
     needed = {METHOD_SCOPES[m] for m in called} - {None}

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from adapters.slack_text import escape, shorten
+from adapters.slack.text import MARKUP, escape
+from bot.texts import shorten
 
 Block = dict[str, Any]
 
@@ -25,13 +26,8 @@ METADATA_MAX_LENGTH = 3000
 
 
 def headline(user_id: str, prompt: str, state: str) -> str:
-    """``<@U1>: a fox in snow — queued #2`` (the prompt escaped and shortened)."""
-    return f"<@{user_id}>: {escape(shorten(prompt))} — {state}"
-
-
-def queued_state(position: int) -> str:
-    """Words for a place in line (0 = starting now)."""
-    return "starting…" if position <= 0 else f"queued #{position}"
+    """``<@U1>: a fox in snow — queued — next in line`` (the prompt escaped and shortened)."""
+    return f"{MARKUP.mention(user_id)}: {escape(shorten(prompt, 200))} — {state}"
 
 
 def progress_blocks(text: str, preview_file_id: str | None) -> list[Block]:
@@ -82,12 +78,6 @@ def modal_metadata(metadata: Mapping[str, Any]) -> str:
     if len(encoded) > METADATA_MAX_LENGTH:
         raise ValueError(f"modal metadata is {len(encoded)} characters")
     return encoded
-
-
-def editing_files(names: Sequence[str]) -> str:
-    """``Editing photo.png, mask.png.`` for the modal, escaped and short enough for Slack."""
-    named = ", ".join(name or "image" for name in names) or "the images"
-    return f"Editing {escape(shorten(named, 300))}."
 
 
 def edit_modal(metadata: Mapping[str, Any], described: str) -> Block:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.slack_files import allowed_hosts, is_mask
-from adapters.slack_text import FlagError, clean_prompt, escape, parse_prompt, shorten
+from adapters.slack.files import allowed_hosts, remote_file
+from adapters.slack.text import FlagError, clean_prompt, escape, parse_prompt
+from bot.commands import split_mask
+from bot.texts import shorten
 
 
 def test_flags_anywhere_in_the_prompt() -> None:
@@ -72,4 +74,6 @@ def test_file_hosts_follow_the_api_url() -> None:
 
 
 def test_mask_is_named_mask() -> None:
-    assert is_mask({"name": "Mask-1.png"}) and not is_mask({"name": "cat.png"})
+    cat, mask = remote_file({"name": "cat.png"}), remote_file({"name": "Mask-1.png"})
+    assert split_mask([cat, mask]) == ((cat,), mask)
+    assert split_mask([cat]) == ((cat,), None)

@@ -89,7 +89,7 @@ async def test_a_refused_upload_is_a_warning_with_the_job_id_not_an_error(
     assert "Traceback" not in text and "wouldn't take the upload (internal_error)" in text
     logged = [r for r in caplog.records if r.name == "adapters.slack" and r.levelname == "WARNING"]
     assert logged and logged[0].args
-    assert f"(job {logged[0].args[0]})" in text
+    assert f"(job `{logged[0].args[0]}`)" in text
     assert final.args["channel"] == "C0GENERAL"
 
 

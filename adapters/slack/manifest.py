@@ -7,4 +7,4 @@ from importlib.resources import files
 
 def slack_manifest() -> str:
     """The manifest with every scope, event, command and shortcut the bot needs."""
-    return files("adapters").joinpath("slack_manifest.yaml").read_text(encoding="utf-8")
+    return files("adapters.slack").joinpath("manifest.yaml").read_text(encoding="utf-8")

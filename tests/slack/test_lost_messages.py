@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.slack_rate import MAX_RATE_LIMIT_RETRIES
+from adapters.slack.rate import MAX_RATE_LIMIT_RETRIES
 from tests.fakes.app_fixtures import ProviderGate
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import BOT_USER_ID, FakeSlack
@@ -77,7 +77,7 @@ async def test_a_refused_upload_keeps_the_job_and_its_buttons(
     assert "Traceback" not in text
     [final] = await slack_fake.wait_for("chat.update", lambda c: "made, but" in text_of(c))
     job_id = buttons_job(final)
-    assert f"job {job_id}" in text
+    assert f"(job `{job_id}`)" in text
     job = await running.app.store.get_job(job_id)
     assert job is not None and job.status == "succeeded"
     assert await running.app.store.job_images(job_id)
@@ -125,7 +125,7 @@ async def test_a_result_message_slack_keeps_refusing_still_leaves_the_images_usa
     assert "Your image is in the thread" in text_of(told) and "ratelimited" in text_of(told)
     [upload] = [u for u in slack_fake.uploads.values() if u.completed]
     job = await running.app.store.job_for_message("slack", f"{CHANNEL}:{upload.thread_ts}")
-    assert job is not None and job.status == "succeeded" and f"job {job.id}" in text_of(told)
+    assert job is not None and job.status == "succeeded" and f"(job `{job.id}`)" in text_of(told)
 
 
 async def test_removed_from_the_channel_mid_job_says_the_image_was_made(
@@ -142,7 +142,7 @@ async def test_removed_from_the_channel_mid_job_says_the_image_was_made(
     text = slack_fake.responses[0]["text"]
     assert "Your image was made" in text and "not_in_channel" in text
     assert "nothing was charged" not in text  # it was made, and counted
-    job_id = text.split("(job ", 1)[1].split(")", 1)[0]
+    job_id = text.split("(job `", 1)[1].split("`)", 1)[0]
     job = await running.app.store.get_job(job_id)
     assert job is not None and job.status == "succeeded"
     warned = [r for r in caplog.records if r.levelname == "WARNING" and job_id in r.getMessage()]

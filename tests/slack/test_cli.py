@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adapters.slack_manifest import slack_manifest
+from adapters.slack.manifest import slack_manifest
 from tests.fakes.cli_process import start_cli
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import APP_TOKEN, BOT_TOKEN, FakeSlack
