@@ -33,15 +33,6 @@ __all__ = ["ImagineDiscordBot", "run_discord"]
 INTERACTION_TOKEN_LIFETIME = 15 * 60 - 30
 
 
-def point_at(api_base_url: str, gateway_url: str) -> None:
-    """Send discord.py's REST and gateway traffic to the configured (proxy) URLs.
-
-    discord.py keeps both as class attributes, so this applies to the whole process.
-    """
-    Route.BASE = api_base_url.rstrip("/")
-    DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
-
-
 class ImagineDiscordBot(discord.Client):
     """discord.py client wired to the core app."""
 
@@ -94,7 +85,9 @@ class ImagineDiscordBot(discord.Client):
         if token is None or not token.get_secret_value().strip():
             raise ConfigError("DISCORD_TOKEN", "not set; copy the bot token into .env")
         settings = self.app.settings
-        point_at(settings.discord_api_base_url, settings.discord_gateway_url)
+        # The configured (proxy) URLs: discord.py keeps both as class attributes, process-wide.
+        Route.BASE = settings.discord_api_base_url.rstrip("/")
+        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
         try:
             await self.login(token.get_secret_value().strip())
         except discord.LoginFailure:

@@ -20,13 +20,7 @@ from adapters.discord.targets import (
 )
 from bot import texts
 from bot.app import App
-from bot.commands import (
-    Command,
-    Edit,
-    MessageRef,
-    RemoteFile,
-    split_mask,
-)
+from bot.commands import Command, Edit, MessageRef, RemoteFile, split_mask
 from bot.errors import JobNotFound
 from bot.models import JobRecord
 from bot.presenting import JobTasks, JobView, run_job
@@ -213,14 +207,8 @@ class DiscordImagine:
             logger.warning("could not answer message %s: %s", message.id, exc)
             return
         extra, mask = split_mask(remote_all(message.attachments))
-        edit = Edit(
-            requester,
-            prompt,
-            on=ref(reference.message_id),
-            their_files=theirs,
-            files=extra,
-            mask=mask,
-        )
+        on = ref(reference.message_id)
+        edit = Edit(requester, prompt, on=on, their_files=theirs, files=extra, mask=mask)
         await self.run(MessageTarget(reply, message.author), edit)
 
     def _sees_content(self, message: discord.Message, me: discord.ClientUser) -> bool:

@@ -50,12 +50,9 @@ def progress_budget() -> EditBudget:
 
 def retry_after(exc: discord.HTTPException) -> float:
     """Seconds Discord asked to wait after a 429 (its Retry-After header), within limits."""
-    if isinstance(exc, discord.RateLimited):
-        return min(exc.retry_after, MAX_RETRY_AFTER)
-    headers = getattr(exc.response, "headers", None) or {}
     try:
-        wait = float(headers.get("Retry-After", 1))
-    except ValueError:
+        wait = float(exc.response.headers.get("Retry-After", 1))
+    except (AttributeError, ValueError):
         wait = 1.0
     return min(max(wait, 0.0), MAX_RETRY_AFTER)
 
@@ -66,7 +63,7 @@ async def until_landed(send: Callable[[], Awaitable[T]]) -> T:
         try:
             return await send()
         except discord.HTTPException as exc:
-            if exc.status != 429 and not isinstance(exc, discord.RateLimited):
+            if exc.status != 429:
                 raise
             logger.warning("Discord is still rate limiting; trying again: %s", exc)
             await asyncio.sleep(retry_after(exc))
