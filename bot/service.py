@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from bot import images
+from bot import images, texts
 from bot.commands import (
     NO_OVERRIDES,
     Command,
@@ -24,7 +24,6 @@ from bot.commands import (
 from bot.errors import (
     AttachmentRejected,
     InternalError,
-    InvalidRequest,
     JobNotFound,
     ProviderUnavailable,
     UserFacingError,
@@ -48,7 +47,7 @@ from bot.models import (
     Started,
 )
 from bot.pricing import cost_from_usage, estimate_cost
-from bot.provider import MAX_SOURCES, ImageProvider, check_options
+from bot.provider import ImageProvider, check_options
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -183,8 +182,9 @@ class ImageService:
             )
             return replace(request, options=command.overrides.apply(request.options))
         theirs = await self._fetch(files, command.their_files)
-        if not theirs and not extra:
-            raise AttachmentRejected("that message", "I can't see an image in it any more")
+        if command.on is not None and not theirs and not extra:
+            # The message pointed at has no image (any more) and none came with the edit.
+            raise AttachmentRejected("that message", texts.IMAGE_GONE)
         return ImageRequest(
             command.requester,
             command.prompt,
