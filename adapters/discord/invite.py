@@ -16,13 +16,9 @@ import discord
 #   Send Messages in Threads  1 << 38  the same inside threads
 # Manage Messages is not needed: the bot only ever deletes its own messages. Total 274878024704.
 # Slash commands, buttons and modals need no permission: interactions answer through webhooks.
+NEEDED = "view_channel send_messages embed_links attach_files read_message_history"
 BOT_PERMISSIONS = discord.Permissions(
-    view_channel=True,
-    send_messages=True,
-    embed_links=True,
-    attach_files=True,
-    read_message_history=True,
-    send_messages_in_threads=True,
+    **dict.fromkeys(f"{NEEDED} send_messages_in_threads".split(), True)
 )
 INVITE_SCOPES = ("bot", "applications.commands")
 
