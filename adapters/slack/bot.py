@@ -49,9 +49,7 @@ class SlackBot:
         base_url = api_base_url(settings.slack_api_url)
         # Every job's calls share Slack's per-method limits; ``rate_scale`` shrinks the windows
         # for a test Slack whose clock runs faster.
-        self.budget = RateBudget(
-            scale=rate_scale, progress_interval=settings.imagine_progress_interval
-        )
+        self.budget = RateBudget(scale=rate_scale)
         self.client = PacedWebClient(token=token, base_url=base_url, budget=self.budget)
         self._token = token
         self._auth: AsyncSlackResponse | None = None

@@ -19,6 +19,7 @@ from bot import texts
 from bot.commands import Command, Edit, Generate, MessageRef, Regenerate, split_mask
 from bot.errors import InvalidRequest, JobNotFound, NotAllowed, UserFacingError
 from bot.models import Requester
+from bot.pacing import EditBudget
 from bot.presenting import JobTasks, run_job
 from bot.provider import MAX_SOURCES
 
@@ -51,6 +52,8 @@ class SlackHandlers:
         self.files = SlackFiles(client)
         self.bot_user_id = ""
         self.tasks = JobTasks()
+        # One progress edit per channel per interval, so a busy channel doesn't flicker.
+        self.edits = EditBudget(1, settings.imagine_progress_interval)
 
     # --- wiring ---------------------------------------------------------------------------
     def register(self, app: AsyncApp) -> None:
@@ -67,6 +70,7 @@ class SlackHandlers:
     async def aclose(self) -> None:
         """Stop work in flight (each user is told); the downloads' connections close."""
         await self.tasks.shutdown()
+        self.edits.close()
         await self.downloader.aclose()
 
     def _spawn(self, work: Callable[[], Awaitable[None]], reply: Reply) -> None:
@@ -86,19 +90,27 @@ class SlackHandlers:
     async def _tell(self, reply: Reply, text: str) -> None:
         await tell(self.client, reply, text)
 
-    def _check_allowed(self, channel: str) -> None:
+    def _allowed(self, channel: str) -> bool:
         allowed = self.settings.slack_allowed_channels
-        if allowed and channel not in allowed:
+        return not allowed or channel in allowed
+
+    def _check_allowed(self, channel: str) -> None:
+        if not self._allowed(channel):
             raise NotAllowed(texts.NOT_HERE)
 
-    def _requester(self, user: str, team: str, channel: str, name: str = "") -> Requester:
-        return Requester("slack", user, team, channel, name or user)
+    @staticmethod
+    def _requester(reply: Reply, body: Json, team: object = None) -> Requester:
+        """Who asked: the payload's team and the user's name where Slack sends them."""
+        team = team or body.get("team_id") or (body.get("team") or {}).get("id")
+        name = (body.get("user") or {}).get("name") if "user" in body else body.get("user_name")
+        return Requester("slack", reply.user, str(team or ""), reply.channel, name or reply.user)
 
     async def _run(self, command: Command, reply: Reply) -> None:
         """Run one command, shown in ``reply``'s channel and thread."""
         interval = self.settings.imagine_progress_interval
         presenter = SlackPresenter(self.client, self.service, reply, interval)
-        await run_job(self.service, command, presenter, files=self.downloader)
+        pacer = self.edits.channel(reply.channel)
+        await run_job(self.service, command, presenter, files=self.downloader, pacer=pacer)
 
     # --- /imagine -------------------------------------------------------------------------
     async def _on_command(self, ack: Any, body: Json) -> None:
@@ -114,9 +126,7 @@ class SlackHandlers:
                 await self._tell(reply, HELP)
                 return
             parsed = parse_prompt(text)
-            requester = self._requester(
-                reply.user, body.get("team_id", ""), reply.channel, body.get("user_name", "")
-            )
+            requester = self._requester(reply, body)
             await self._run(Generate(requester, parsed.prompt, parsed.overrides), reply)
 
         self._spawn(work, reply)
@@ -142,9 +152,7 @@ class SlackHandlers:
         ours = in_thread and await self.service.job_for(root) is not None
         if not (mentioned or direct or ours):
             return  # people talking among themselves
-        if self.settings.slack_allowed_channels and channel not in (
-            self.settings.slack_allowed_channels
-        ):
+        if not self._allowed(channel):
             return
         # app_mention and message both arrive for one mention; retries repeat either.
         if not await self.service.first_time(f"slack:msg:{channel}:{ts}"):
@@ -155,8 +163,7 @@ class SlackHandlers:
                 await self._tell(reply, HELP)
             return
         parsed = parse_prompt(prompt)
-        team = str(event.get("team") or body.get("team_id") or "")
-        requester = self._requester(reply.user, team, channel)
+        requester = self._requester(reply, body, event.get("team"))
         files, mask = split_mask(
             await self.files.remote(event.get("files") or []), images_only=False
         )
@@ -179,7 +186,8 @@ class SlackHandlers:
         message = body.get("message") or {}
         ts = str(message.get("ts") or body.get("message_ts"))
         reply = Reply(user, channel, message.get("thread_ts"), body.get("response_url"))
-        try:
+
+        async def work() -> None:
             self._check_allowed(channel)
             job = await self.service.job_for(MessageRef("slack", f"{channel}:{ts}"))
             files = message.get("files") or []
@@ -201,11 +209,9 @@ class SlackHandlers:
                 metadata["f"] = [str(f["id"]) for f in images]
                 described = escape(texts.editing([str(f.get("name") or "") for f in images]))
             await self._open_modal(body["trigger_id"], metadata, described)
-        except UserFacingError as exc:
-            await self._tell(reply, texts.refusal(exc, MARKUP))
-        except Exception:
-            logger.exception("opening the edit modal for %s failed", user)
-            await self._tell(reply, texts.bug(None, MARKUP))
+
+        # The trigger id expires in three seconds: open the modal before answering anything else.
+        await self._guarded(work, reply)
 
     async def _open_modal(self, trigger_id: str, metadata: Json, described: str) -> None:
         await self.client.views_open(
@@ -230,8 +236,7 @@ class SlackHandlers:
                 return
             self._check_allowed(reply.channel)
             parsed = parse_prompt(clean_prompt(prompt))
-            team = str(body.get("team", {}).get("id") or "")
-            requester = self._requester(user, team, reply.channel, body["user"].get("name", ""))
+            requester = self._requester(reply, body)
             overrides = parsed.overrides
             if metadata.get("j"):
                 command = Edit(requester, parsed.prompt, job_id=metadata["j"], overrides=overrides)
@@ -260,10 +265,7 @@ class SlackHandlers:
 
         async def work() -> None:
             self._check_allowed(reply.channel)
-            team = str(body.get("team", {}).get("id") or "")
-            requester = self._requester(
-                reply.user, team, reply.channel, body["user"].get("name", "")
-            )
+            requester = self._requester(reply, body)
             await self._run(Regenerate(requester, job_id), reply)
 
         self._spawn(work, reply)
@@ -271,17 +273,15 @@ class SlackHandlers:
     async def _on_edit_button(self, ack: Any, body: Json) -> None:
         await ack()
         job_id, reply, _ = self._button(body)
-        try:
+
+        async def work() -> None:
             self._check_allowed(reply.channel)
             if not await self.service.has_images(job_id):
                 raise JobNotFound(job_id)
             metadata = {"c": reply.channel, "t": reply.thread_ts or "", "j": job_id}
             await self._open_modal(body["trigger_id"], metadata, "Editing this image.")
-        except UserFacingError as exc:
-            await self._tell(reply, texts.refusal(exc, MARKUP))
-        except Exception:
-            logger.exception("opening the edit modal for job %s failed", job_id)
-            await self._tell(reply, texts.bug(job_id, MARKUP))
+
+        await self._guarded(work, reply)
 
     async def _on_delete(self, ack: Any, body: Json) -> None:
         await ack()

@@ -127,6 +127,7 @@ class SlackPresenter:
         self.progress_calls = 0
         self.uploaded = False  # the result's files are in the thread
         self._allowance = PROGRESS_CALLS
+        self._checked_format = False
         self._shown_state = ""
         self._preview_tried = False
         self._posted_at = 0.0
@@ -140,10 +141,6 @@ class SlackPresenter:
     async def open(self, view: JobView, links: Links) -> None:
         """Post the placeholder (joining a public channel if needed), record where it is."""
         self.job_id, self.user, self.prompt = view.job_id, view.requester.user_id, view.prompt
-        job = await self.service.get_job(links.job_id)
-        # A format image blocks can't show costs a JPEG upload at the end: two calls fewer here.
-        if job is not None and job.options.output_format not in ("png", "jpeg"):
-            self._allowance = 0
         state = texts.queued(view.position)
         text = self._headline(state)
         posted = await self._post(text, blocks.progress_blocks(text, None))
@@ -223,6 +220,12 @@ class SlackPresenter:
         return texts.queued(view.position)
 
     async def _render(self, view: JobView) -> bool:
+        if not self._checked_format:
+            self._checked_format = True
+            job = await self.service.get_job(str(self.job_id))
+            # A format image blocks can't show costs a JPEG upload at the end: no calls here.
+            if job is not None and job.options.output_format not in ("png", "jpeg"):
+                self._allowance = 0
         preview = view.preview if self._preview_affordable(view) else None
         state = self._state(view)
         if preview is None and (state is None or state == self._shown_state):
@@ -232,8 +235,6 @@ class SlackPresenter:
         if self.progress_calls + cost > allowance:
             return True
         with best_effort(keep=FINAL_EDIT_RESERVE):
-            if not self.budget.try_acquire("progress", self.channel):
-                return False
             if preview is not None:
                 self._preview_tried = True
                 self._allowance = allowance

@@ -109,13 +109,9 @@ class RateBudget:
         self,
         *,
         scale: float = 1.0,
-        progress_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.scale = scale
-        # The bot's own rule for cosmetic edits: one per channel per progress interval, so a
-        # busy channel does not see its placeholders flicker.
-        self.progress_interval = progress_interval
         self._clock = clock
         self._windows: dict[tuple[str, str], _Window] = {}
 
@@ -124,16 +120,13 @@ class RateBudget:
             if not channel:
                 return None
             key, (limit, seconds) = (method, channel), POSTS_PER_CHANNEL
-        elif method == "progress":
-            key, limit, seconds = (method, channel or ""), 1, self.progress_interval
         elif method in METHOD_TIERS:
             key, limit, seconds = (method, ""), METHOD_TIERS[method], MINUTE
         else:
             return None
         window = self._windows.get(key)
         if window is None:
-            scale = 1.0 if method == "progress" else self.scale
-            span = seconds * scale * _MARGIN + _SLACK * min(scale, 1.0)
+            span = seconds * self.scale * _MARGIN + _SLACK * min(self.scale, 1.0)
             window = self._windows[key] = _Window(limit, span)
         return window
 

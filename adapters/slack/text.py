@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from bot.commands import Overrides
+from bot.commands import NO_OVERRIDES, Overrides
 
 HELP = (
     "*Make an image:* `/imagine <prompt> [options]`\n"
@@ -24,19 +24,9 @@ HELP = (
 _QUALITIES = {"low", "medium", "high", "auto"}
 _FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "webp": "webp"}
 _SIZE_WORDS = {"square": "1024x1024", "landscape": "1536x1024", "portrait": "1024x1536"}
-_NAMES = {
-    "size": "size",
-    "s": "size",
-    "quality": "quality",
-    "q": "quality",
-    "n": "n",
-    "count": "n",
-    "number": "n",
-    "transparent": "transparent",
-    "t": "transparent",
-    "format": "format",
-    "f": "format",
-}
+# Each option's names, the short ones and the words people type for them.
+_NAMES = dict(s="size", q="quality", count="n", number="n", t="transparent", f="format")
+_NAMES |= {name: name for name in ("size", "quality", "n", "transparent", "format")}
 _SHORT = {"-s", "-q", "-n", "-t", "-f"}
 _SIZE = re.compile(r"^(\d{2,5})\s*[x×*]\s*(\d{2,5})$", re.IGNORECASE)
 # Slack (and macOS autocorrect) turn a typed "--" into an en or em dash.
@@ -49,25 +39,10 @@ class FlagError(Exception):
 
 @dataclass(frozen=True)
 class ParsedPrompt:
-    """A prompt with the options typed after it (None = the default, or the edited job's)."""
+    """A prompt and the options typed after it (None = the default, or the edited job's)."""
 
     prompt: str
-    size: str | None = None
-    quality: str | None = None
-    n: int | None = None
-    background: str | None = None
-    output_format: str | None = None
-
-    @property
-    def overrides(self) -> Overrides:
-        """The chosen options."""
-        return Overrides(
-            size=self.size,
-            quality=self.quality,
-            n=self.n,
-            background=self.background,
-            output_format=self.output_format,
-        )
+    overrides: Overrides = NO_OVERRIDES
 
 
 def parse_prompt(text: str) -> ParsedPrompt:
@@ -110,7 +85,7 @@ def _looks_like_flag(word: str) -> bool:
 
 
 def _convert(prompt: str, chosen: dict[str, str]) -> ParsedPrompt:
-    out = ParsedPrompt(prompt)
+    out = Overrides()
     if "size" in chosen:
         raw = chosen["size"].strip().lower()
         match = _SIZE.match(raw)
@@ -138,7 +113,7 @@ def _convert(prompt: str, chosen: dict[str, str]) -> ParsedPrompt:
         if fmt is None:
             raise FlagError(f"`--format {chosen['format']}` isn't one of png, jpeg, webp.")
         out = replace(out, output_format=fmt)
-    return out
+    return ParsedPrompt(prompt, out)
 
 
 _LINK = re.compile(r"<([^<>|]+)(?:\|([^<>]*))?>")

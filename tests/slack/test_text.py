@@ -6,28 +6,24 @@ import pytest
 
 from adapters.slack.files import allowed_hosts, remote_file
 from adapters.slack.text import FlagError, clean_prompt, escape, parse_prompt
-from bot.commands import split_mask
+from bot.commands import Overrides, split_mask
 from bot.texts import shorten
 
 
 def test_flags_anywhere_in_the_prompt() -> None:
     parsed = parse_prompt("--n 2 a fox in snow --size 1536X1024 --quality HIGH --format jpg")
     assert parsed.prompt == "a fox in snow"
-    assert (parsed.n, parsed.size, parsed.quality, parsed.output_format) == (
-        2,
-        "1536x1024",
-        "high",
-        "jpeg",
+    assert parsed.overrides == Overrides(
+        n=2, size="1536x1024", quality="high", output_format="jpeg"
     )
-    assert parsed.background is None
+    assert parsed.overrides.background is None
 
 
 def test_dashes_slack_autocorrects_and_equals_and_words() -> None:
     parsed = parse_prompt("a logo \u2014transparent \u2014size=landscape -q low")
     assert parsed.prompt == "a logo"
-    assert parsed.background == "transparent" and parsed.size == "1536x1024"
-    assert parsed.quality == "low"
-    assert parse_prompt("a cat --size 1024×1024").size == "1024x1024"
+    assert parsed.overrides == Overrides(background="transparent", size="1536x1024", quality="low")
+    assert parse_prompt("a cat --size 1024×1024").overrides.size == "1024x1024"
 
 
 def test_words_that_only_look_like_flags_stay_in_the_prompt() -> None:
