@@ -280,6 +280,8 @@ class SlackPresenter:
             await self._deliver(result, links)
         except Exception as exc:
             error = _error(exc) if isinstance(exc, SlackApiError) else None
+            if isinstance(exc, CantPost):  # a new message for the result was refused
+                error = exc.reason
             if error in CANT_POST_HERE:
                 # Access was lost while the job ran: it was made (and counted), just not shown.
                 self._final = True
