@@ -170,7 +170,7 @@ NOT_HERE = "I'm not enabled in this channel."
 NO_IMAGE = "That message has no image I can edit."
 NO_PROMPT = "Tell me what to change: reply to the image with a description of the edit."
 STILL_MAKING = "That one isn't finished yet. Reply to it again once the image is there."
-IMAGE_GONE = "I can't see an image in it any more; use the menu again"
+IMAGE_GONE = "I can't see an image in it any more"
 CANT_SEE = (
     "I can't see the images in that message: this bot runs without Discord's Message "
     "Content intent. Use the message's Apps → Edit image menu instead."

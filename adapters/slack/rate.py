@@ -13,20 +13,19 @@ edits run under ``best_effort()``: they take only spare capacity and never wait.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import FormData
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+from bot.pacing import CallBudget
 
 logger = logging.getLogger("adapters.slack")
 
@@ -71,106 +70,23 @@ class Deferred(Exception):
         self.method = method
 
 
-@dataclass
-class _Window:
-    """A sliding window: at most ``limit`` calls in any ``seconds``."""
+class RateBudget(CallBudget):
+    """Slack's per-method (and for posts, per-channel) windows, shared by every job."""
 
-    limit: int
-    seconds: float
-    sent: deque[float] = field(default_factory=deque)
-    paused_until: float = 0.0
-    waiting: int = 0
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    def _prune(self, now: float) -> None:
-        while self.sent and self.sent[0] <= now - self.seconds:
-            self.sent.popleft()
-
-    def free_at(self, now: float) -> float:
-        """When the next call may go."""
-        self._prune(now)
-        at = self.paused_until
-        if len(self.sent) >= self.limit:
-            at = max(at, self.sent[len(self.sent) - self.limit] + self.seconds)
-        return at
-
-    def spare(self, now: float) -> int:
-        """Calls that could go right now."""
-        if self.paused_until > now:
-            return 0
-        self._prune(now)
-        return self.limit - len(self.sent)
-
-
-class RateBudget:
-    """Per-method (and for posts, per-channel) windows shared by every job of the process."""
-
-    def __init__(
-        self,
-        *,
-        scale: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, *, scale: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(clock=clock)
         self.scale = scale
-        self._clock = clock
-        self._windows: dict[tuple[str, str], _Window] = {}
 
-    def _window(self, method: str, channel: str | None) -> _Window | None:
+    def limit_of(self, method: str, place: str | None) -> tuple[tuple[str, str], int, float] | None:
         if method == "chat.postMessage":
-            if not channel:
+            if not place:
                 return None
-            key, (limit, seconds) = (method, channel), POSTS_PER_CHANNEL
+            key, (limit, seconds) = (method, place), POSTS_PER_CHANNEL
         elif method in METHOD_TIERS:
             key, limit, seconds = (method, ""), METHOD_TIERS[method], MINUTE
         else:
             return None
-        window = self._windows.get(key)
-        if window is None:
-            span = seconds * self.scale * _MARGIN + _SLACK * min(self.scale, 1.0)
-            window = self._windows[key] = _Window(limit, span)
-        return window
-
-    async def acquire(self, method: str, channel: str | None = None) -> None:
-        """Wait for this call's turn (first come, first served)."""
-        window = self._window(method, channel)
-        if window is None:
-            return
-        window.waiting += 1
-        try:
-            async with window.lock:
-                while True:
-                    now = self._clock()
-                    at = window.free_at(now)
-                    if at <= now:
-                        window.sent.append(now)
-                        return
-                    await asyncio.sleep(at - now)
-        finally:
-            window.waiting -= 1
-
-    def try_acquire(self, method: str, channel: str | None = None, *, keep: int = 0) -> bool:
-        """Take a turn only if one is free now, nobody waits, and ``keep`` more stay free."""
-        window = self._window(method, channel)
-        if window is None:
-            return True
-        now = self._clock()
-        if window.waiting or window.spare(now) <= keep:
-            return False
-        window.sent.append(now)
-        return True
-
-    def spare(self, method: str, channel: str | None = None) -> int:
-        """How many calls of ``method`` could go right now (a large number if unlimited)."""
-        window = self._window(method, channel)
-        if window is None:
-            return 1 << 30
-        return 0 if window.waiting else window.spare(self._clock())
-
-    def pause(self, method: str, channel: str | None, seconds: float) -> None:
-        """Slack said ``Retry-After: seconds``: hold every call of this method until then."""
-        window = self._window(method, channel)
-        if window is not None:
-            window.paused_until = max(window.paused_until, self._clock() + seconds)
+        return key, limit, seconds * self.scale * _MARGIN + _SLACK * min(self.scale, 1.0)
 
 
 @contextlib.contextmanager
