@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from bot.errors import BudgetExceeded, LimitExceeded, UserFacingError
+from bot.errors import BudgetExceeded, LimitExceeded, UserFacingError, count_images
 
 
 class Markup(Protocol):
@@ -49,11 +49,6 @@ def ordinal(n: int) -> str:
     """1st, 2nd, 3rd, 4th, 11th, 22nd..."""
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
-
-
-def count_images(n: int) -> str:
-    """``1 image``, ``3 images``."""
-    return "1 image" if n == 1 else f"{n} images"
 
 
 def _job(job_id: str | None, m: Markup) -> str:

@@ -24,6 +24,7 @@ from adapters.slack.rate import METHOD_TIERS, Deferred, PacedWebClient, best_eff
 from adapters.slack.text import MARKUP
 from bot import images, texts
 from bot.commands import MessageRef
+from bot.errors import count_images
 from bot.models import JobResult
 from bot.presenting import CantPost, Failure, JobView, Links, NotShown
 
@@ -346,7 +347,7 @@ class SlackPresenter:
             file_uploads=uploads,
             channel=self.channel,
             thread_ts=root,
-            initial_comment=self._headline(texts.count_images(len(uploads))),
+            initial_comment=self._headline(count_images(len(uploads))),
         )
 
     async def _inline_file(self, result: JobResult, file_ids: list[str]) -> str | None:
