@@ -1,7 +1,8 @@
-"""The usage ledger: sums of a user's charges per window, the guarded insert, and refusals.
+"""The usage ledger: sums of charges per scope and window, the guarded insert, and refusals.
 
-Limits count charged images and budgets charged dollars over rolling windows; a job's charge
-is reserved at admission and settled (or refunded) when it ends.
+Limits count charged images and budgets charged dollars over rolling windows, each summed over
+the jobs of one scope (the requester's, a channel's, a team's, every job); a job's charge is
+reserved at admission and settled (or refunded) when it ends.
 """
 
 from __future__ import annotations
@@ -15,52 +16,78 @@ from bot.config import WindowRule
 from bot.errors import BudgetExceeded, LimitExceeded
 from bot.fit import COST_EPSILON, raise_if_never_fits
 from bot.job_rows import JOB_COLUMNS, JOB_VALUES
+from bot.policy import Counted, Counting, split_key, whose
+
+# Which jobs each scope's sums run over; every filter has a covering index (migration 3).
+_FILTERS: dict[Counting, str] = {
+    "user": "user_key = ?",
+    "channel": "platform = ? AND channel_id = ?",
+    "team": "platform = ? AND team_id = ?",
+    "total": "1 = 1",
+}
 
 
-@functools.lru_cache(maxsize=32)
-def sums_sql(windows: int) -> str:
-    """One row: ``images_i`` and ``cost_i`` charged to a user within each of the windows."""
+def filter_params(counted: Counted) -> list[object]:
+    """The values of a scope's filter."""
+    if counted.scope == "user":
+        return [counted.key]
+    if counted.scope == "total":
+        return []
+    return list(split_key(counted.key))
+
+
+def windows_of(counted: Counted) -> list[int]:
+    """The distinct windows (seconds, ascending) a scope's rules are summed over."""
+    rules = counted.rules
+    return sorted({rule.seconds for rule in (*rules.limits, *rules.budgets)})
+
+
+@functools.lru_cache(maxsize=64)
+def sums_sql(windows: int, scope: Counting = "user") -> str:
+    """One row: ``images_i`` and ``cost_i`` charged within each window to a scope's jobs."""
     columns = ", ".join(
         f"COALESCE(SUM(CASE WHEN created_at > ? THEN charged_images END), 0) AS images_{i}, "
         f"COALESCE(SUM(CASE WHEN created_at > ? THEN charged_cost END), 0) AS cost_{i}"
         for i in range(windows)
     )
-    return f"SELECT {columns} FROM jobs WHERE user_key = ? AND created_at > ?"
+    return f"SELECT {columns} FROM jobs WHERE {_FILTERS[scope]} AND created_at > ?"
 
 
-def window_params(windows: Sequence[int], key: str, now: float) -> list[object]:
-    """Parameters for ``sums_sql``; ``windows`` are seconds, ascending."""
+def sums_params(counted: Counted, now: float) -> list[object]:
+    """Parameters for ``sums_sql`` of one scope."""
+    windows = windows_of(counted)
     params: list[object] = [now - seconds for seconds in windows for _ in (0, 1)]
-    return [*params, key, now - windows[-1]]
+    return [*params, *filter_params(counted), now - windows[-1]]
 
 
-@functools.lru_cache(maxsize=32)
-def _guarded_insert_sql(windows: int, checks: tuple[str, ...]) -> str:
-    where = " AND ".join(f"{column} + ? <= ?" for column in checks)
-    return (
-        f"INSERT INTO jobs ({JOB_COLUMNS}) SELECT {JOB_VALUES} "
-        f"FROM ({sums_sql(windows)}) WHERE {where}"
+@functools.lru_cache(maxsize=64)
+def _guarded_insert_sql(shape: tuple[tuple[Counting, int, tuple[str, ...]], ...]) -> str:
+    sources = ", ".join(
+        f"({sums_sql(windows, scope)}) AS s{i}" for i, (scope, windows, _) in enumerate(shape)
     )
+    where = " AND ".join(
+        f"s{i}.{column} + ? <= ?" for i, (_, _, checks) in enumerate(shape) for column in checks
+    )
+    return f"INSERT INTO jobs ({JOB_COLUMNS}) SELECT {JOB_VALUES} FROM {sources} WHERE {where}"
 
 
 def guarded_insert(
-    row: tuple[object, ...],
-    n: int,
-    cost: float,
-    limits: Sequence[WindowRule],
-    budgets: Sequence[WindowRule],
-    now: float,
+    row: tuple[object, ...], n: int, cost: float, scopes: Sequence[Counted], now: float
 ) -> tuple[str, list[object]]:
-    """An INSERT of a ``job_row`` that adds nothing when it would break any rule."""
-    windows = sorted({rule.seconds for rule in (*limits, *budgets)})
-    checks = [f"images_{windows.index(rule.seconds)}" for rule in limits]
-    checks += [f"cost_{windows.index(rule.seconds)}" for rule in budgets]
-    bounds: list[object] = [x for rule in limits for x in (n, rule.amount)]
-    bounds += [x for rule in budgets for x in (cost, rule.amount + COST_EPSILON)]
-    sql = _guarded_insert_sql(len(windows), tuple(checks))
-    key = row[1]
-    assert isinstance(key, str)
-    return sql, [*row, *window_params(windows, key, now), *bounds]
+    """An INSERT of a ``job_row`` that adds nothing when it would break any scope's rule."""
+    shape = []
+    sums: list[object] = []
+    bounds: list[object] = []
+    for counted in scopes:
+        windows = windows_of(counted)
+        limits, budgets = counted.rules.limits, counted.rules.budgets
+        checks = [f"images_{windows.index(rule.seconds)}" for rule in limits]
+        checks += [f"cost_{windows.index(rule.seconds)}" for rule in budgets]
+        shape.append((counted.scope, len(windows), tuple(checks)))
+        sums += sums_params(counted, now)
+        bounds += [x for rule in limits for x in (n, rule.amount)]
+        bounds += [x for rule in budgets for x in (cost, rule.amount + COST_EPSILON)]
+    return _guarded_insert_sql(tuple(shape)), [*row, *sums, *bounds]
 
 
 def wait_for_room(
@@ -79,62 +106,89 @@ def wait_for_room(
     return float(rule.seconds)
 
 
-async def check_rules(
-    db: aiosqlite.Connection,
-    key: str,
-    n: int,
-    cost: float,
-    limits: Sequence[WindowRule],
-    budgets: Sequence[WindowRule],
-    now: float,
-) -> None:
-    """Raise the refusal with the longest wait if admitting would break any rule."""
-    # A request above a rule's whole amount is refused as such: no wait would admit it.
-    raise_if_never_fits(n, cost, limits, budgets)
-    windows = sorted({rule.seconds for rule in (*limits, *budgets)})
-    oldest = now - windows[-1]
-    params = window_params(windows, key, now)
-    rows = list(await db.execute_fetchall(sums_sql(len(windows)), params))
-    used_images = {s: int(rows[0][2 * i]) for i, s in enumerate(windows)}
-    used_cost = {s: float(rows[0][2 * i + 1]) for i, s in enumerate(windows)}
-    broken_limits = [r for r in limits if used_images[r.seconds] + n > r.amount]
-    broken_budgets = [r for r in budgets if used_cost[r.seconds] + cost > r.amount + COST_EPSILON]
-    if not broken_limits and not broken_budgets:
-        return
-    charges = [
+async def scope_sums(
+    db: aiosqlite.Connection, counted: Counted, now: float
+) -> tuple[dict[int, int], dict[int, float]]:
+    """Images and dollars charged to a scope within each of its windows (by seconds)."""
+    windows = windows_of(counted)
+    rows = list(
+        await db.execute_fetchall(sums_sql(len(windows), counted.scope), sums_params(counted, now))
+    )
+    images = {s: int(rows[0][2 * i]) for i, s in enumerate(windows)}
+    cost = {s: float(rows[0][2 * i + 1]) for i, s in enumerate(windows)}
+    return images, cost
+
+
+async def scope_charges(
+    db: aiosqlite.Connection, counted: Counted, since: float
+) -> list[tuple[float, float, float]]:
+    """(created_at, images, dollars) of a scope's charges since ``since``, oldest first."""
+    return [
         (float(c[0]), float(c[1]), float(c[2]))
         for c in await db.execute_fetchall(
             "SELECT created_at, charged_images, charged_cost FROM jobs "
-            "WHERE user_key = ? AND created_at > ? ORDER BY created_at",
-            (key, oldest),
+            f"WHERE {_FILTERS[counted.scope]} AND created_at > ? "
+            "AND (charged_images > 0 OR charged_cost > 0) ORDER BY created_at",
+            [*filter_params(counted), since],
         )
     ]
+
+
+async def check_rules(
+    db: aiosqlite.Connection,
+    scopes: Sequence[Counted],
+    n: int,
+    cost: float,
+    now: float,
+    platform: str = "",
+) -> None:
+    """Raise the refusal with the longest wait if admitting would break any scope's rule."""
+    for counted in scopes:
+        # A request above a rule's whole amount is refused as such: no wait would admit it.
+        rules, named = counted.rules, whose(counted.scope, platform) or "your"
+        raise_if_never_fits(n, cost, rules.limits, rules.budgets, named)
     refusals: list[LimitExceeded | BudgetExceeded] = []
-    for rule in broken_limits:
-        used = used_images[rule.seconds]
-        aged = [(t, images) for t, images, _ in charges if t > now - rule.seconds]
-        refusals.append(
-            LimitExceeded(
-                limit=int(rule.amount),
-                window_label=rule.label,
-                used=used,
-                requested=n,
-                retry_after=wait_for_room(aged, used, n, rule, now),
-                now=now,
+    for counted in scopes:
+        owner = whose(counted.scope, platform)
+        limits, budgets = counted.rules.limits, counted.rules.budgets
+        used_images, used_cost = await scope_sums(db, counted, now)
+        broken_limits = [r for r in limits if used_images[r.seconds] + n > r.amount]
+        broken_budgets = [
+            r for r in budgets if used_cost[r.seconds] + cost > r.amount + COST_EPSILON
+        ]
+        if not broken_limits and not broken_budgets:
+            continue
+        charges = await scope_charges(db, counted, now - windows_of(counted)[-1])
+        for rule in broken_limits:
+            used = used_images[rule.seconds]
+            aged = [(t, images) for t, images, _ in charges if t > now - rule.seconds]
+            refusals.append(
+                LimitExceeded(
+                    limit=int(rule.amount),
+                    window_label=rule.label,
+                    used=used,
+                    requested=n,
+                    retry_after=wait_for_room(aged, used, n, rule, now),
+                    now=now,
+                    whose=owner,
+                    scope=counted.scope,
+                )
             )
-        )
-    for rule in broken_budgets:
-        spent = used_cost[rule.seconds]
-        aged = [(t, dollars) for t, _, dollars in charges if t > now - rule.seconds]
-        refusals.append(
-            BudgetExceeded(
-                budget_usd=rule.amount,
-                window_label=rule.label,
-                spent_usd=spent,
-                requested_usd=cost,
-                retry_after=wait_for_room(aged, spent, cost, rule, now),
-                now=now,
+        for rule in broken_budgets:
+            spent = used_cost[rule.seconds]
+            aged = [(t, dollars) for t, _, dollars in charges if t > now - rule.seconds]
+            refusals.append(
+                BudgetExceeded(
+                    budget_usd=rule.amount,
+                    window_label=rule.label,
+                    spent_usd=spent,
+                    requested_usd=cost,
+                    retry_after=wait_for_room(aged, spent, cost, rule, now),
+                    now=now,
+                    whose=owner,
+                    scope=counted.scope,
+                )
             )
-        )
-    # The request only fits once every rule allows it, so name the longest wait.
-    raise max(refusals, key=lambda refusal: refusal.retry_after)
+    if refusals:
+        # The request only fits once every rule allows it, so name the longest wait.
+        raise max(refusals, key=lambda refusal: refusal.retry_after)

@@ -165,6 +165,13 @@ class Settings(BaseSettings):
     imagine_data_dir: Path = Path("./data")
     imagine_user_limit: str | None = None
     imagine_user_budget: str | None = None
+    imagine_channel_limit: str | None = None
+    imagine_channel_budget: str | None = None
+    imagine_team_limit: str | None = None
+    imagine_team_budget: str | None = None
+    imagine_total_limit: str | None = None
+    imagine_total_budget: str | None = None
+    imagine_user_queue: int = Field(3, ge=1, le=1000)
     imagine_max_concurrency: int = Field(4, ge=1, le=256)
     imagine_admin_users: Annotated[list[str], NoDecode] = Field(default_factory=list)
     imagine_progress_interval: float = Field(1.0, ge=0)
@@ -286,13 +293,20 @@ class Settings(BaseSettings):
         # OpenAI's model names are lower case; a proxy's own names are kept as written
         return value.lower() if value.lower().startswith("gpt-image") else value
 
-    @field_validator("imagine_user_limit")
+    @field_validator(
+        "imagine_user_limit", "imagine_channel_limit", "imagine_team_limit", "imagine_total_limit"
+    )
     @classmethod
     def _check_limit(cls, value: str | None) -> str | None:
         parse_rules(value, whole=True)
         return value
 
-    @field_validator("imagine_user_budget")
+    @field_validator(
+        "imagine_user_budget",
+        "imagine_channel_budget",
+        "imagine_team_budget",
+        "imagine_total_budget",
+    )
     @classmethod
     def _check_budget(cls, value: str | None) -> str | None:
         parse_rules(value, whole=False)

@@ -7,6 +7,8 @@
     │   ├── AttachmentRejected       an input image or mask was refused (``filename``, ``reason``)
     │   ├── LimitExceeded            image limit used up (``retry_after``, ``resets_at``)
     │   ├── BudgetExceeded           dollar budget used up (``retry_after``, ``resets_at``)
+    │   ├── Blocked                  an admin turned image making off here (``scope``)
+    │   ├── QueueFull                the requester has as many jobs waiting as one may
     │   ├── NeverFits                bigger than a whole limit or budget: waiting can't help
     │   │   ├── TooManyImages        more images than a limit allows (``limit``, ``requested``)
     │   │   ├── OverBudget           estimate above a budget (``estimate_usd``, ``alternatives``)
@@ -78,7 +80,10 @@ class _WindowExceeded(UserFacingError):
 
 
 class LimitExceeded(_WindowExceeded):
-    """The requester has used up an image limit; ``resets_at`` is a Unix time."""
+    """The requester has used up an image limit; ``resets_at`` is a Unix time.
+
+    ``whose`` names a shared scope ("this channel's", "the bot's"); None is the requester's own.
+    """
 
     def __init__(
         self,
@@ -89,15 +94,31 @@ class LimitExceeded(_WindowExceeded):
         requested: int,
         retry_after: float,
         now: float | None = None,
+        whose: str | None = None,
+        scope: str = "user",
     ) -> None:
         self.limit = limit
         self.window_label = window_label
         self.used = used
         self.requested = requested
+        self.whose = whose
+        self.scope = scope
         left = max(0, limit - used)
         wait = format_duration(retry_after)
         allowance = f"{count_images(limit)} per {window_label}"
-        if left == 0:
+        if whose is not None:
+            rule = f"{whose} {every(window_label)} limit of {count_images(limit)}"
+            made = f"{used} made or in progress"
+            message = (
+                f"{_capital(rule)} is used up ({made})."
+                if left == 0
+                else f"{_capital(rule)} has {left} left ({made}) and you asked for {requested}."
+            )
+            if left:
+                message += f" Ask for {_at_most(left)} now, or try again in {wait}."
+            else:
+                message += f" Try again in {wait}."
+        elif left == 0:
             message = f"You've reached your limit of {allowance}. Try again in {wait}"
             message += "." if requested == 1 else f", when there is room for {_all(requested)}."
         else:
@@ -109,7 +130,7 @@ class LimitExceeded(_WindowExceeded):
 
 
 class BudgetExceeded(_WindowExceeded):
-    """The requester has spent their dollar budget for a window."""
+    """The requester (or a shared scope: ``whose``) has spent a dollar budget for a window."""
 
     def __init__(
         self,
@@ -120,19 +141,52 @@ class BudgetExceeded(_WindowExceeded):
         retry_after: float,
         now: float | None = None,
         requested_usd: float | None = None,
+        whose: str | None = None,
+        scope: str = "user",
     ) -> None:
         self.budget_usd = budget_usd
         self.window_label = window_label
         self.spent_usd = spent_usd
         self.requested_usd = requested_usd
+        self.whose = whose
+        self.scope = scope
+        wait = format_duration(retry_after)
+        if whose is not None:
+            rule = f"{whose} {every(window_label)} budget of {format_usd(budget_usd)}"
+            held = f"{format_usd(spent_usd)} spent or held for requests still running"
+            if requested_usd is not None:
+                held += f", and this request could cost up to {format_usd_up(requested_usd)}"
+            message = f"{_capital(rule)} is spent ({held}). Try again in {wait}"
+            message += ", or ask for something cheaper." if spent_usd < budget_usd else "."
+            super().__init__(message, retry_after=retry_after, now=now)
+            return
         budget = f"your budget of {format_usd(budget_usd)} per {window_label}"
         spent = f"{format_usd(spent_usd)} of {budget} is spent or held for requests still running"
         if requested_usd is None:
             message = f"You've used {budget} ({format_usd(spent_usd)} spent or reserved). "
         else:
             message = f"This request would cost up to {format_usd_up(requested_usd)}, and {spent}. "
-        message += f"Try again in {format_duration(retry_after)}, or ask for something cheaper."
+        message += f"Try again in {wait}, or ask for something cheaper."
         super().__init__(message, retry_after=retry_after, now=now)
+
+
+class Blocked(UserFacingError):
+    """An admin turned image making off for this user, tier, channel or team (``scope``)."""
+
+    def __init__(self, scope: str, message: str) -> None:
+        super().__init__(message)
+        self.scope = scope
+
+
+class QueueFull(UserFacingError):
+    """The requester already has as many jobs waiting in line as one person may."""
+
+    def __init__(self, waiting: int) -> None:
+        self.waiting = waiting
+        super().__init__(
+            f"You already have {waiting} request{'s' if waiting != 1 else ''} waiting in line. "
+            "Wait for one of them to start, then ask again. Nothing was charged."
+        )
 
 
 class NeverFits(UserFacingError):
@@ -146,11 +200,13 @@ class NeverFits(UserFacingError):
 class TooManyImages(NeverFits):
     """More images than an image limit allows in a whole window."""
 
-    def __init__(self, *, limit: int, window_label: str, requested: int) -> None:
+    def __init__(
+        self, *, limit: int, window_label: str, requested: int, whose: str = "your"
+    ) -> None:
         self.limit = limit
         self.requested = requested
         super().__init__(
-            f"You asked for {count_images(requested)}, but your limit allows at most "
+            f"You asked for {count_images(requested)}, but {whose} limit allows at most "
             f"{count_images(limit)} per {window_label}, so this can never fit; "
             f"ask for {_at_most(limit)}.",
             window_label=window_label,
@@ -187,6 +243,7 @@ class OverBudget(NeverFits):
         alternatives: Sequence[Alternative] = (),
         auto_quality: bool = False,
         auto_size: bool = False,
+        whose: str = "your",
     ) -> None:
         self.budget_usd = budget_usd
         self.estimate_usd = estimate_usd
@@ -200,7 +257,7 @@ class OverBudget(NeverFits):
             )
         why = f" ({', '.join(notes)})" if notes else ""
         message = (
-            f"This request would cost up to {format_usd_up(estimate_usd)}{why}, more than your "
+            f"This request would cost up to {format_usd_up(estimate_usd)}{why}, more than {whose} "
             f"whole budget of {format_usd(budget_usd)} per {window_label}, so it can never fit. "
         )
         if self.alternatives:
@@ -226,12 +283,13 @@ class BudgetTooSmall(NeverFits):
         cheapest_usd: float,
         cheapest_size: str,
         source_count: int = 0,
+        whose: str = "your",
     ) -> None:
         self.budget_usd = budget_usd
         self.cheapest_usd = cheapest_usd
         self.cheapest_size = cheapest_size
         self.source_count = source_count
-        budget = f"Your budget of {format_usd(budget_usd)} per {window_label}"
+        budget = f"{_capital(whose)} budget of {format_usd(budget_usd)} per {window_label}"
         cheapest = f"one low-quality {cheapest_size} image"
         cost = format_usd_up(cheapest_usd)
         if source_count:
@@ -347,6 +405,18 @@ def format_duration(seconds: float) -> str:
     if hours < 48:
         return _units(hours, "hour") + (f" {_units(rest, 'minute')}" if rest else "")
     return _units(round(hours / 24), "day")
+
+
+_EVERY = {"minute": "per-minute", "hour": "hourly", "day": "daily", "week": "weekly"}
+
+
+def every(window_label: str) -> str:
+    """A window as an adjective: 'daily', 'monthly'."""
+    return _EVERY.get(window_label, f"{window_label}ly")
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def count_images(n: int) -> str:

@@ -20,14 +20,20 @@ COST_EPSILON = 1e-9
 
 
 def raise_if_never_fits(
-    n: int, cost: float, limits: Sequence[WindowRule], budgets: Sequence[WindowRule]
+    n: int,
+    cost: float,
+    limits: Sequence[WindowRule],
+    budgets: Sequence[WindowRule],
+    whose: str = "your",
 ) -> None:
     """Raise a ``NeverFits`` (without suggestions) if one rule's whole amount is below the ask."""
-    _check_limits(n, limits)
+    _check_limits(n, limits, whose)
     over = [rule for rule in budgets if cost > rule.amount + COST_EPSILON]
     if over:
         rule = min(over, key=lambda r: r.amount)
-        raise OverBudget(budget_usd=rule.amount, window_label=rule.label, estimate_usd=cost)
+        raise OverBudget(
+            budget_usd=rule.amount, window_label=rule.label, estimate_usd=cost, whose=whose
+        )
 
 
 def check_fits(
@@ -36,9 +42,10 @@ def check_fits(
     prompt_chars: int,
     limits: Sequence[WindowRule],
     budgets: Sequence[WindowRule],
+    whose: str = "your",
 ) -> None:
     """Raise a ``NeverFits`` naming what would fit if no wait could ever admit this request."""
-    _check_limits(options.n, limits)
+    _check_limits(options.n, limits, whose)
     if not budgets:
         return
     rule = min(budgets, key=lambda r: r.amount)
@@ -54,6 +61,7 @@ def check_fits(
             alternatives=alternatives,
             auto_quality=options.quality not in QUALITIES,
             auto_size=options.size == "auto",
+            whose=whose,
         )
     # Nothing this request could become fits; say whether its attachments are the reason.
     plain = replace(options, n=1, quality="low", size=STANDARD_SIZES[0])
@@ -68,6 +76,7 @@ def check_fits(
         cheapest_usd=cheapest,
         cheapest_size=size,
         source_count=sources,
+        whose=whose,
     )
 
 
@@ -106,11 +115,13 @@ def cheaper_alternatives(
     return sorted(single, key=lambda a: a.cost_usd)
 
 
-def _check_limits(n: int, limits: Sequence[WindowRule]) -> None:
+def _check_limits(n: int, limits: Sequence[WindowRule], whose: str = "your") -> None:
     over = [rule for rule in limits if n > rule.amount]
     if over:
         rule = min(over, key=lambda r: r.amount)
-        raise TooManyImages(limit=int(rule.amount), window_label=rule.label, requested=n)
+        raise TooManyImages(
+            limit=int(rule.amount), window_label=rule.label, requested=n, whose=whose
+        )
 
 
 def _cheapest_size(

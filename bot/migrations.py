@@ -117,6 +117,44 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         f"PRAGMA application_id = {APPLICATION_ID}",
     ),
+    (
+        # Rules and channel defaults set at run time, on top of the settings' defaults.
+        """
+        CREATE TABLE policy (
+            scope   TEXT NOT NULL CHECK (scope IN ('user', 'tier', 'channel', 'team', 'total')),
+            target  TEXT NOT NULL,
+            name    TEXT NOT NULL,
+            value   TEXT NOT NULL,
+            set_by  TEXT NOT NULL,
+            set_at  REAL NOT NULL,
+            PRIMARY KEY (scope, target, name)
+        ) WITHOUT ROWID
+        """,
+        # Every change, never deleted; its largest id is the policy's version, so a process
+        # sees another's change at its next admission.
+        """
+        CREATE TABLE policy_audit (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            at         REAL NOT NULL,
+            actor      TEXT NOT NULL,
+            scope      TEXT NOT NULL,
+            target     TEXT NOT NULL,
+            name       TEXT NOT NULL,
+            old_value  TEXT,
+            new_value  TEXT
+        )
+        """,
+        # Covering indexes: admission sums a channel's, a team's and every job's charges.
+        """
+        CREATE INDEX jobs_channel_created
+            ON jobs (platform, channel_id, created_at, charged_images, charged_cost)
+        """,
+        """
+        CREATE INDEX jobs_team_created
+            ON jobs (platform, team_id, created_at, charged_images, charged_cost)
+        """,
+        "CREATE INDEX jobs_created ON jobs (created_at, charged_images, charged_cost)",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

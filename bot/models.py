@@ -19,6 +19,8 @@ class Requester:
     team_id: str = ""
     channel_id: str = ""
     display_name: str = ""
+    # The tiers the user belongs to: Discord role ids or Slack user group ids.
+    groups: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from bot import images, texts
@@ -26,9 +25,10 @@ from bot.errors import (
     InternalError,
     JobNotFound,
     ProviderUnavailable,
+    QueueFull,
     UserFacingError,
 )
-from bot.fit import check_fits
+from bot.fair_queue import FairQueue
 from bot.image_budget import decode_off_loop
 from bot.job_audit import JobAudit
 from bot.job_end import billed_cost, record_failure
@@ -46,8 +46,10 @@ from bot.models import (
     SourceImage,
     Started,
 )
+from bot.policy import NO_DEFAULTS, ChannelDefaults
 from bot.pricing import cost_from_usage, estimate_cost
 from bot.provider import ImageProvider, check_options
+from bot.spending import PolicyBook, check_never_fits, refuse_blocked
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -59,70 +61,6 @@ logger = logging.getLogger("bot.service")
 # Called once a job is admitted, with its place in line (0: a slot is free). What it raises
 # ends the job (a UserFacingError refunded, with its words) before anything is paid for.
 AdmittedCallback = Callable[[JobRecord, int], Awaitable[None]]
-
-
-@dataclass
-class _Waiter:
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    granted: bool = False
-
-
-class SlotQueue:
-    """A first-come-first-served semaphore that tells each waiter its place in line."""
-
-    def __init__(self, size: int) -> None:
-        self._free = size
-        self._waiters: deque[_Waiter] = deque()
-
-    @property
-    def waiting(self) -> int:
-        """How many callers are in line."""
-        return len(self._waiters)
-
-    def next_position(self) -> int:
-        """The place in line a caller arriving now gets (0: a slot is free)."""
-        return 0 if self._free > 0 and not self._waiters else len(self._waiters) + 1
-
-    async def acquire(self, report: Callable[[int], Awaitable[None]]) -> None:
-        """Take a slot; ``report(position)`` hears 0 for no wait, else each new place in line."""
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            await report(0)
-            return
-        waiter = _Waiter()
-        self._waiters.append(waiter)
-        last = 0
-        try:
-            while not waiter.granted:
-                position = self._waiters.index(waiter) + 1
-                if position != last:
-                    last = position
-                    await report(position)
-                if waiter.granted:
-                    break
-                await waiter.wake.wait()
-                waiter.wake.clear()
-        except BaseException:
-            if waiter.granted:
-                self.release()
-            else:
-                self._waiters.remove(waiter)
-                self._wake_all()
-            raise
-
-    def release(self) -> None:
-        """Give the slot to the next in line, or back to the pool."""
-        if self._waiters:
-            waiter = self._waiters.popleft()
-            waiter.granted = True
-            waiter.wake.set()
-            self._wake_all()
-        else:
-            self._free += 1
-
-    def _wake_all(self) -> None:
-        for waiter in self._waiters:
-            waiter.wake.set()
 
 
 class ImageService:
@@ -140,7 +78,10 @@ class ImageService:
         self.store = store
         self.provider = provider
         self._clock = clock
-        self._slots = SlotQueue(settings.imagine_max_concurrency)
+        self._slots = FairQueue(settings.imagine_max_concurrency)
+        self.policy = PolicyBook(settings, store)
+        # Jobs per requester admitted (or being admitted) and not started yet.
+        self._waiting: dict[str, int] = {}
         self._recovered: list[JobRecord] | None = None
         self._recover_lock = asyncio.Lock()
 
@@ -149,18 +90,41 @@ class ImageService:
         """Jobs admitted and waiting for a provider slot."""
         return self._slots.waiting
 
-    def options(self, overrides: Overrides = NO_OVERRIDES) -> ImageOptions:
-        """The operator's defaults, with the user's choices applied."""
+    def options(
+        self, overrides: Overrides = NO_OVERRIDES, channel: ChannelDefaults = NO_DEFAULTS
+    ) -> ImageOptions:
+        """The operator's defaults, then the channel's, with the user's choices applied."""
         settings = self.settings
         base = ImageOptions(
-            model=settings.imagine_model,
-            size=settings.imagine_size,
-            quality=settings.imagine_quality,
-            output_format=settings.imagine_output_format,
-            moderation=settings.imagine_moderation,
-            partial_images=settings.imagine_partial_images,
+            model=channel.model or settings.imagine_model,
+            size=channel.size or settings.imagine_size,
+            quality=channel.quality or settings.imagine_quality,
+            output_format=channel.output_format or settings.imagine_output_format,
+            moderation=channel.moderation or settings.imagine_moderation,
+            partial_images=self._previews(channel),
         )
         return overrides.apply(base)
+
+    def _previews(self, channel: ChannelDefaults) -> int:
+        wanted = self.settings.imagine_partial_images
+        if channel.previews is None:
+            return wanted
+        return (wanted or 2) if channel.previews else 0
+
+    def _in_channel(self, options: ImageOptions, channel: ChannelDefaults) -> ImageOptions:
+        """A stored job's options as a channel's operator settings require (buttons, edits)."""
+        return replace(
+            options,
+            model=channel.model or options.model,
+            moderation=channel.moderation or options.moderation,
+            partial_images=options.partial_images
+            if channel.previews is None
+            else self._previews(channel),
+        )
+
+    async def channel_defaults(self, requester: Requester) -> ChannelDefaults:
+        """What the requester's channel set for its requests."""
+        return (await self.policy.current()).channel_defaults(requester)
 
     # --- commands ------------------------------------------------------------------------
     async def prepare(self, command: Command, files: Downloader | None = None) -> ImageRequest:
@@ -169,10 +133,13 @@ class ImageService:
         An edit starts from the parent job's result when there is one (named, or linked to the
         message it points at); otherwise from the images of that message.
         """
+        channel = await self.channel_defaults(command.requester)
         if isinstance(command, Regenerate):
-            return await self.regenerate_request(command.job_id, command.requester)
+            request = await self.regenerate_request(command.job_id, command.requester)
+            return replace(request, options=self._in_channel(request.options, channel))
         if isinstance(command, Generate):
-            return ImageRequest(command.requester, command.prompt, self.options(command.overrides))
+            options = self.options(command.overrides, channel)
+            return ImageRequest(command.requester, command.prompt, options)
         extra = await self._fetch(files, command.files)
         mask = (await self._fetch(files, (command.mask,)))[0] if command.mask else None
         parent = await self._parent_of(command)
@@ -180,7 +147,8 @@ class ImageService:
             request = await self.edit_request(
                 parent, command.requester, command.prompt, extra, mask
             )
-            return replace(request, options=command.overrides.apply(request.options))
+            options = self._in_channel(request.options, channel)
+            return replace(request, options=command.overrides.apply(options))
         theirs = await self._fetch(files, command.their_files)
         if command.on is not None and not theirs and not extra:
             # The message pointed at has no image (any more) and none came with the edit.
@@ -188,7 +156,7 @@ class ImageService:
         return ImageRequest(
             command.requester,
             command.prompt,
-            self.options(command.overrides),
+            self.options(command.overrides, channel),
             sources=(*theirs, *extra),
             mask=mask,
         )
@@ -246,33 +214,34 @@ class ImageService:
     ) -> JobResult:
         """Make or edit images for one request, reporting progress; raises UserFacingError."""
         request = await self.validate(request)
-        settings = self.settings
         requester = request.requester
-        exempt = settings.is_admin(requester.platform, requester.user_id)
-        if not exempt:
-            # Bigger than a whole limit or budget: say what would fit, not when to retry.
-            check_fits(
-                request.options,
-                len(request.sources),
-                len(request.prompt),
-                settings.user_limits,
-                settings.user_budgets,
+        standing = await self.policy.standing(requester)
+        refuse_blocked(standing, requester)
+        # Bigger than a whole limit or budget: say what would fit, not when to retry.
+        check_never_fits(standing, request)
+        key = requester.key
+        waiting = self._waiting.get(key, 0)
+        if waiting >= self.settings.imagine_user_queue:
+            raise QueueFull(waiting)
+        # Counted before the first await, so requests arriving together can't all slip in.
+        self._waiting[key] = waiting + 1
+        try:
+            job = await self.store.admit(
+                request,
+                scopes=standing.counted,
+                estimated_cost=estimate_cost(
+                    request.options, len(request.sources), len(request.prompt)
+                ),
             )
-        job = await self.store.admit(
-            request,
-            limits=settings.user_limits,
-            budgets=settings.user_budgets,
-            estimated_cost=estimate_cost(
-                request.options, len(request.sources), len(request.prompt)
-            ),
-            exempt=exempt,
-        )
+        except BaseException:
+            self._left_line(key)
+            raise
         started = self._clock()
         emit = _SafeEmitter(progress, job.id)
         audit = JobAudit(job.id, request, started, self._clock)
         try:
             if on_admitted is not None:
-                await on_admitted(job, self._slots.next_position())
+                await on_admitted(job, self._slots.next_position(key))
             result = await self._execute(job, request, emit)
         except UserFacingError as exc:
             cost = billed_cost(exc, request)
@@ -295,7 +264,11 @@ class ImageService:
     async def _execute(
         self, job: JobRecord, request: ImageRequest, emit: _SafeEmitter
     ) -> JobResult:
-        await self._slots.acquire(lambda position: emit(Queued(job.id, position)))
+        key = request.requester.key
+        try:
+            await self._slots.acquire(key, lambda position: emit(Queued(job.id, position)))
+        finally:
+            self._left_line(key)
         try:
             await self.store.mark_running(job.id)
             # Before any money is spent: a folder that can't take the result refuses now.
@@ -331,6 +304,13 @@ class ImageService:
             size=provided.size,
             quality=provided.quality,
         )
+
+    def _left_line(self, key: str) -> None:
+        left = self._waiting.get(key, 1) - 1
+        if left > 0:
+            self._waiting[key] = left
+        else:
+            self._waiting.pop(key, None)
 
     async def _fail(
         self, job_id: str, error: str, emit: _SafeEmitter, *, cost_usd: float | None = None

@@ -25,7 +25,8 @@ from bot.job_owners import HEARTBEAT_S, OwnerLock, lock_held, new_owner
 from bot.job_rows import INSERT_IMAGE, INSERT_JOB, job_from_row, job_row, queued_record
 from bot.migrations import ForeignDatabase, configure, migrate
 from bot.models import ImageRequest, JobRecord, ProviderResult, StoredImage
-from bot.store_base import StoreBase
+from bot.policy import Counted, Rules
+from bot.policy_store import PolicyStore
 
 logger = logging.getLogger("bot.store")
 
@@ -44,7 +45,7 @@ def new_job_id(now: float) -> str:
     return "".join(reversed(chars))
 
 
-class Store(StoreBase):
+class Store(PolicyStore):
     """The bot's SQLite file; every method is safe to call from many coroutines at once."""
 
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
@@ -162,15 +163,25 @@ class Store(StoreBase):
         self,
         request: ImageRequest,
         *,
-        limits: Sequence[WindowRule],
-        budgets: Sequence[WindowRule],
         estimated_cost: float,
-        exempt: bool,
+        scopes: Sequence[Counted] | None = None,
+        limits: Sequence[WindowRule] = (),
+        budgets: Sequence[WindowRule] = (),
+        exempt: bool = False,
         now: float | None = None,
     ) -> JobRecord:
-        """Check the requester's limits and record the job as queued, atomically."""
+        """Check every scope's rules and record the job as queued, atomically.
+
+        ``scopes`` are the rules that count (``bot.policy``); without them, ``limits`` and
+        ``budgets`` are the requester's own (none when ``exempt``).
+        """
+        if scopes is None:
+            rules = Rules(tuple(limits), tuple(budgets))
+            own = Counted("user", request.requester.key, rules)
+            scopes = () if exempt or not rules else (own,)
         try:
-            job = await self._admit(request, limits, budgets, estimated_cost, exempt, now)
+            counted = tuple(s for s in scopes if s.rules)
+            job = await self._admit(request, counted, estimated_cost, now)
         except sqlite3.OperationalError as exc:
             if data_dir.is_disk_full(exc):
                 raise data_dir.DataDirFull(self.data_dir, paid=False) from None
@@ -183,22 +194,23 @@ class Store(StoreBase):
     async def _admit(
         self,
         request: ImageRequest,
-        limits: Sequence[WindowRule],
-        budgets: Sequence[WindowRule],
+        scopes: Sequence[Counted],
         estimated_cost: float,
-        exempt: bool,
         now: float | None,
     ) -> JobRecord:
         now = time.time() if now is None else now
-        key = request.requester.key
         n = request.options.n
-        rules = () if exempt else (*limits, *budgets)
+        platform = request.requester.platform
         job_id = new_job_id(now)
         files = input_files(job_id, request)
-        if files and rules:
+
+        async def check(db: aiosqlite.Connection) -> None:
+            await check_rules(db, scopes, n, estimated_cost, now, platform)
+
+        if files and scopes:
             # Refuse before writing what may be megabytes of attachments for nothing.
             async with self._lock:
-                await check_rules(self._db, key, n, estimated_cost, limits, budgets, now)
+                await check(self._db)
         if files:
             writes = [(self._absolute(f.path), f.image.data) for f in files]
             try:
@@ -212,20 +224,20 @@ class Store(StoreBase):
             # A write statement takes SQLite's write lock before its SELECT reads, so it is
             # as atomic across processes as BEGIN IMMEDIATE, in one trip to the db thread.
             sql, params = INSERT_JOB, list(row)
-            if rules:
-                sql, params = guarded_insert(row, n, estimated_cost, limits, budgets, now)
+            if scopes:
+                sql, params = guarded_insert(row, n, estimated_cost, scopes, now)
             async with self._lock:
                 cursor = await self._db.execute(sql, params)
                 if cursor.rowcount == 1:
                     return queued_record(job_id, request, now)
                 # Refused: name the rule with a plain read; it raises unless charges moved
                 # meanwhile, and then the transaction below decides.
-                await check_rules(self._db, key, n, estimated_cost, limits, budgets, now)
+                await check(self._db)
         try:
             # The slow path names the broken rule, or admits if charges moved meanwhile.
             async with self._write() as db:
-                if rules:
-                    await check_rules(db, key, n, estimated_cost, limits, budgets, now)
+                if scopes:
+                    await check(db)
                 await db.execute(INSERT_JOB, row)
                 if files:
                     await db.executemany(INSERT_IMAGE, [f.row(job_id) for f in files])

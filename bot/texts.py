@@ -98,8 +98,21 @@ def refusal(error: UserFacingError, m: Markup) -> str:
     """Why a request was refused or failed, and for limits when it can be tried again."""
     text = error.user_message
     if isinstance(error, LimitExceeded | BudgetExceeded):
-        text += f" Your limit resets {m.relative(error.resets_at)}."
+        if error.whose is None:
+            text += f" Your limit resets {m.relative(error.resets_at)}."
+        else:
+            text += f" It frees up {m.relative(error.resets_at)}."
     return text
+
+
+def blocked(scope: str, team: str) -> str:
+    """An admin turned image making off for this user, their tier, the channel or the team."""
+    if scope == "channel":
+        return "An admin has turned image making off in this channel. Try another channel."
+    if scope == "team":
+        return f"An admin has turned image making off in this {team}."
+    whom = "for you" if scope == "user" else "for your role or group"
+    return f"An admin has turned image making off {whom}. Ask an admin of this {team} about it."
 
 
 def bug(job_id: str | None, m: Markup) -> str:

@@ -32,7 +32,8 @@ from bot.models import (
     Started,
 )
 from bot.pricing import cost_from_usage, estimate_cost
-from bot.service import ImageService, SlotQueue
+from bot.fair_queue import FairQueue
+from bot.service import ImageService
 from tests.fakes.app_fixtures import AppFactory
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -147,8 +148,8 @@ async def test_queue_positions_are_first_come_first_served(
     assert [r.json["prompt"] for r in openai_fake.requests if r.json] == ["job 0", "job 1", "job 2"]
 
 
-async def test_slot_queue_never_runs_more_than_its_size() -> None:
-    slots = SlotQueue(3)
+async def test_fair_queue_never_runs_more_than_its_size() -> None:
+    slots = FairQueue(3)
     running = 0
     peak = 0
 
@@ -157,7 +158,7 @@ async def test_slot_queue_never_runs_more_than_its_size() -> None:
 
     async def job() -> None:
         nonlocal running, peak
-        await slots.acquire(report)
+        await slots.acquire(f"cli:{id(asyncio.current_task())}", report)
         try:
             running += 1
             peak = max(peak, running)

@@ -1,0 +1,73 @@
+"""The rules in force for each request: the policy (reloaded when any process changes it), who
+is blocked, what can never fit, and the channel's defaults."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from bot import texts
+from bot.errors import Blocked
+from bot.fit import check_fits
+from bot.policy import Defaults, Policy, Standing, team_word, whose
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+    from bot.models import ImageRequest, Requester
+    from bot.policy_store import PolicyStore
+
+
+class PolicyBook:
+    """The current ``Policy``: the settings' defaults and the table's entries, read again only
+    when the table's version moved (one small read per request)."""
+
+    def __init__(self, settings: Settings, store: PolicyStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.defaults = Defaults.from_settings(settings)
+        self._version = -1
+        self._policy = Policy(self.defaults)
+        self._lock = asyncio.Lock()
+
+    async def current(self) -> Policy:
+        """The policy as it stands now."""
+        version = await self.store.policy_version()
+        if version != self._version:
+            async with self._lock:
+                if version != self._version:
+                    entries = await self.store.policy_entries()
+                    self._policy = Policy(self.defaults, entries)
+                    self._version = version
+        return self._policy
+
+    def is_admin(self, requester: Requester) -> bool:
+        """Listed in IMAGINE_ADMIN_USERS (exempt from user, tier and channel rules)."""
+        return self.settings.is_admin(requester.platform, requester.user_id)
+
+    async def standing(self, requester: Requester) -> Standing:
+        """The rules that count for ``requester`` now."""
+        policy = await self.current()
+        return policy.standing(requester, admin=self.is_admin(requester))
+
+
+def refuse_blocked(standing: Standing, requester: Requester) -> None:
+    """Raise ``Blocked`` in plain words when an admin turned image making off for this request."""
+    scope = standing.blocked
+    if scope is None:
+        return
+    raise Blocked(scope, texts.blocked(scope, team_word(requester.platform)))
+
+
+def check_never_fits(standing: Standing, request: ImageRequest) -> None:
+    """Raise a ``NeverFits`` naming what would fit, for the first scope the request can't fit."""
+    platform = request.requester.platform
+    for counted in standing.counted:
+        rules = counted.rules
+        check_fits(
+            request.options,
+            len(request.sources),
+            len(request.prompt),
+            rules.limits,
+            rules.budgets,
+            whose(counted.scope, platform) or "your",
+        )
