@@ -70,6 +70,7 @@ def job_from_row(row: sqlite3.Row) -> JobRecord:
         cost_usd=row["cost_usd"],
         charged_images=row["charged_images"],
         platform_ref=json.loads(row["platform_ref"] or "{}"),
+        charged_cost=row["charged_cost"],
     )
 
 

@@ -148,6 +148,7 @@ class JobRecord:
     cost_usd: float = 0.0
     charged_images: int = 0
     platform_ref: dict[str, object] = field(default_factory=dict)
+    charged_cost: float = 0.0  # what counts against limits: the reservation, then the cost
 
 
 @dataclass(frozen=True)

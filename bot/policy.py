@@ -202,7 +202,7 @@ def normalise_value(name: str, value: str) -> str:
         try:
             rules = parse_rules(text, whole=name == "limit")
         except ValueError as exc:
-            raise InvalidRequest(f"The {name} {exc}.", param="value") from None
+            raise InvalidRequest(f"Can't use that {name}: {exc}.", param="value") from None
         return rules_text(rules, dollars=name == "budget")
     if name in ("blocked", "allowed", "previews"):
         return "yes" if _yes_no(text, name) else "no"

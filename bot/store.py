@@ -26,7 +26,7 @@ from bot.job_rows import INSERT_IMAGE, INSERT_JOB, job_from_row, job_row, queued
 from bot.migrations import ForeignDatabase, configure, migrate
 from bot.models import ImageRequest, JobRecord, ProviderResult, StoredImage
 from bot.policy import Counted, Rules
-from bot.policy_store import PolicyStore
+from bot.reports import ReportStore
 
 logger = logging.getLogger("bot.store")
 
@@ -45,7 +45,7 @@ def new_job_id(now: float) -> str:
     return "".join(reversed(chars))
 
 
-class Store(PolicyStore):
+class Store(ReportStore):
     """The bot's SQLite file; every method is safe to call from many coroutines at once."""
 
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:

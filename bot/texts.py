@@ -35,6 +35,22 @@ class Markup(Protocol):
         """The user, mentioned."""
         ...
 
+    def channel(self, channel_id: str) -> str:
+        """A link to the channel."""
+        ...
+
+    def bold(self, text: str) -> str:
+        """``text`` in bold."""
+        ...
+
+    def link(self, url: str, label: str) -> str:
+        """``label`` linking to ``url``."""
+        ...
+
+    def escape(self, text: str) -> str:
+        """A user's own words (a prompt, a name), so they can't ping anyone or break markup."""
+        ...
+
 
 def shorten(text: str, limit: int) -> str:
     """``text`` on one line, cut to ``limit`` characters on a word boundary, with an ellipsis."""
@@ -113,6 +129,18 @@ def blocked(scope: str, team: str) -> str:
         return f"An admin has turned image making off in this {team}."
     whom = "for you" if scope == "user" else "for your role or group"
     return f"An admin has turned image making off {whom}. Ask an admin of this {team} about it."
+
+
+ADMINS = {
+    "discord": "members who can manage this server",
+    "slack": "workspace admins and owners",
+}
+
+
+def admins_only(platform: str, to_do: str) -> str:
+    """A non-admin asked for an admin command; nothing was changed."""
+    who = ADMINS.get(platform, "the bot's admins")
+    return f"Only {who} (or the bot's operator) can {to_do}. Nothing was changed."
 
 
 def bug(job_id: str | None, m: Markup) -> str:

@@ -35,6 +35,22 @@ class DiscordMarkup:
         """The user, mentioned."""
         return f"<@{user_id}>"
 
+    def channel(self, channel_id: str) -> str:
+        """``<#id>``: a link to the channel."""
+        return f"<#{channel_id}>"
+
+    def bold(self, text: str) -> str:
+        """Markdown bold."""
+        return f"**{text}**"
+
+    def link(self, url: str, label: str) -> str:
+        """A masked link (Discord shows the label)."""
+        return f"[{label}]({url})"
+
+    def escape(self, text: str) -> str:
+        """Markdown and mentions in a user's words stay literal."""
+        return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
+
 
 MARKUP = DiscordMarkup()
 

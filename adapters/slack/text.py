@@ -172,5 +172,21 @@ class SlackMarkup:
         """``<@U1>``."""
         return f"<@{user_id}>"
 
+    def channel(self, channel_id: str) -> str:
+        """``<#C1>``."""
+        return f"<#{channel_id}>"
+
+    def bold(self, text: str) -> str:
+        """mrkdwn bold."""
+        return f"*{text}*"
+
+    def link(self, url: str, label: str) -> str:
+        """``<url|label>``."""
+        return f"<{url}|{escape(label)}>"
+
+    def escape(self, text: str) -> str:
+        """``&``, ``<`` and ``>`` escaped, so a prompt can't ping a channel."""
+        return escape(text)
+
 
 MARKUP = SlackMarkup()

@@ -27,6 +27,18 @@ class PlainMarkup:
     def mention(self, user_id: str) -> str:
         return f"@{user_id}"
 
+    def channel(self, channel_id: str) -> str:
+        return f"#{channel_id}"
+
+    def bold(self, text: str) -> str:
+        return f"*{text}*"
+
+    def link(self, url: str, label: str) -> str:
+        return f"[{label}]({url})"
+
+    def escape(self, text: str) -> str:
+        return text
+
 
 class Recording:
     """Opens, shows and fails by recording; ``open_error`` / ``result_error`` are raised."""
