@@ -225,6 +225,13 @@ class ImageService:
             raise QueueFull(waiting)
         # Counted before the first await, so requests arriving together can't all slip in.
         self._waiting[key] = waiting + 1
+        in_line = [key]  # emptied once the job has left the line (started, or ended)
+
+        def left_line() -> None:
+            if in_line:
+                in_line.clear()
+                self._left_line(key)
+
         try:
             job = await self.store.admit(
                 request,
@@ -234,7 +241,7 @@ class ImageService:
                 ),
             )
         except BaseException:
-            self._left_line(key)
+            left_line()
             raise
         started = self._clock()
         emit = _SafeEmitter(progress, job.id)
@@ -242,7 +249,7 @@ class ImageService:
         try:
             if on_admitted is not None:
                 await on_admitted(job, self._slots.next_position(key))
-            result = await self._execute(job, request, emit)
+            result = await self._execute(job, request, emit, left_line)
         except UserFacingError as exc:
             cost = billed_cost(exc, request)
             audit.log("failed", reason=type(exc).__name__, cost=cost)
@@ -257,18 +264,25 @@ class ImageService:
             audit.log("failed", reason=type(exc).__name__)
             await self._fail(job.id, f"internal error: {type(exc).__name__}", emit)
             raise InternalError(job.id) from exc
+        finally:
+            # Also when the job ends before it reached the line (its message couldn't open).
+            left_line()
         audit.log("succeeded", result=result)
         await emit(Finished(job.id, "succeeded"))
         return replace(result, elapsed_s=self._clock() - started)
 
     async def _execute(
-        self, job: JobRecord, request: ImageRequest, emit: _SafeEmitter
+        self,
+        job: JobRecord,
+        request: ImageRequest,
+        emit: _SafeEmitter,
+        left_line: Callable[[], None],
     ) -> JobResult:
         key = request.requester.key
         try:
             await self._slots.acquire(key, lambda position: emit(Queued(job.id, position)))
         finally:
-            self._left_line(key)
+            left_line()
         try:
             await self.store.mark_running(job.id)
             # Before any money is spent: a folder that can't take the result refuses now.
