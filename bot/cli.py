@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bot import launch
+from bot import cli_spend, launch
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError, ProviderMisconfigured, UserFacingError
 from bot.redact import protect_handlers, redact
@@ -103,12 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--mask", type=Path, help="PNG whose transparent pixels mark what to change")
     _image_options(edit)
 
-    usage = commands.add_parser("usage", help="images and dollars per user, today and this month")
-    usage.add_argument(
-        "--user",
-        help="only this requester: discord:1234, slack:U0123, or a bare name for cli:NAME "
-        "(as imagine --user takes it)",
-    )
+    cli_spend.add_usage_command(commands)
+    cli_spend.add_policy_command(commands)
 
     commands.add_parser("discord-invite", help="print the link that adds the bot to a server")
     commands.add_parser("slack-manifest", help="print the Slack app manifest (YAML)")
@@ -122,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         secrets = settings.secret_values()
-        _setup_logging(settings, quiet=args.command in {"imagine", "edit", "usage"})
+        _setup_logging(settings, quiet=args.command in {"imagine", "edit", "usage", "policy"})
         return asyncio.run(_dispatch(args, settings))
     except ConfigError as exc:
         print(f"imagine-bot: {exc}", file=sys.stderr)
@@ -171,34 +167,14 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         print(launch.slack_manifest(), end="")
         return 0
     if command == "usage":
-        return await _usage(settings, args.user)
+        return await cli_spend.usage(settings, args)
+    if command == "policy":
+        return await cli_spend.policy(settings, args)
     if command == "run":
         return await launch.run(settings, args.platform)
     from bot.cli_imagine import make_images
 
     return await make_images(settings, args)
-
-
-async def _usage(settings: Settings, user: str | None) -> int:
-    from bot.store import Store
-
-    if user is not None and ":" not in user:
-        user = f"cli:{user}"  # the same bare name `imagine --user` counts under
-    store = await Store.open(settings.database_path)
-    try:
-        rows = await store.usage_summary(user)
-    finally:
-        await store.close()
-    if not rows:  # only when asking about everyone: one user's question gets a row of zeros
-        print("No images made yet.")
-        return 0
-    print(f"{'user':<32} {'today':>7} {'$ today':>9} {'month':>7} {'$ month':>9}")
-    for row in rows:
-        print(
-            f"{row.user_key:<32} {row.images_today:>7} {row.cost_today:>9.4f} "
-            f"{row.images_month:>7} {row.cost_month:>9.4f}"
-        )
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
