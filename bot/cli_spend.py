@@ -112,9 +112,13 @@ _SAMPLE_VALUES = {
 
 # --- reading the command line ------------------------------------------------------------------
 def moment(text: str) -> float:
-    """An argparse type: an ISO date or date-time, UTC unless it names its offset."""
+    """An argparse type: an ISO date or date-time (or a month: its first day), UTC unless it
+    names its offset."""
+    word = text.strip()
+    if len(word) == 7 and word[4] == "-":  # 2026-11: the month's first day
+        word += "-01"
     try:
-        when = datetime.fromisoformat(text.strip())
+        when = datetime.fromisoformat(word)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"can't read {text!r} as a date; write it like 2026-11-01 or 2026-11-01T09:30 (UTC)"
@@ -179,7 +183,8 @@ def add_usage_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "--since",
         type=moment,
         metavar="DATE",
-        help="from this ISO date or date-time, UTC (2026-11-01, 2026-11-01T09:30)",
+        help="from this ISO date or date-time, UTC (2026-11-01, 2026-11-01T09:30, or 2026-11 "
+        "for the month's first day)",
     )
     usage.add_argument(
         "--until",
@@ -218,16 +223,23 @@ def add_policy_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
     actions = policy.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("show", help="every rule set, and the settings' defaults")
     set_ = actions.add_parser(
-        "set", help="set a rule or channel default", usage=SET_USAGE, epilog=POLICY_HELP
+        "set",
+        help="set a rule or channel default",
+        usage=SET_USAGE,
+        epilog=POLICY_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    set_.formatter_class = argparse.RawDescriptionHelpFormatter
-    set_.add_argument("scope", metavar="SCOPE", help="user, tier, channel, team or total")
-    set_.add_argument("words", nargs="+", metavar="TARGET RULE VALUE", help="see the forms below")
+    # One REMAINDER, scope included: a value like -5/day then reaches parse_entry (which says
+    # why it can't be) instead of being taken for an unknown flag.
+    set_.add_argument("words", nargs=argparse.REMAINDER, metavar="SCOPE TARGET RULE VALUE")
     unset = actions.add_parser(
-        "unset", help="remove a rule (the default applies again)", usage=UNSET_USAGE
+        "unset",
+        help="remove a rule (the default applies again)",
+        usage=UNSET_USAGE,
+        epilog=POLICY_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    unset.add_argument("scope", metavar="SCOPE", help="user, tier, channel, team or total")
-    unset.add_argument("words", nargs="+", metavar="TARGET RULE", help="as for set")
+    unset.add_argument("words", nargs=argparse.REMAINDER, metavar="SCOPE TARGET RULE")
     log = actions.add_parser("log", help="who changed which rule, newest first")
     log.add_argument(
         "--limit", type=int, default=LOG_SIZE, metavar="N", help=f"changes (default {LOG_SIZE})"
@@ -436,8 +448,11 @@ async def policy(settings: Settings, args: argparse.Namespace) -> int:
     change: Entry | None = None
     if action in ("set", "unset"):
         # Everything is checked before the data dir is opened.
-        scope = parse_scope(args.scope)
-        target, name, value = _change_words(scope, args.words, set_=action == "set")
+        set_ = action == "set"
+        if not args.words:
+            raise _shape_error(set_=set_)
+        scope = parse_scope(args.words[0])
+        target, name, value = _change_words(scope, args.words[1:], set_=set_)
         if value is None:  # unset: the rule's name is checked (and normalised) as set would
             value = _SAMPLE_VALUES.get(name.strip().lower(), "yes")
         change = parse_entry(scope, target, name, value)
@@ -475,7 +490,6 @@ async def _unset(store: Store, entry: Entry) -> list[str]:
 def _change_words(scope: Scope, words: Sequence[str], *, set_: bool) -> tuple[str, str, str | None]:
     """TARGET, RULE and VALUE from what followed the scope; total's target may be left out."""
     words = list(words)
-    shape = SET_USAGE if set_ else UNSET_USAGE
     if scope == "total" and words and words[0].strip() in ("", "-"):
         words = words[1:]
     elif scope == "total" and words and ":" in words[0]:
@@ -483,13 +497,16 @@ def _change_words(scope: Scope, words: Sequence[str], *, set_: bool) -> tuple[st
     target_words = 0 if scope == "total" else 1
     needed = target_words + (2 if set_ else 1)
     if len(words) < needed or (not set_ and len(words) > needed):
-        raise InvalidRequest(
-            f"Write it as {shape}; see imagine-bot policy {'set' if set_ else 'unset'} -h."
-        )
+        raise _shape_error(set_=set_)
     target = parse_target(scope, words[0] if target_words else None)
     name = words[target_words]
     value = " ".join(words[target_words + 1 :]) if set_ else None
     return target, name, value
+
+
+def _shape_error(*, set_: bool) -> InvalidRequest:
+    shape, action = (SET_USAGE, "set") if set_ else (UNSET_USAGE, "unset")
+    return InvalidRequest(f"Write it as {shape}; see imagine-bot policy {action} -h.")
 
 
 async def _show(store: Store, settings: Settings) -> list[str]:
