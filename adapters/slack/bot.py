@@ -79,6 +79,7 @@ class SlackBot:
                 "SLACK_BOT_TOKEN", f"Slack refused it ({exc.response.get('error')})"
             ) from None
         self.handlers.bot_user_id = str(auth.get("user_id") or "")
+        self.handlers.workspace_url = str(auth.get("url") or "")
         await self._mark_interrupted()
 
     async def auth_test(self) -> AsyncSlackResponse:

@@ -14,6 +14,7 @@ from adapters.slack import blocks
 from adapters.slack.files import SlackFiles, is_image_file
 from adapters.slack.presenter import Reply, SlackPresenter, tell
 from adapters.slack.rate import PacedWebClient
+from adapters.slack.spend import SlackDirectory, UserGroups, tell_answer, tier_groups
 from adapters.slack.text import HELP, MARKUP, FlagError, clean_prompt, escape, parse_prompt
 from bot import texts
 from bot.commands import Command, Edit, Generate, MessageRef, Regenerate, split_mask
@@ -22,6 +23,7 @@ from bot.models import Requester
 from bot.pacing import EditBudget
 from bot.presenting import JobTasks, run_job
 from bot.provider import MAX_SOURCES
+from bot.spend_commands import AdminArgs, Answer, Asker, SpendCommands, parse_admin, parse_usage
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -33,6 +35,9 @@ logger = logging.getLogger("adapters.slack")
 Json = dict[str, Any]
 # Message subtypes a person produces; everything else (edits, joins, bots) is ignored.
 _PERSON_SUBTYPES = {None, "file_share", "thread_broadcast"}
+USAGE_COMMAND = "/imagine-usage"
+HISTORY_COMMAND = "/imagine-history"
+ADMIN_COMMAND = "/imagine-admin"
 
 
 class SlackHandlers:
@@ -51,6 +56,10 @@ class SlackHandlers:
         self.downloader = downloader
         self.files = SlackFiles(client)
         self.bot_user_id = ""
+        # From the one auth.test of start-up: the workspace's address, for message links.
+        self.workspace_url = ""
+        self.groups = UserGroups(client)
+        self.known_channels: dict[str, float] = {}
         self.tasks = JobTasks()
         # One progress edit per channel per interval, so a busy channel doesn't flicker.
         self.edits = EditBudget(1, settings.imagine_progress_interval)
@@ -59,6 +68,9 @@ class SlackHandlers:
     def register(self, app: AsyncApp) -> None:
         """Attach every listener to the bolt app."""
         app.command("/imagine")(self._on_command)
+        app.command(USAGE_COMMAND)(self._on_usage)
+        app.command(HISTORY_COMMAND)(self._on_history)
+        app.command(ADMIN_COMMAND)(self._on_admin)
         app.event("app_mention")(self._on_message)
         app.event("message")(self._on_message)
         app.shortcut(blocks.SHORTCUT)(self._on_shortcut)
@@ -98,12 +110,16 @@ class SlackHandlers:
         if not self._allowed(channel):
             raise NotAllowed(texts.NOT_HERE)
 
-    @staticmethod
-    def _requester(reply: Reply, body: Json, team: object = None) -> Requester:
-        """Who asked: the payload's team and the user's name where Slack sends them."""
+    async def _requester(self, reply: Reply, body: Json, team: object = None) -> Requester:
+        """Who asked: the payload's team, the user's name where Slack sends it, and their user
+        groups when a tier has rules."""
         team = team or body.get("team_id") or (body.get("team") or {}).get("id")
-        name = (body.get("user") or {}).get("name") if "user" in body else body.get("user_name")
-        return Requester("slack", reply.user, str(team or ""), reply.channel, name or reply.user)
+        user = body.get("user")
+        name = user.get("name") if isinstance(user, dict) else body.get("user_name")
+        groups = await tier_groups(self.service, self.groups, reply.user)
+        return Requester(
+            "slack", reply.user, str(team or ""), reply.channel, name or reply.user, groups
+        )
 
     async def _run(self, command: Command, reply: Reply) -> None:
         """Run one command, shown in ``reply``'s channel and thread."""
@@ -126,10 +142,76 @@ class SlackHandlers:
                 await self._tell(reply, HELP)
                 return
             parsed = parse_prompt(text)
-            requester = self._requester(reply, body)
+            requester = await self._requester(reply, body)
             await self._run(Generate(requester, parsed.prompt, parsed.overrides), reply)
 
         self._spawn(work, reply)
+
+    # --- /imagine-usage, /imagine-history, /imagine-admin --------------------------------
+    def _spend(self, body: Json) -> SpendCommands:
+        team = str(body.get("team_id") or "")
+        directory = SlackDirectory(
+            self.client,
+            self.service,
+            self.groups,
+            self.known_channels,
+            team_id=team,
+            workspace_url=self.workspace_url,
+        )
+        return SpendCommands(self.service, MARKUP, directory)
+
+    def _spend_command(
+        self, body: Json, answer: Callable[[SpendCommands, Reply, str], Awaitable[Answer]]
+    ) -> None:
+        reply = Reply(body["user_id"], body["channel_id"], None, body.get("response_url"))
+
+        async def work() -> None:
+            if not await self.service.first_time(f"slack:trigger:{body.get('trigger_id')}"):
+                return
+            text = (body.get("text") or "").strip()
+            shown = await answer(self._spend(body), reply, text)
+            await tell_answer(self.client, reply, shown)
+
+        self._spawn(work, reply)
+
+    async def _asker(self, reply: Reply, body: Json, *, admin_matters: bool) -> Asker:
+        requester = await self._requester(reply, body)
+        admin = admin_matters and await self._is_admin(reply.user)
+        return Asker(requester, admin)
+
+    async def _on_usage(self, ack: Any, body: Json) -> None:
+        await ack()
+
+        async def answer(commands: SpendCommands, reply: Reply, text: str) -> Answer:
+            user, report = parse_usage(text)
+            asker = await self._asker(reply, body, admin_matters=bool(user or report))
+            return await commands.usage(asker, user=user, report=report)
+
+        self._spend_command(body, answer)
+
+    async def _on_history(self, ack: Any, body: Json) -> None:
+        await ack()
+
+        async def answer(commands: SpendCommands, reply: Reply, text: str) -> Answer:
+            asker = await self._asker(reply, body, admin_matters=bool(text))
+            return await commands.history(asker, text.strip("`") or None)
+
+        self._spend_command(body, answer)
+
+    async def _on_admin(self, ack: Any, body: Json) -> None:
+        await ack()
+
+        async def answer(commands: SpendCommands, reply: Reply, text: str) -> Answer:
+            asker = await self._asker(reply, body, admin_matters=True)
+            try:
+                args = parse_admin(text)
+            except InvalidRequest as exc:
+                if not asker.admin:  # the refusal, not the usage, is what a non-admin needs
+                    return await commands.admin(asker, AdminArgs())
+                return Answer(exc.user_message, refused=True)
+            return await commands.admin(asker, args)
+
+        self._spend_command(body, answer)
 
     # --- mentions, DMs and thread replies ------------------------------------------------
     async def _on_message(self, ack: Any, event: Json, body: Json) -> None:
@@ -163,7 +245,7 @@ class SlackHandlers:
                 await self._tell(reply, HELP)
             return
         parsed = parse_prompt(prompt)
-        requester = self._requester(reply, body, event.get("team"))
+        requester = await self._requester(reply, body, event.get("team"))
         files, mask = split_mask(
             await self.files.remote(event.get("files") or []), images_only=False
         )
@@ -236,7 +318,7 @@ class SlackHandlers:
                 return
             self._check_allowed(reply.channel)
             parsed = parse_prompt(clean_prompt(prompt))
-            requester = self._requester(reply, body)
+            requester = await self._requester(reply, body)
             overrides = parsed.overrides
             if metadata.get("j"):
                 command = Edit(requester, parsed.prompt, job_id=metadata["j"], overrides=overrides)
@@ -265,7 +347,7 @@ class SlackHandlers:
 
         async def work() -> None:
             self._check_allowed(reply.channel)
-            requester = self._requester(reply, body)
+            requester = await self._requester(reply, body)
             await self._run(Regenerate(requester, job_id), reply)
 
         self._spawn(work, reply)

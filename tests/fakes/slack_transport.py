@@ -13,7 +13,11 @@ import aiohttp
 from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 
+from tests.fakes.slack_blockkit import message_problem
 from tests.fakes.slack_workspace import APP_ID, SIGNING_SECRET, SlackWorkspace
+
+# Slack's slash-command guide: a response_url can be used "up to 5 times within 30 minutes".
+RESPONSE_URL_USES = 5
 
 
 class SlackTransport(SlackWorkspace):
@@ -133,6 +137,19 @@ class SlackTransport(SlackWorkspace):
         return ws
 
     async def _response_url(self, request: web.Request) -> web.Response:
-        self.responses.append(await request.json())
+        body = await request.json()
+        rid = request.match_info["rid"]
+        used = self.response_uses.get(rid, 0)
+        # The same message rules as chat.postEphemeral; Slack answers a bad one with HTTP 400
+        # and the error in the body.
+        problem = message_problem(body, lambda _ref: None)
+        if used >= RESPONSE_URL_USES:
+            problem = "used_url"
+        if problem is not None:
+            self.refused_responses.append({**body, "_error": problem})
+            await self._notify()
+            return web.Response(status=404 if problem == "used_url" else 400, text=problem)
+        self.response_uses[rid] = used + 1
+        self.responses.append(body)
         await self._notify()
         return web.Response(text="ok")

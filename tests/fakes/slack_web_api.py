@@ -28,7 +28,8 @@ from tests.fakes.slack_workspace import (
 # each method is on its page (docs.slack.dev/reference/methods/<method>): chat.update, chat.delete,
 # files.delete and conversations.join are Tier 3; files.getUploadURLExternal,
 # files.completeUploadExternal, chat.postEphemeral, files.info, users.info and views.open are
-# Tier 4; apps.connections.open is Tier 1. Over the limit Slack answers HTTP 429 with Retry-After
+# Tier 4; conversations.info is Tier 3; usergroups.list is Tier 2; apps.connections.open is
+# Tier 1. Over the limit Slack answers HTTP 429 with Retry-After
 # (seconds) and {"ok": false, "error": "ratelimited"}. The fake holds each tier to its floor.
 _METHOD_TIERS = {
     "apps.connections.open": 1,
@@ -36,6 +37,8 @@ _METHOD_TIERS = {
     "chat.delete": 50,
     "files.delete": 50,
     "conversations.join": 50,
+    "conversations.info": 50,
+    "usergroups.list": 20,
     "files.getUploadURLExternal": 100,
     "files.completeUploadExternal": 100,
     "chat.postEphemeral": 100,
@@ -156,6 +159,25 @@ class SlackWebApi(SlackWorkspace):
     def _m_users_info(self, args: dict[str, Any]) -> dict[str, Any]:
         user = self.users.get(str(args.get("user")))
         return {"ok": True, "user": user} if user else _err("user_not_found")
+
+    def _m_conversations_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        found = self.channels.get(str(args.get("channel")))
+        return {"ok": True, "channel": dict(found)} if found else _err("channel_not_found")
+
+    def _m_usergroups_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        # methods/usergroups.list: "include_users: Include the list of users for each User
+        # group"; disabled groups (date_delete set) only with include_disabled.
+        with_users = str(args.get("include_users", "")).lower() in ("1", "true")
+        disabled = str(args.get("include_disabled", "")).lower() in ("1", "true")
+        groups = []
+        for group in self.usergroups.values():
+            if group.get("date_delete") and not disabled:
+                continue
+            shown = dict(group)
+            if not with_users:
+                shown.pop("users", None)
+            groups.append(shown)
+        return {"ok": True, "usergroups": groups}
 
     def _m_chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = str(args.get("channel", ""))

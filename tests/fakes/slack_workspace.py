@@ -69,6 +69,9 @@ class SlackWorkspace:
     file_bytes: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     downloads: list[Download] = field(default_factory=list)
     responses: list[dict[str, Any]] = field(default_factory=list)
+    # Bodies sent to a response_url that Slack would refuse, each with its "_error".
+    refused_responses: list[dict[str, Any]] = field(default_factory=list)
+    response_uses: dict[str, int] = field(default_factory=dict)
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     acks: dict[str, dict[str, Any]] = field(default_factory=dict)
     http_statuses: list[int] = field(default_factory=list)
@@ -90,6 +93,10 @@ class SlackWorkspace:
     chunked_files: set[str] = field(default_factory=set)
     # Channels the bot is not a member of (ids starting with G are private: it can't join).
     outside: set[str] = field(default_factory=set)
+    # User groups by id: {"id", "team_id", "handle", "name", "users", "date_delete", ...}.
+    usergroups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Channels conversations.info knows (others answer channel_not_found).
+    channels: dict[str, dict[str, Any]] = field(default_factory=dict)
     mode: str = "socket"
     events_url: str | None = None
     # Slack's rate limits (see slack_web_api): off for nothing; ``rate_scale`` shrinks every
@@ -115,6 +122,8 @@ class SlackWorkspace:
         for uid, name in (("UALICE", "alice"), ("UBOB", "bob")):
             self.add_user(uid, name)
         self.add_user("UADMIN", "admin", is_admin=True)
+        for cid, name in (("C0GENERAL", "general"), ("C0ART", "art")):
+            self.add_channel(cid, name)
 
     @property
     def base_url(self) -> str:
@@ -138,6 +147,32 @@ class SlackWorkspace:
             "is_owner": False,
             "is_bot": False,
             "profile": {"display_name": name, "real_name": name.title()},
+        }
+
+    def add_channel(self, channel_id: str, name: str, *, private: bool = False) -> None:
+        """Add a channel conversations.info can find."""
+        self.channels[channel_id] = {
+            "id": channel_id,
+            "name": name,
+            "is_channel": not private,
+            "is_group": private,
+            "is_private": private,
+            "is_archived": False,
+            "context_team_id": TEAM_ID,
+        }
+
+    def add_usergroup(self, group_id: str, handle: str, users: list[str]) -> None:
+        """Add a user group (Slack's "user group" object, enabled) with these members."""
+        self.usergroups[group_id] = {
+            "id": group_id,
+            "team_id": TEAM_ID,
+            "is_usergroup": True,
+            "name": handle.title(),
+            "handle": handle,
+            "description": "",
+            "date_delete": 0,
+            "user_count": len(users),
+            "users": list(users),
         }
 
     def add_message(

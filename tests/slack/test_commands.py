@@ -261,13 +261,20 @@ METHOD_SCOPES = {
     "files_delete": "files:write",
     "files_info": "files:read",
     "users_info": "users:read",
+    "usergroups_list": "usergroups:read",
+    "conversations_info": "channels:read",  # groups:read too, for private channels
 }
 
 
 def test_manifest_declares_everything_the_bot_uses() -> None:
     manifest = yaml.safe_load(slack_manifest())
     features, settings = manifest["features"], manifest["settings"]
-    assert [c["command"] for c in features["slash_commands"]] == ["/imagine"]
+    assert [c["command"] for c in features["slash_commands"]] == [
+        "/imagine",
+        "/imagine-usage",
+        "/imagine-history",
+        "/imagine-admin",
+    ]
     shortcut = features["shortcuts"][0]
     assert (shortcut["name"], shortcut["type"], shortcut["callback_id"]) == (
         "Edit image",
@@ -281,7 +288,7 @@ def test_manifest_declares_everything_the_bot_uses() -> None:
     needed = {METHOD_SCOPES[m] for m in called} - {None}
     # Reading mentions, thread replies and DMs, and the command and shortcut themselves.
     needed |= {"app_mentions:read", "channels:history", "groups:history", "im:history"}
-    needed |= {"commands"}
+    needed |= {"commands", "groups:read"}
     assert needed <= scopes, needed - scopes
     assert {"app_mention", "message.channels", "message.groups", "message.im"} <= set(
         settings["event_subscriptions"]["bot_events"]
