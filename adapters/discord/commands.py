@@ -11,6 +11,7 @@ from discord import app_commands
 from adapters.discord.files import remote, remote_all
 from adapters.discord.handlers import DiscordImagine, ref
 from adapters.discord.render import warning
+from adapters.discord.spend import SPEND_COMMANDS
 from bot import texts
 from bot.commands import Command, Edit, Generate, Overrides, Regenerate, split_mask
 
@@ -209,4 +210,5 @@ async def edit_image_menu(interaction: discord.Interaction, message: discord.Mes
 COMMANDS: tuple[app_commands.Command[Any, ..., Any] | app_commands.ContextMenu, ...] = (
     imagine_command,
     edit_image_menu,
+    *SPEND_COMMANDS,
 )

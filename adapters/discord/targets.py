@@ -43,14 +43,19 @@ class Display:
 
 
 def requester_of(user: discord.User | discord.Member, channel_id: int | None) -> Requester:
-    """The core's Requester for a Discord user in a channel."""
+    """The core's Requester for a Discord user in a channel; a member's roles are its tiers."""
     guild = getattr(user, "guild", None)
+    groups: tuple[str, ...] = ()
+    if isinstance(user, discord.Member):
+        # Everyone holds @everyone: as a tier it would be the user defaults under another name.
+        groups = tuple(str(role.id) for role in user.roles if not role.is_default())
     return Requester(
         platform="discord",
         user_id=str(user.id),
         team_id=str(guild.id) if guild is not None else "",
         channel_id=str(channel_id or ""),
         display_name=user.display_name,
+        groups=groups,
     )
 
 

@@ -30,13 +30,33 @@ class DiscordGateway(DiscordState):
         self._seq += 1
         await self._ws.send_str(json.dumps({"op": 0, "t": event, "s": self._seq, "d": data}))
 
-    async def slash(self, user: FakeUser, name: str = "imagine", **options: Any) -> FakeInteraction:
-        """Run a slash command; attachment options are attachment objects from upload()."""
-        opts, resolved = [], {}
+    async def slash(
+        self,
+        user: FakeUser,
+        name: str = "imagine",
+        /,
+        *,
+        in_channel: str | None = None,
+        **options: Any,
+    ) -> FakeInteraction:
+        """Run a slash command; attachment options are attachment objects from upload(), user
+        options FakeUsers (resolved the way Discord resolves them)."""
+        opts: list[dict[str, Any]] = []
+        resolved: dict[str, dict[str, Any]] = {}
         for key, value in options.items():
-            if isinstance(value, dict):
+            if isinstance(value, FakeUser):
+                opts.append({"name": key, "type": 6, "value": value.id})
+                member = {k: v for k, v in value.member().items() if k != "user"}
+                resolved.setdefault("users", {})[value.id] = value.payload()
+                resolved.setdefault("members", {})[value.id] = {
+                    **member,
+                    "permissions": str(value.permissions),
+                }
+            elif isinstance(value, dict):
                 opts.append({"name": key, "type": 11, "value": value["id"]})
-                resolved[value["id"]] = value
+                resolved.setdefault("attachments", {})[value["id"]] = value
+            elif isinstance(value, bool):
+                opts.append({"name": key, "type": 5, "value": value})
             elif isinstance(value, int):
                 opts.append({"name": key, "type": 4, "value": value})
             else:
@@ -48,8 +68,34 @@ class DiscordGateway(DiscordState):
             "options": opts,
         }
         if resolved:
-            data["resolved"] = {"attachments": resolved}
-        return await self._interact(user, 2, data)
+            data["resolved"] = resolved
+        return await self._interact(user, 2, data, channel_id=in_channel)
+
+    async def add_role(self, name: str, *members: FakeUser) -> str:
+        """Create a role and give it to ``members``; returns its id."""
+        role_id = self.snowflake()
+        self.roles[role_id] = name
+        for member in members:
+            member.roles.append(role_id)
+        if self._ws is not None:
+            await self.dispatch(
+                "GUILD_ROLE_CREATE", {"guild_id": self.guild_id, "role": self._role(role_id)}
+            )
+        return role_id
+
+    async def add_channel(self, name: str) -> str:
+        """Create another text channel in the guild; returns its id."""
+        channel_id = self.snowflake()
+        self.channels[channel_id] = name
+        if self._ws is not None:
+            await self.dispatch("CHANNEL_CREATE", self._channel(channel_id))
+        return channel_id
+
+    def add_member(self, username: str, permissions: int = MEMBER_PERMISSIONS) -> FakeUser:
+        """Another member of the guild (the bot learns of members only through events and REST)."""
+        user = FakeUser(self.snowflake(), username, permissions)
+        self.members[user.id] = user
+        return user
 
     async def generate(self, user: FakeUser, prompt: str, **options: Any) -> dict[str, Any]:
         """Run /imagine and wait for its finished result message."""
@@ -174,9 +220,16 @@ class DiscordGateway(DiscordState):
         raise AssertionError(f"the bot never registered a command named {name!r}")
 
     async def _interact(
-        self, user: FakeUser, kind: int, data: dict[str, Any], message: dict[str, Any] | None = None
+        self,
+        user: FakeUser,
+        kind: int,
+        data: dict[str, Any],
+        message: dict[str, Any] | None = None,
+        *,
+        channel_id: str | None = None,
     ) -> FakeInteraction:
         token = "tok-" + self.snowflake()
+        channel_id = channel_id or self.channel_id
         payload: dict[str, Any] = {
             "id": self.snowflake(),
             "application_id": self.app_id,
@@ -186,8 +239,8 @@ class DiscordGateway(DiscordState):
             "guild_id": self.guild_id,
             "data": data,
             "locale": "en-US",
-            "channel_id": self.channel_id,
-            "channel": self._channel(),
+            "channel_id": channel_id,
+            "channel": self._channel(channel_id),
             "member": user.member(),
             "app_permissions": str(MEMBER_PERMISSIONS),
             "attachment_size_limit": self.attachment_size_limit,
@@ -204,11 +257,12 @@ class DiscordGateway(DiscordState):
         await self.dispatch("INTERACTION_CREATE", payload)
         return it
 
-    def _channel(self) -> dict[str, Any]:
+    def _channel(self, channel_id: str | None = None) -> dict[str, Any]:
+        channel_id = channel_id or self.channel_id
         return {
-            "id": self.channel_id,
+            "id": channel_id,
             "type": 0,
-            "name": self.channel_name,
+            "name": self.channels.get(channel_id, self.channel_name),
             "position": 0,
             "guild_id": self.guild_id,
             "permission_overwrites": [],
@@ -220,25 +274,28 @@ class DiscordGateway(DiscordState):
             "flags": 0,
         }
 
-    def _guild(self) -> dict[str, Any]:
-        everyone = {
-            "id": self.guild_id,
-            "name": "@everyone",
-            "permissions": str(MEMBER_PERMISSIONS),
-            "position": 0,
+    def _role(self, role_id: str) -> dict[str, Any]:
+        everyone = role_id == self.guild_id  # @everyone's id is the guild's
+        return {
+            "id": role_id,
+            "name": "@everyone" if everyone else self.roles[role_id],
+            "permissions": str(MEMBER_PERMISSIONS if everyone else 0),
+            "position": 0 if everyone else 1,
             "color": 0,
             "hoist": False,
             "managed": False,
             "mentionable": False,
             "flags": 0,
         }
+
+    def _guild(self) -> dict[str, Any]:
         return {
             "id": self.guild_id,
             "name": "Test Guild",
             "icon": None,
             "owner_id": self.mod.id,
-            "roles": [everyone],
-            "channels": [self._channel()],
+            "roles": [self._role(r) for r in (self.guild_id, *self.roles)],
+            "channels": [self._channel(c) for c in (self.channel_id, *self.channels)],
             "threads": [],
             "members": [self.bot.member()],
             "member_count": 4,
@@ -282,9 +339,31 @@ class DiscordGateway(DiscordState):
                 await self._identify(ws, frame["d"])
             elif frame["op"] == 6:
                 await self._resume(ws, frame["d"])
+            elif frame["op"] == 8:
+                await self._members_chunk(frame["d"])
         if self._ws is ws:
             self._ws = None
         return ws
+
+    async def _members_chunk(self, data: dict[str, Any]) -> None:
+        # Discord docs (Gateway, Request Guild Members): members whose username (or nickname)
+        # starts with the query, at most ``limit``, in GUILD_MEMBERS_CHUNK events with the nonce.
+        query = str(data.get("query") or "").lower()
+        found = [
+            u.member()
+            for u in self.members.values()
+            if u.username.lower().startswith(query) or (u.nick or "").lower().startswith(query)
+        ][: int(data.get("limit") or 100) or 100]
+        chunk: dict[str, Any] = {
+            "guild_id": self.guild_id,
+            "members": found,
+            "chunk_index": 0,
+            "chunk_count": 1,
+            "not_found": [],
+        }
+        if data.get("nonce"):
+            chunk["nonce"] = data["nonce"]
+        await self.dispatch("GUILD_MEMBERS_CHUNK", chunk)
 
     async def ask_to_reconnect(self) -> None:
         """Send op 7 RECONNECT, as Discord does when it moves a session to another server."""

@@ -8,7 +8,7 @@ import json
 import mimetypes
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +19,7 @@ EPHEMERAL = 1 << 6
 LOADING = 1 << 7
 MESSAGE_CONTENT_INTENT = 1 << 15
 MANAGE_MESSAGES = 1 << 13
+MANAGE_GUILD = 1 << 5
 MEMBER_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 14) | (1 << 15) | (1 << 16) | (1 << 31)
 ACK_DEADLINE_S = 3.0
 JSON_TYPE = "application/json"  # exactly: discord.py treats anything else as text
@@ -69,6 +70,9 @@ class FakeUser:
     id: str
     username: str
     permissions: int = MEMBER_PERMISSIONS
+    # Role ids besides @everyone (which Discord never lists in a member's roles).
+    roles: list[str] = field(default_factory=list)
+    nick: str | None = None
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -82,7 +86,8 @@ class FakeUser:
     def member(self) -> dict[str, Any]:
         return {
             "user": self.payload(),
-            "roles": [],
+            "nick": self.nick,
+            "roles": list(self.roles),
             "joined_at": iso(time.time()),
             "deaf": False,
             "mute": False,
@@ -192,6 +197,7 @@ def embed_problem(embed: dict[str, Any]) -> str | None:
 
 def payload_problem(body: dict[str, Any], files: list[UploadedFile]) -> str | None:
     """What Discord would refuse in a message payload, or None."""
+    # Discord docs (Message resource, Create Message): content is at most 2000 characters.
     if len(body.get("content") or "") > 2000:
         return "content over 2000 characters"
     embeds = body.get("embeds") or []

@@ -190,7 +190,14 @@ class DiscordRest(DiscordState):
             ):
                 return error_response(404, 10008, "Unknown Message")
             return self._edit_or_delete(self.messages[mid], method, call)
-        if parts[0] == "channels" and parts[1] != self.channel_id:
+        if parts[:2] == ["guilds", self.guild_id] and len(parts) == 4 and parts[2] == "members":
+            member = self.members.get(parts[3])
+            if method != "GET":
+                self.problems.append(f"unexpected request {method} {call.path}")
+            if member is None:
+                return error_response(404, 10007, "Unknown Member")
+            return ok_response(member.member())
+        if parts[0] == "channels" and parts[1] not in (self.channel_id, *self.channels):
             return error_response(404, 10003, "Unknown Channel")
         if parts[0] == "channels" and self.channel_blocked:
             return error_response(403, 50001, "Missing Access")
@@ -301,6 +308,7 @@ class DiscordRest(DiscordState):
             # Discord's rule: the first followup after a defer replaces the "thinking" message and
             # keeps the defer's visibility, whatever flags it asks for.
             self._apply(original, call.json or {}, call.files, creating=False)
+            original["flags"] &= ~LOADING  # the next followup is a message of its own
             return ok_response(self.public(original))
         flags = (call.json or {}).get("flags", 0) & EPHEMERAL
         message = self._message(

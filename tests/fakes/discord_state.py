@@ -17,6 +17,7 @@ from tests.fakes.discord_payloads import (
     EPHEMERAL,
     JSON_TYPE,
     LOADING,
+    MANAGE_GUILD,
     MANAGE_MESSAGES,
     MEMBER_PERMISSIONS,
     MESSAGE_CONTENT_INTENT,
@@ -42,7 +43,15 @@ class DiscordState:
         self.alice = FakeUser(self.snowflake(), "alice")
         self.bob = FakeUser(self.snowflake(), "bob")
         self.mod = FakeUser(self.snowflake(), "mod", MEMBER_PERMISSIONS | MANAGE_MESSAGES)
+        # A member who can manage the server (Discord's Manage Server permission).
+        self.admin = FakeUser(self.snowflake(), "carol", MEMBER_PERMISSIONS | MANAGE_GUILD)
         self.channel_name = "art"
+        # More text channels and the guild's roles besides @everyone: id -> name.
+        self.channels: dict[str, str] = {}
+        self.roles: dict[str, str] = {}
+        self.members: dict[str, FakeUser] = {
+            u.id: u for u in (self.bot, self.alice, self.bob, self.mod, self.admin)
+        }
         self.attachment_size_limit = 10 * 1024 * 1024
         self.allow_message_content = True
         # Set when the bot loses access to the channel (kicked, role or overwrite removed).
