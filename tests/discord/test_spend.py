@@ -108,7 +108,14 @@ async def test_a_role_tier_limits_its_members_on_commands_and_buttons(
     assert refusal["content"].startswith("⚠️") and LIMIT_WORDS in refusal["content"]
     click = await fake.click(fake.alice, first["id"], f"imagine:regen:{job_of(first)}")
     assert LIMIT_WORDS in (await fake.private_reply(click))["content"]
-    assert not [m for m in fake.channel_messages() if LIMIT_WORDS in m["content"]]
+    opened = await fake.click(fake.alice, first["id"], f"imagine:edit:{job_of(first)}")
+    await fake.wait_until(lambda: opened.callback_type == 9)
+    submitted = await fake.submit_modal(fake.alice, opened, {"prompt": "make it blue"})
+    assert LIMIT_WORDS in (await fake.private_reply(submitted))["content"]
+    reply = await fake.send_message(fake.alice, "make it green", reply_to=first["id"])
+    await fake.wait_until(
+        lambda: [m for m in fake.replies_to(reply["id"]) if LIMIT_WORDS in m["content"]]
+    )
 
     # Bob has no such role: the tier's rule is not his.
     await fake.generate(fake.bob, "a paper plane")
