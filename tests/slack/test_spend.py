@@ -84,6 +84,14 @@ async def test_a_tier_rule_holds_for_the_groups_members_at_every_entry_point(
         "chat.postEphemeral", lambda c: c.args["user"] == "UBOB", count=2
     )
     assert "limit of 1 image per day" in text_of(to_bob[1]), text_of(to_bob[1])
+    await click(slack_fake, "UBOB", posted(slack_fake, root), "imagine_edit_button", job_id)
+    view = (await slack_fake.wait_for("views.open"))[0].args["view"]
+    values = {"prompt": {"prompt": {"value": "paint it purple"}}}
+    await slack_fake.send_interactive(slack_fake.view_submission_payload("UBOB", view, values))
+    to_bob = await slack_fake.wait_for(
+        "chat.postEphemeral", lambda c: c.args["user"] == "UBOB", count=3
+    )
+    assert "limit of 1 image per day" in text_of(to_bob[2]), text_of(to_bob[2])
     assert len(openai_fake.requests) == 3
     # One usergroups.list served the admin's lookup and every request after it.
     (listed,) = slack_fake.calls_to("usergroups.list")
