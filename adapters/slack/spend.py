@@ -153,7 +153,7 @@ class SlackDirectory:
         except SlackApiError as exc:
             if exc.response.get("error") in ("user_not_found", "user_not_visible"):
                 return None
-            raise
+            raise _lookup_failed(exc, "users:read") from None
         person: Mapping[str, Any] = answer.get("user") or {}
         name = str(person.get("name") or user_id)
         team = str(person.get("team_id") or self.team_id)
@@ -178,7 +178,7 @@ class SlackDirectory:
         except SlackApiError as exc:
             if exc.response.get("error") == "channel_not_found":
                 return None
-            raise
+            raise _lookup_failed(exc, "channels:read and groups:read") from None
         self.channels[channel] = time.monotonic()
         return channel
 
@@ -200,6 +200,17 @@ class SlackDirectory:
     def message_link(self, job: JobRecord, message_key: str) -> str | None:
         """A permalink built from the workspace URL auth.test gave at start-up."""
         return message_link(self.workspace_url, message_key)
+
+
+def _lookup_failed(exc: SlackApiError, scopes: str) -> Exception:
+    """A lookup Slack refused: the app's missing scope is something the installer can fix."""
+    error = exc.response.get("error")
+    if error == "missing_scope":
+        return InvalidRequest(
+            f"Slack won't let me look that up: the app needs the {scopes} permission. Ask a "
+            "workspace admin to reinstall it from the current manifest. Nothing was changed."
+        )
+    return exc
 
 
 # --- showing an answer to one person ---------------------------------------------------------

@@ -169,6 +169,10 @@ async def test_bad_admin_input_is_explained_privately_and_changes_nothing(
         answer = await ask(slack_fake, ADMIN, text, user="UADMIN")
         assert answer.startswith(":warning: ") and expected in answer, (text, answer)
         assert "Traceback" not in answer
+    slack_fake.fail_next("conversations.info", "missing_scope")  # installed from an old manifest
+    answer = await ask(slack_fake, ADMIN, "set channel <#C0ART|art> size 1024x1024", user="UADMIN")
+    assert answer.startswith(":warning: Slack won't let me look that up"), answer
+    assert "channels:read" in answer
     assert await running.app.store.policy_entries() == []
     assert await running.app.store.policy_changes() == []
     assert slack_fake.calls_to("users.info")[-1].args["user"] in ("UADMIN", "UNOBODY")
