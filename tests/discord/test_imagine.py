@@ -170,7 +170,11 @@ async def test_commands_are_registered_globally_or_per_guild(
     discord_fake: FakeDiscord, discord_bot: BotFactory
 ) -> None:
     _app, bot = await discord_bot()
-    imagine, menu = discord_fake.commands["global"]
+    registered = {c["name"]: c for c in discord_fake.commands["global"]}
+    assert sorted(registered) == sorted(
+        ["imagine", "Edit image", "imagine-usage", "imagine-history", "imagine-admin"]
+    )
+    imagine, menu = registered["imagine"], registered["Edit image"]
     assert (imagine["name"], imagine["type"], menu["name"], menu["type"]) == (
         "imagine",
         1,
@@ -187,10 +191,9 @@ async def test_commands_are_registered_globally_or_per_guild(
 
     await bot.close()
     await discord_bot(discord_guild_ids=discord_fake.guild_id)
-    assert [c["name"] for c in discord_fake.commands[discord_fake.guild_id]] == [
-        "imagine",
-        "Edit image",
-    ]
+    assert sorted(c["name"] for c in discord_fake.commands[discord_fake.guild_id]) == sorted(
+        ["imagine", "Edit image", "imagine-usage", "imagine-history", "imagine-admin"]
+    )
     assert discord_fake.commands["global"] == []  # no duplicates left from the global sync
 
 
@@ -213,7 +216,8 @@ async def test_a_channel_outside_the_allowed_list_is_refused_privately(
 async def test_twenty_simultaneous_commands_are_all_deferred_and_answered(
     discord_fake: FakeDiscord, discord_bot: BotFactory, openai_fake: FakeOpenAI
 ) -> None:
-    app, _bot = await discord_bot(imagine_max_concurrency=4)
+    # Each of the three users has up to seven requests waiting at once.
+    app, _bot = await discord_bot(imagine_max_concurrency=4, imagine_user_queue=8)
     gate = ProviderGate.hold(app)  # nothing finishes until every command has been answered
     users = [discord_fake.alice, discord_fake.bob, discord_fake.mod]
     interactions = await asyncio.gather(

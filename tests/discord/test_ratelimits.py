@@ -30,7 +30,10 @@ async def test_the_fake_answers_a_busy_bucket_as_discord_does(discord_fake: Fake
 async def test_a_burst_in_one_channel_keeps_progress_edits_in_the_channel_budget(
     discord_fake: FakeDiscord, discord_bot: BotFactory
 ) -> None:
-    app, _bot = await discord_bot(imagine_max_concurrency=2, imagine_partial_images=2)
+    # One user's burst: their cap on waiting requests is raised so all 24 queue.
+    app, _bot = await discord_bot(
+        imagine_max_concurrency=2, imagine_partial_images=2, imagine_user_queue=24
+    )
     gate = ProviderGate.hold(app)
     loop = asyncio.get_running_loop()
     began = loop.time()
