@@ -89,6 +89,7 @@ async def make_app(base_url: str, data_dir: Path, **overrides: object) -> tuple[
         openai_api_key="sk-test",
         openai_base_url=base_url,
         imagine_data_dir=data_dir,
+        imagine_user_queue=100_000,  # one user sends every burst
         **overrides,
     )
     provider = TimedProvider(

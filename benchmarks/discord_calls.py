@@ -61,6 +61,7 @@ async def burst(jobs: int, latency: float, partials: int, concurrency: int) -> N
             imagine_progress_interval=1.0,
             imagine_max_concurrency=concurrency,
             imagine_user_limit=f"{jobs * 2}/day",
+            imagine_user_queue=jobs,  # a few users send the whole burst
         )
         app = await build(settings, provider=fast_provider(settings))
         bot = ImagineDiscordBot(app, guild_ready_timeout=0.05)

@@ -76,6 +76,7 @@ async def burst(jobs: int, scale: float, openai: SimpleNamespace, data_dir: Path
         data_dir,
         imagine_partial_images=2,
         imagine_progress_interval=1.0,
+        imagine_user_queue=max(jobs, 1),  # a few users send the whole burst
         slack_bot_token=BOT_TOKEN,
         slack_app_token=APP_TOKEN,
         slack_signing_secret=SIGNING_SECRET,

@@ -171,7 +171,7 @@ class Settings(BaseSettings):
     imagine_team_budget: str | None = None
     imagine_total_limit: str | None = None
     imagine_total_budget: str | None = None
-    imagine_user_queue: int = Field(3, ge=1, le=1000)
+    imagine_user_queue: int = Field(3, ge=1, le=100_000)
     imagine_max_concurrency: int = Field(4, ge=1, le=256)
     imagine_admin_users: Annotated[list[str], NoDecode] = Field(default_factory=list)
     imagine_progress_interval: float = Field(1.0, ge=0)
