@@ -27,7 +27,10 @@ def placeholders(fake: FakeSlack) -> list[dict[str, Any]]:
 async def test_a_burst_in_one_channel_ends_every_placeholder_with_its_result(
     slack_fake: FakeSlack, openai_fake: FakeOpenAI, start_slack: Any
 ) -> None:
-    await start_slack("socket", rate_scale=FAST, imagine_max_concurrency=4)
+    # One user sends the whole burst: their cap on waiting requests is raised to fit it.
+    await start_slack(
+        "socket", rate_scale=FAST, imagine_max_concurrency=4, imagine_user_queue=BURST
+    )
     # Slack refuses the first final edit four times in a row.
     slack_fake.fail_when(
         "chat.update", lambda a: "done in" in str(a.get("text")), "ratelimited", times=4
