@@ -278,7 +278,7 @@ async def _two_processes(path: Path, start: Path) -> tuple[list[str], float]:
 async def _main(args: argparse.Namespace) -> None:
     began = time.perf_counter()
     print("(a) admissions per second, every scope counting (user via two tiers, channel,")
-    print("    server, total); each sum reads every job in its longest window")
+    print("    server, total); shared scopes add up day and hour totals, users their own jobs")
     print(
         f"{'rules from':<22}{'windows':>8}{'jobs before':>12}{'admitted':>10}{'concurrency':>13}"
         f"{'scopes':>8}{'admits/s':>10}"

@@ -8,6 +8,7 @@ reserved at admission and settled (or refunded) when it ends.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 
 import aiosqlite
@@ -16,8 +17,10 @@ from bot.config import WindowRule
 from bot.errors import BudgetExceeded, LimitExceeded
 from bot.fit import COST_EPSILON, raise_if_never_fits
 from bot.job_rows import JOB_COLUMNS, JOB_VALUES
+from bot.migrations import BUCKET_SPANS
 from bot.policy import Counted, Counting, split_key, whose
 
+DAY_SPAN, HOUR_SPAN = BUCKET_SPANS
 # Which jobs each scope's sums run over; every filter has a covering index (migration 3).
 _FILTERS: dict[Counting, str] = {
     "user": "user_key = ?",
@@ -42,22 +45,61 @@ def windows_of(counted: Counted) -> list[int]:
     return sorted({rule.seconds for rule in (*rules.limits, *rules.budgets)})
 
 
+def bucket_key(counted: Counted) -> str:
+    """The key of a shared scope's running totals in usage_buckets (see migration 3)."""
+    if counted.scope == "total":
+        return "*"
+    return f"{counted.scope[0]}:{counted.key}"
+
+
 @functools.lru_cache(maxsize=64)
 def sums_sql(windows: int, scope: Counting = "user") -> str:
-    """One row: ``images_i`` and ``cost_i`` charged within each window to a scope's jobs."""
-    columns = ", ".join(
-        f"COALESCE(SUM(CASE WHEN created_at > ? THEN charged_images END), 0) AS images_{i}, "
-        f"COALESCE(SUM(CASE WHEN created_at > ? THEN charged_cost END), 0) AS cost_{i}"
+    """One row: ``images_i`` and ``cost_i`` charged within each window to a scope's jobs.
+
+    A user's jobs are few and summed one by one. A shared scope's are summed from its running
+    totals: whole days, then the hours of the day the window starts in, then the jobs of the
+    hour it starts in, so the work stays the same however many jobs a month holds.
+    """
+    if scope == "user":
+        columns = ", ".join(
+            f"COALESCE(SUM(CASE WHEN created_at > ? THEN charged_images END), 0) AS images_{i}, "
+            f"COALESCE(SUM(CASE WHEN created_at > ? THEN charged_cost END), 0) AS cost_{i}"
+            for i in range(windows)
+        )
+        return f"SELECT {columns} FROM jobs WHERE {_FILTERS[scope]} AND created_at > ?"
+    parts = " UNION ALL ".join(
+        f"SELECT {i} AS w, images, cost FROM usage_buckets "
+        f"WHERE scope = ? AND span = {DAY_SPAN} AND bucket > ? "
+        f"UNION ALL SELECT {i}, images, cost FROM usage_buckets "
+        f"WHERE scope = ? AND span = {HOUR_SPAN} AND bucket > ? AND bucket < ? "
+        f"UNION ALL SELECT {i}, charged_images, charged_cost FROM jobs "
+        f"WHERE {_FILTERS[scope]} AND created_at > ? AND created_at < ?"
         for i in range(windows)
     )
-    return f"SELECT {columns} FROM jobs WHERE {_FILTERS[scope]} AND created_at > ?"
+    columns = ", ".join(
+        f"COALESCE(SUM(CASE WHEN w = {i} THEN images END), 0) AS images_{i}, "
+        f"COALESCE(SUM(CASE WHEN w = {i} THEN cost END), 0) AS cost_{i}"
+        for i in range(windows)
+    )
+    return f"SELECT {columns} FROM ({parts})"
 
 
 def sums_params(counted: Counted, now: float) -> list[object]:
     """Parameters for ``sums_sql`` of one scope."""
     windows = windows_of(counted)
-    params: list[object] = [now - seconds for seconds in windows for _ in (0, 1)]
-    return [*params, *filter_params(counted), now - windows[-1]]
+    if counted.scope == "user":
+        params: list[object] = [now - seconds for seconds in windows for _ in (0, 1)]
+        return [*params, *filter_params(counted), now - windows[-1]]
+    key, matching = bucket_key(counted), filter_params(counted)
+    params = []
+    for seconds in windows:
+        start = now - seconds
+        first_day = math.floor(start / DAY_SPAN)
+        first_hour = math.floor(start / HOUR_SPAN)
+        day_end_hour = (first_day + 1) * (DAY_SPAN // HOUR_SPAN)
+        params += [key, first_day, key, first_hour, day_end_hour]
+        params += [*matching, start, (first_hour + 1) * HOUR_SPAN]
+    return params
 
 
 @functools.lru_cache(maxsize=64)

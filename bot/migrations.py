@@ -22,6 +22,45 @@ class ForeignDatabase(Exception):
         self.tables = tables
 
 
+# The shared scopes' bucket keys of a jobs row: "*" (everything), "t:<platform>:<team id>",
+# "c:<platform>:<channel id>" (bot.admission.bucket_key writes the same).
+BUCKET_SPANS = (86_400, 3_600)
+_SPANS = " UNION ALL ".join(f"SELECT {span} AS span" for span in BUCKET_SPANS)
+
+
+def _scope_keys(row: str) -> str:
+    return (
+        f"SELECT '*' AS scope "
+        f"UNION ALL SELECT 't:' || {row}.platform || ':' || {row}.team_id "
+        f"WHERE {row}.team_id <> '' "
+        f"UNION ALL SELECT 'c:' || {row}.platform || ':' || {row}.channel_id "
+        f"WHERE {row}.channel_id <> ''"
+    )
+
+
+def _bucket_upsert(row: str, images: str, cost: str) -> str:
+    # "WHERE true" tells SQLite's parser the ON CONFLICT belongs to the INSERT, not a join.
+    return (
+        "INSERT INTO usage_buckets (scope, span, bucket, images, cost) "
+        f"SELECT keys.scope, spans.span, CAST({row}.created_at / spans.span AS INTEGER), "
+        f"{images}, {cost} FROM ({_scope_keys(row)}) AS keys JOIN ({_SPANS}) AS spans "
+        "WHERE true ON CONFLICT (scope, span, bucket) DO UPDATE SET "
+        "images = images + excluded.images, cost = cost + excluded.cost;"
+    )
+
+
+_CHARGED = "(charged_images <> 0 OR charged_cost <> 0)"
+_CHARGES = " UNION ALL ".join(
+    f"SELECT {key} AS scope, created_at, charged_images AS images, charged_cost AS cost "
+    f"FROM jobs WHERE {_CHARGED}{where}"
+    for key, where in (
+        ("'*'", ""),
+        ("'t:' || platform || ':' || team_id", " AND team_id <> ''"),
+        ("'c:' || platform || ':' || channel_id", " AND channel_id <> ''"),
+    )
+)
+
+
 # Each entry is one schema version; never edit a released entry, append a new one instead.
 # Statements are listed one by one because sqlite3's executescript() commits any open
 # transaction first, and the version check must share a transaction with the changes.
@@ -154,6 +193,56 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             ON jobs (platform, team_id, created_at, charged_images, charged_cost)
         """,
         "CREATE INDEX jobs_created ON jobs (created_at, charged_images, charged_cost)",
+        # Running totals of the jobs table's charges per shared scope (a channel, a team,
+        # everything) per day and per hour, kept by the triggers below inside each statement
+        # that changes a charge, in every process. Admission adds up whole days and hours
+        # instead of every job of a month; only the jobs of the hour a window starts in are
+        # read one by one.
+        """
+        CREATE TABLE usage_buckets (
+            scope   TEXT NOT NULL,
+            span    INTEGER NOT NULL,
+            bucket  INTEGER NOT NULL,
+            images  INTEGER NOT NULL DEFAULT 0,
+            cost    REAL NOT NULL DEFAULT 0,
+            PRIMARY KEY (scope, span, bucket)
+        ) WITHOUT ROWID
+        """,
+        f"""
+        CREATE TRIGGER jobs_charge_added AFTER INSERT ON jobs
+        WHEN NEW.charged_images <> 0 OR NEW.charged_cost <> 0
+        BEGIN
+            {_bucket_upsert("NEW", "NEW.charged_images", "NEW.charged_cost")}
+        END
+        """,
+        f"""
+        CREATE TRIGGER jobs_charge_changed AFTER UPDATE OF charged_images, charged_cost ON jobs
+        WHEN NEW.charged_images <> OLD.charged_images OR NEW.charged_cost <> OLD.charged_cost
+        BEGIN
+            {
+            _bucket_upsert(
+                "NEW",
+                "NEW.charged_images - OLD.charged_images",
+                "NEW.charged_cost - OLD.charged_cost",
+            )
+        }
+        END
+        """,
+        f"""
+        CREATE TRIGGER jobs_charge_removed AFTER DELETE ON jobs
+        WHEN OLD.charged_images <> 0 OR OLD.charged_cost <> 0
+        BEGIN
+            {_bucket_upsert("OLD", "-OLD.charged_images", "-OLD.charged_cost")}
+        END
+        """,
+        # Jobs written before this version.
+        f"""
+        INSERT INTO usage_buckets (scope, span, bucket, images, cost)
+        SELECT charges.scope, spans.span, CAST(charges.created_at / spans.span AS INTEGER)
+               AS bucket, SUM(charges.images), SUM(charges.cost)
+        FROM ({_CHARGES}) AS charges JOIN ({_SPANS}) AS spans
+        GROUP BY charges.scope, spans.span, bucket
+        """,
     ),
 )
 
