@@ -20,6 +20,7 @@ from bot.errors import (
     LimitExceeded,
     ProviderUnavailable,
 )
+from bot.fair_queue import FairQueue
 from bot.models import (
     Finished,
     ImageRequest,
@@ -32,7 +33,6 @@ from bot.models import (
     Started,
 )
 from bot.pricing import cost_from_usage, estimate_cost
-from bot.fair_queue import FairQueue
 from bot.service import ImageService
 from tests.fakes.app_fixtures import AppFactory
 from tests.fakes.openai_server import FakeOpenAI
