@@ -46,7 +46,7 @@ def windows_of(counted: Counted) -> list[int]:
 
 
 def bucket_key(counted: Counted) -> str:
-    """The key of a shared scope's running totals in usage_buckets (see migration 3)."""
+    """The key of a scope's running totals in usage_buckets (see migration 3)."""
     if counted.scope == "total":
         return "*"
     return f"{counted.scope[0]}:{counted.key}"
@@ -56,17 +56,10 @@ def bucket_key(counted: Counted) -> str:
 def sums_sql(windows: int, scope: Counting = "user") -> str:
     """One row: ``images_i`` and ``cost_i`` charged within each window to a scope's jobs.
 
-    A user's jobs are few and summed one by one. A shared scope's are summed from its running
-    totals: whole days, then the hours of the day the window starts in, then the jobs of the
-    hour it starts in, so the work stays the same however many jobs a month holds.
+    Summed from the scope's running totals: whole days, then the hours of the day the window
+    starts in, then the jobs of the hour it starts in one by one, so the work stays the same
+    however many jobs a month holds.
     """
-    if scope == "user":
-        columns = ", ".join(
-            f"COALESCE(SUM(CASE WHEN created_at > ? THEN charged_images END), 0) AS images_{i}, "
-            f"COALESCE(SUM(CASE WHEN created_at > ? THEN charged_cost END), 0) AS cost_{i}"
-            for i in range(windows)
-        )
-        return f"SELECT {columns} FROM jobs WHERE {_FILTERS[scope]} AND created_at > ?"
     parts = " UNION ALL ".join(
         f"SELECT {i} AS w, images, cost FROM usage_buckets "
         f"WHERE scope = ? AND span = {DAY_SPAN} AND bucket > ? "
@@ -86,13 +79,9 @@ def sums_sql(windows: int, scope: Counting = "user") -> str:
 
 def sums_params(counted: Counted, now: float) -> list[object]:
     """Parameters for ``sums_sql`` of one scope."""
-    windows = windows_of(counted)
-    if counted.scope == "user":
-        params: list[object] = [now - seconds for seconds in windows for _ in (0, 1)]
-        return [*params, *filter_params(counted), now - windows[-1]]
     key, matching = bucket_key(counted), filter_params(counted)
-    params = []
-    for seconds in windows:
+    params: list[object] = []
+    for seconds in windows_of(counted):
         start = now - seconds
         first_day = math.floor(start / DAY_SPAN)
         first_hour = math.floor(start / HOUR_SPAN)

@@ -22,30 +22,29 @@ class ForeignDatabase(Exception):
         self.tables = tables
 
 
-# The shared scopes' bucket keys of a jobs row: "*" (everything), "t:<platform>:<team id>",
-# "c:<platform>:<channel id>" (bot.admission.bucket_key writes the same).
+# The bucket keys of a jobs row's scopes: "*" (everything), "u:<user key>",
+# "t:<platform>:<team id>", "c:<platform>:<channel id>" (bot.admission.bucket_key writes the same).
 BUCKET_SPANS = (86_400, 3_600)
 _SPANS = " UNION ALL ".join(f"SELECT {span} AS span" for span in BUCKET_SPANS)
 
 
-def _scope_keys(row: str) -> str:
-    return (
-        f"SELECT '*' AS scope "
-        f"UNION ALL SELECT 't:' || {row}.platform || ':' || {row}.team_id "
-        f"WHERE {row}.team_id <> '' "
-        f"UNION ALL SELECT 'c:' || {row}.platform || ':' || {row}.channel_id "
-        f"WHERE {row}.channel_id <> ''"
-    )
-
-
 def _bucket_upsert(row: str, images: str, cost: str) -> str:
-    # "WHERE true" tells SQLite's parser the ON CONFLICT belongs to the INSERT, not a join.
-    return (
+    """The trigger statements adding a charge to each of a row's scopes, per day and hour."""
+    keys = (
+        ("'*'", ""),
+        (f"'u:' || {row}.user_key", ""),
+        (f"'t:' || {row}.platform || ':' || {row}.team_id", f" AND {row}.team_id <> ''"),
+        (f"'c:' || {row}.platform || ':' || {row}.channel_id", f" AND {row}.channel_id <> ''"),
+    )
+    # One statement per bucket: cheaper for SQLite than one INSERT ... SELECT over a join.
+    # "WHERE true" tells its parser the ON CONFLICT belongs to the INSERT, not a join.
+    return "\n".join(
         "INSERT INTO usage_buckets (scope, span, bucket, images, cost) "
-        f"SELECT keys.scope, spans.span, CAST({row}.created_at / spans.span AS INTEGER), "
-        f"{images}, {cost} FROM ({_scope_keys(row)}) AS keys JOIN ({_SPANS}) AS spans "
-        "WHERE true ON CONFLICT (scope, span, bucket) DO UPDATE SET "
+        f"SELECT {key}, {span}, CAST({row}.created_at / {span} AS INTEGER), {images}, {cost} "
+        f"WHERE true{where} ON CONFLICT (scope, span, bucket) DO UPDATE SET "
         "images = images + excluded.images, cost = cost + excluded.cost;"
+        for key, where in keys
+        for span in BUCKET_SPANS
     )
 
 
@@ -55,6 +54,7 @@ _CHARGES = " UNION ALL ".join(
     f"FROM jobs WHERE {_CHARGED}{where}"
     for key, where in (
         ("'*'", ""),
+        ("'u:' || user_key", ""),
         ("'t:' || platform || ':' || team_id", " AND team_id <> ''"),
         ("'c:' || platform || ':' || channel_id", " AND channel_id <> ''"),
     )
@@ -183,17 +183,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             new_value  TEXT
         )
         """,
-        # Covering indexes: admission sums a channel's, a team's and every job's charges.
-        """
-        CREATE INDEX jobs_channel_created
-            ON jobs (platform, channel_id, created_at, charged_images, charged_cost)
-        """,
-        """
-        CREATE INDEX jobs_team_created
-            ON jobs (platform, team_id, created_at, charged_images, charged_cost)
-        """,
+        # The jobs of an hour (where a window starts), the team report and exports read jobs by
+        # time; a channel's or a team's are picked out of those.
         "CREATE INDEX jobs_created ON jobs (created_at, charged_images, charged_cost)",
-        # Running totals of the jobs table's charges per shared scope (a channel, a team,
+        # Running totals of the jobs table's charges per scope (a user, a channel, a team,
         # everything) per day and per hour, kept by the triggers below inside each statement
         # that changes a charge, in every process. Admission adds up whole days and hours
         # instead of every job of a month; only the jobs of the hour a window starts in are

@@ -1,4 +1,4 @@
-"""The running totals shared scopes are counted from always equal the sums of the jobs table."""
+"""The running totals every scope is counted from always equal the sums of the jobs table."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ WINDOWS = tuple(WindowRule(1.0, seconds, label) for label, seconds in WINDOW_SEC
 def _scopes() -> list[Counted]:
     rules = Rules(limits=WINDOWS, budgets=WINDOWS)
     scopes = [Counted("total", "", rules)]
+    scopes += [Counted("user", f"discord:{u}", rules) for u in range(7)]
     for platform in ("discord", "slack"):
         scopes += [Counted("team", f"{platform}:{t}", rules) for t in TEAMS if t]
         scopes += [Counted("channel", f"{platform}:{c}", rules) for c in CHANNELS if c]
@@ -34,6 +35,8 @@ def _filter(counted: Counted) -> tuple[str, list[object]]:
         return "platform = ? AND team_id = ?", [platform, ident]
     if counted.scope == "channel":
         return "platform = ? AND channel_id = ?", [platform, ident]
+    if counted.scope == "user":
+        return "user_key = ?", [counted.key]
     return "1 = 1", []
 
 
@@ -110,7 +113,7 @@ async def _assert_sums_match(store: Store, path: Path, moments: list[float]) -> 
             )
 
 
-async def test_shared_scopes_sum_like_the_jobs_table_at_any_moment(
+async def test_every_scope_sums_like_the_jobs_table_at_any_moment(
     store: Store, db_path: Path
 ) -> None:
     rng = random.Random(7)
