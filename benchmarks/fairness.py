@@ -162,6 +162,19 @@ def _spread(values: list[float]) -> float:
     return max(values) / min(values) if min(values) > 0 else float("inf")
 
 
+def _per_turn(waits: dict[int, list[float]], duration: float) -> float:
+    """The worst wait of a user's k-th job divided by k, in job durations.
+
+    Round robin serves every waiting user once per turn, and a turn of 20 users on 4 slots
+    lasts about 5 jobs: so under a fair queue no user's k-th job waits much more than k turns.
+    """
+    return max(
+        wait / (k * duration)
+        for values in waits.values()
+        for k, wait in enumerate(sorted(values), start=1)
+    )
+
+
 def _print_mixed(name: str, waits: dict[int, list[float]]) -> tuple[float, float]:
     means = {user: statistics.fmean(values) for user, values in waits.items()}
     # A user's jobs all arrive at once, so the shortest wait is the wait for the first start.
@@ -196,10 +209,17 @@ async def _run(duration: float, users: int, waiters: int, keys: int) -> None:
         print(f"burst_{name}_b_start_index: {order.index('B')} (A's second: {seconds_a})")
     assert order.index("B") == 8  # the baseline really is first come, first served
 
-    fair = _print_mixed("mixed_fair", await _mixed_waits(FairQueue(4), duration, users))
-    fifo = _print_mixed("mixed_fifo", await _mixed_waits(FifoQueue(4), duration, users))
+    fair_waits = await _mixed_waits(FairQueue(4), duration, users)
+    fifo_waits = await _mixed_waits(FifoQueue(4), duration, users)
+    fair = _print_mixed("mixed_fair", fair_waits)
+    fifo = _print_mixed("mixed_fifo", fifo_waits)
     print(f"mixed_mean_wait_spread_fifo_over_fair: {fifo[0] / fair[0]:.2f}")
     print(f"mixed_first_start_wait_spread_fifo_over_fair: {fifo[1] / fair[1]:.2f}")
+    turn = users / 4
+    print(
+        f"mixed_worst_wait_per_turn_in_jobs: fair {_per_turn(fair_waits, duration):.1f} "
+        f"fifo {_per_turn(fifo_waits, duration):.1f} (one round-robin turn: {turn:.0f} jobs)"
+    )
 
     for name, slow in (("fair", FairQueue(1)), ("fifo", FifoQueue(1))):
         elapsed, reports = await _many_waiters(slow, waiters, keys)
