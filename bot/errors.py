@@ -292,16 +292,18 @@ class BudgetTooSmall(NeverFits):
         budget = f"{_capital(whose)} budget of {format_usd(budget_usd)} per {window_label}"
         cheapest = f"one low-quality {cheapest_size} image"
         cost = format_usd_up(cheapest_usd)
+        # The requester's own budget is the operator's setting; a shared one may be an admin's.
+        raiser = "the bot's operator" if whose == "your" else "an admin"
         if source_count:
             message = (
                 f"{budget} is too small for this edit: even {cheapest} made from "
                 f"{_units(source_count, 'attached image')} costs up to {cost}. Attach fewer "
-                "images, or ask the bot's operator to raise the budget."
+                f"images, or ask {raiser} to raise the budget."
             )
         else:
             message = (
                 f"{budget} is too small for any image: even {cheapest} costs up to {cost}. "
-                "Please ask the bot's operator to raise it."
+                f"Please ask {raiser} to raise it."
             )
         super().__init__(message, window_label=window_label)
 

@@ -195,7 +195,7 @@ class SpendCommands:
                 self._require_admin(asker, "see someone else's usage")
                 found = await self.directory.find_user(user)
                 if found is None:
-                    raise InvalidRequest(self._no_such("user", user, asker.requester))
+                    raise InvalidRequest(self._no_such("user", user, asker.requester, False))
                 subject = found
             return Answer(await self._usage(subject, subject is asker.requester, now))
         except UserFacingError as exc:
@@ -433,11 +433,12 @@ class SpendCommands:
             raise InvalidRequest(self._no_such("user", text, requester))
         return user.key
 
-    def _no_such(self, kind: str, text: str, requester: Requester) -> str:
+    def _no_such(self, kind: str, text: str, requester: Requester, changing: bool = True) -> str:
         team = team_word(requester.platform)
         noun = {"tier": "role" if requester.platform == "discord" else "user group"}.get(kind, kind)
         shown = self.m.escape(texts.shorten(text, 80))
-        return f"I can't find a {noun} called {shown} in this {team}. Nothing was changed."
+        unchanged = " Nothing was changed." if changing else ""
+        return f"I can't find a {noun} called {shown} in this {team}.{unchanged}"
 
     def _label(self, scope: Scope, target: str) -> str:
         m = self.m
