@@ -24,12 +24,15 @@ class _Start:
 
 
 @dataclass(eq=False)
-class _Waiter:
+class Ticket:
+    """One caller's place: in line, or holding a slot once ``granted``."""
+
     key: str
     arrival: int
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     granted: bool = False
     start: _Start | None = None
+    left: bool = False
 
 
 class FairQueue:
@@ -43,7 +46,7 @@ class FairQueue:
         self._free = size
         self._recent_s = recent_s
         self._clock = clock
-        self._lines: dict[str, deque[_Waiter]] = {}
+        self._lines: dict[str, deque[Ticket]] = {}
         self._waiting = 0
         self._arrivals = itertools.count()
         self._log: deque[_Start] = deque()
@@ -51,9 +54,9 @@ class FairQueue:
         # The simulated grant order is shared by every waiter and rebuilt only after a change.
         self._version = 0
         self._built = -1
-        self._order: list[_Waiter] = []
+        self._order: list[Ticket] = []
         self._order_counts: list[int] = []
-        self._places: dict[_Waiter, int] = {}
+        self._places: dict[Ticket, int] = {}
 
     @property
     def waiting(self) -> int:
@@ -80,41 +83,66 @@ class FairQueue:
         behind = self._started.get(key, 0) + self.waiting_for(key)
         return bisect_right(self._order_counts, behind) + 1
 
-    async def acquire(self, key: str, report: Report) -> None:
-        """Take a slot for ``key``; ``report`` hears 0 for no wait, else each new place in line."""
+    def join(self, key: str) -> Ticket:
+        """Take a place for ``key`` now: a free slot at once, else the line (no waiting yet).
+
+        The caller then ``wait``s for the slot, or ``leave``s; a place is counted (in
+        ``waiting_for`` and everyone's places) from this moment, so requests arriving together
+        each see the others.
+        """
+        ticket = Ticket(key, next(self._arrivals))
         if self._free > 0 and not self._waiting:
             self._free -= 1
-            start = self._record_start(key)
-            try:
-                await report(0)
-            except BaseException:
-                self._refund(start)
-                self.release()
-                raise
-            return
-        waiter = _Waiter(key, next(self._arrivals))
-        self._lines.setdefault(key, deque()).append(waiter)
+            ticket.start = self._record_start(key)
+            ticket.granted = True
+            return ticket
+        self._lines.setdefault(key, deque()).append(ticket)
         self._waiting += 1
         self._changed()
+        return ticket
+
+    def position(self, ticket: Ticket) -> int:
+        """The ticket's place in line now (0: it holds a slot)."""
+        return 0 if ticket.granted else self._place(ticket)
+
+    async def wait(self, ticket: Ticket, report: Report) -> None:
+        """Until the ticket holds a slot; ``report`` hears 0 for no wait, else each new place.
+
+        Cancelled or failing, the ticket leaves (a slot it got goes to the next in line).
+        """
         last = 0
         try:
-            while not waiter.granted:
-                position = self._place(waiter)
+            if ticket.granted:
+                await report(0)
+                return
+            while not ticket.granted:
+                position = self._place(ticket)
                 if position != last:
                     last = position
                     await report(position)
-                if waiter.granted:
+                if ticket.granted:
                     break
-                await waiter.wake.wait()
-                waiter.wake.clear()
+                await ticket.wake.wait()
+                ticket.wake.clear()
         except BaseException:
-            if waiter.granted:
-                if waiter.start is not None:
-                    self._refund(waiter.start)
-                self.release()
-            else:
-                self._remove(waiter)
+            self.leave(ticket)
             raise
+
+    def leave(self, ticket: Ticket) -> None:
+        """Give up the place (or the slot, which goes to the next in line); idempotent."""
+        if ticket.left:
+            return
+        ticket.left = True
+        if ticket.granted:
+            if ticket.start is not None:
+                self._refund(ticket.start)
+            self.release()
+        else:
+            self._remove(ticket)
+
+    async def acquire(self, key: str, report: Report) -> None:
+        """Take a slot for ``key``; ``report`` hears 0 for no wait, else each new place in line."""
+        await self.wait(self.join(key), report)
 
     def release(self) -> None:
         """Give the slot to the waiter with the fewest recent starts, or back to the pool."""
@@ -133,7 +161,7 @@ class FairQueue:
         waiter.wake.set()
         self._changed()
 
-    def _place(self, waiter: _Waiter) -> int:
+    def _place(self, waiter: Ticket) -> int:
         self._build()
         return self._places[waiter] + 1
 
@@ -142,15 +170,15 @@ class FairQueue:
         self._expire()
         if self._built == self._version:
             return
-        rest: dict[str, Iterator[_Waiter]] = {}
-        heap: list[tuple[int, int, str, _Waiter]] = []
+        rest: dict[str, Iterator[Ticket]] = {}
+        heap: list[tuple[int, int, str, Ticket]] = []
         for key, line in self._lines.items():
             queued = iter(line)
             head = next(queued)
             rest[key] = queued
             heap.append((self._started.get(key, 0), head.arrival, key, head))
         heapq.heapify(heap)
-        order: list[_Waiter] = []
+        order: list[Ticket] = []
         counts: list[int] = []
         while heap:
             count, _, key, waiter = heap[0]
@@ -195,7 +223,7 @@ class FairQueue:
             del self._started[key]
         self._version += 1
 
-    def _remove(self, waiter: _Waiter) -> None:
+    def _remove(self, waiter: Ticket) -> None:
         line = self._lines[waiter.key]
         line.remove(waiter)
         if not line:

@@ -28,7 +28,7 @@ from bot.errors import (
     QueueFull,
     UserFacingError,
 )
-from bot.fair_queue import FairQueue
+from bot.fair_queue import FairQueue, Ticket
 from bot.image_budget import decode_off_loop
 from bot.job_audit import JobAudit
 from bot.job_end import billed_cost, record_failure
@@ -80,8 +80,6 @@ class ImageService:
         self._clock = clock
         self._slots = FairQueue(settings.imagine_max_concurrency)
         self.policy = PolicyBook(settings, store)
-        # Jobs per requester admitted (or being admitted) and not started yet.
-        self._waiting: dict[str, int] = {}
         self._recovered: list[JobRecord] | None = None
         self._recover_lock = asyncio.Lock()
 
@@ -220,18 +218,12 @@ class ImageService:
         # Bigger than a whole limit or budget: say what would fit, not when to retry.
         check_never_fits(standing, request)
         key = requester.key
-        waiting = self._waiting.get(key, 0)
+        waiting = self._slots.waiting_for(key)
         if waiting >= self.settings.imagine_user_queue:
             raise QueueFull(waiting)
-        # Counted before the first await, so requests arriving together can't all slip in.
-        self._waiting[key] = waiting + 1
-        in_line = [key]  # emptied once the job has left the line (started, or ended)
-
-        def left_line() -> None:
-            if in_line:
-                in_line.clear()
-                self._left_line(key)
-
+        # The place is taken before the first await, so requests arriving together each count
+        # the others (for the cap and for the places they are shown).
+        ticket = self._slots.join(key)
         try:
             job = await self.store.admit(
                 request,
@@ -241,15 +233,19 @@ class ImageService:
                 ),
             )
         except BaseException:
-            left_line()
+            self._slots.leave(ticket)
             raise
         started = self._clock()
         emit = _SafeEmitter(progress, job.id)
         audit = JobAudit(job.id, request, started, self._clock)
         try:
-            if on_admitted is not None:
-                await on_admitted(job, self._slots.next_position(key))
-            result = await self._execute(job, request, emit, left_line)
+            try:
+                if on_admitted is not None:
+                    await on_admitted(job, self._slots.position(ticket))
+            except BaseException:
+                self._slots.leave(ticket)  # its message couldn't open: the place goes too
+                raise
+            result = await self._execute(job, request, emit, ticket)
         except UserFacingError as exc:
             cost = billed_cost(exc, request)
             audit.log("failed", reason=type(exc).__name__, cost=cost)
@@ -264,9 +260,6 @@ class ImageService:
             audit.log("failed", reason=type(exc).__name__)
             await self._fail(job.id, f"internal error: {type(exc).__name__}", emit)
             raise InternalError(job.id) from exc
-        finally:
-            # Also when the job ends before it reached the line (its message couldn't open).
-            left_line()
         audit.log("succeeded", result=result)
         await emit(Finished(job.id, "succeeded"))
         return replace(result, elapsed_s=self._clock() - started)
@@ -276,13 +269,10 @@ class ImageService:
         job: JobRecord,
         request: ImageRequest,
         emit: _SafeEmitter,
-        left_line: Callable[[], None],
+        ticket: Ticket,
     ) -> JobResult:
-        key = request.requester.key
-        try:
-            await self._slots.acquire(key, lambda position: emit(Queued(job.id, position)))
-        finally:
-            left_line()
+        # Cancelled or failing while it waits, the ticket leaves the line by itself.
+        await self._slots.wait(ticket, lambda position: emit(Queued(job.id, position)))
         try:
             await self.store.mark_running(job.id)
             # Before any money is spent: a folder that can't take the result refuses now.
@@ -318,13 +308,6 @@ class ImageService:
             size=provided.size,
             quality=provided.quality,
         )
-
-    def _left_line(self, key: str) -> None:
-        left = self._waiting.get(key, 1) - 1
-        if left > 0:
-            self._waiting[key] = left
-        else:
-            self._waiting.pop(key, None)
 
     async def _fail(
         self, job_id: str, error: str, emit: _SafeEmitter, *, cost_usd: float | None = None

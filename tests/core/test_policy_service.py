@@ -464,3 +464,33 @@ async def test_a_job_ended_before_it_queues_gives_back_its_place_in_line(
         await app.service.run(request, on_admitted=cant_post)
     assert openai_fake.requests == []
     await generate(app, ALICE)  # not QueueFull: the ended job gave its place back
+
+
+async def test_requests_arriving_together_count_each_other_for_the_cap_and_their_places(
+    make_app: AppFactory,
+) -> None:
+    app = await make_app(imagine_max_concurrency=1, imagine_user_queue=2)
+    provider = Stepped(app.service.provider)
+    app.service.provider = provider
+    service = app.service
+    requests = [await service.prepare(Generate(ALICE, f"picture {i}")) for i in range(4)]
+    places: dict[str, int] = {}
+
+    async def admitted(job: JobRecord, position: int) -> None:
+        places[job.prompt] = position
+
+    # All four at once, with the slot free: one starts, two wait, the fourth is refused.
+    tasks = [asyncio.create_task(service.run(r, on_admitted=admitted)) for r in requests]
+    await provider.calls(1)
+    done, _ = await asyncio.wait(tasks, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+    refused = [t for t in done if isinstance(t.exception(), QueueFull)]
+    assert len(refused) == 1
+    assert len(job_rows(app)) == 3
+    # Each was told its own place, counting the ones that came with it.
+    assert sorted(places.values()) == [0, 1, 2]
+
+    for index in range(3):
+        await provider.calls(index + 1)
+        provider.gates[index].set()
+    await asyncio.gather(*(t for t in tasks if t not in refused))
+    assert len(provider.prompts) == 3
