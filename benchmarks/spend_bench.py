@@ -278,7 +278,7 @@ async def _two_processes(path: Path, start: Path) -> tuple[list[str], float]:
 async def _main(args: argparse.Namespace) -> None:
     began = time.perf_counter()
     print("(a) admissions per second, every scope counting (user via two tiers, channel,")
-    print("    server, total); shared scopes add up day and hour totals, users their own jobs")
+    print("    server, total), summed from day and hour running totals")
     print(
         f"{'rules from':<22}{'windows':>8}{'jobs before':>12}{'admitted':>10}{'concurrency':>13}"
         f"{'scopes':>8}{'admits/s':>10}"
@@ -286,9 +286,10 @@ async def _main(args: argparse.Namespace) -> None:
     runs = [
         (False, False, 0, args.jobs, 1),
         (False, False, 0, args.jobs, 50),
-        (True, False, 0, args.jobs // 5, 50),
+        (True, False, 0, args.jobs // 2, 50),
         (False, False, args.prefill, args.prefilled_jobs, 1),
         (False, False, args.prefill, args.prefilled_jobs, 50),
+        (True, False, args.prefill, args.prefilled_jobs, 50),
         (False, True, args.prefill, args.jobs // 5, 1),
         (False, True, args.prefill, args.jobs // 5, 50),
     ]
@@ -337,7 +338,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=4_000)
     parser.add_argument("--prefill", type=int, default=20_000)
-    parser.add_argument("--prefilled-jobs", type=int, default=500)
+    parser.add_argument("--prefilled-jobs", type=int, default=3_000)
     parser.add_argument(
         "--child", nargs=3, metavar=("DB", "SHARE", "START"), help=argparse.SUPPRESS
     )

@@ -28,6 +28,9 @@ class Change:
 class PolicyStore(StoreBase):
     """Reads and writes of the policy; each change is audited in the same transaction."""
 
+    #: Changes made through this store (a PolicyBook reads the table again when it moves).
+    local_changes = 0
+
     async def policy_version(self) -> int:
         """Grows with every change (in any process): reload the policy when it moves."""
         rows = await self._fetch("SELECT COALESCE(MAX(id), 0) FROM policy_audit")
@@ -51,6 +54,7 @@ class PolicyStore(StoreBase):
                 (entry.scope, entry.target, entry.name, entry.value, actor, now),
             )
             await _audit(db, now, actor, entry.scope, entry.target, entry.name, old, entry.value)
+        self.local_changes += 1
         return old
 
     async def unset_policy(
@@ -67,6 +71,7 @@ class PolicyStore(StoreBase):
                 (scope, target, name),
             )
             await _audit(db, now, actor, scope, target, name, old, None)
+        self.local_changes += 1
         return old
 
     async def policy_changes(self, limit: int = 20) -> list[Change]:

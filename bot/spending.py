@@ -4,6 +4,9 @@ is blocked, what can never fit, and the channel's defaults."""
 from __future__ import annotations
 
 import asyncio
+import math
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bot import texts
@@ -17,20 +20,41 @@ if TYPE_CHECKING:
     from bot.policy_store import PolicyStore
 
 
-class PolicyBook:
-    """The current ``Policy``: the settings' defaults and the table's entries, read again only
-    when the table's version moved (one small read per request)."""
+# How stale another process's change may be when a request arrives. A change made through
+# this process's store is seen by the very next request.
+RECHECK_S = 0.25
 
-    def __init__(self, settings: Settings, store: PolicyStore) -> None:
+
+class PolicyBook:
+    """The current ``Policy``: the settings' defaults and the table's entries, read again when
+    the table's version moved (checked at most every RECHECK_S, and after every local change)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: PolicyStore,
+        *,
+        recheck_s: float = RECHECK_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.defaults = Defaults.from_settings(settings)
+        self.recheck_s = recheck_s
+        self._clock = clock
         self._version = -1
+        self._checked_at = -math.inf
+        self._local = -1
         self._policy = Policy(self.defaults)
         self._lock = asyncio.Lock()
 
     async def current(self) -> Policy:
         """The policy as it stands now."""
+        now = self._clock()
+        if self.store.local_changes == self._local and now - self._checked_at < self.recheck_s:
+            return self._policy
+        self._local = self.store.local_changes
+        self._checked_at = now
         version = await self.store.policy_version()
         if version != self._version:
             async with self._lock:

@@ -404,26 +404,44 @@ def settings_for(tmp_path: Path, **values: object) -> Settings:
     )
 
 
-async def test_a_change_made_by_another_process_is_seen_at_the_next_call(
+async def test_a_change_made_by_another_process_is_seen_within_the_recheck_interval(
     open_store: OpenStore, db_path: Path, tmp_path: Path
 ) -> None:
     running = await open_store(db_path)
-    book = PolicyBook(settings_for(tmp_path, imagine_user_limit="2/day"), running)
+    moment = [0.0]
+    settings = settings_for(tmp_path, imagine_user_limit="2/day")
+    book = PolicyBook(settings, running, clock=lambda: moment[0])
     assert texts(counted(await book.standing(BOB), "user").rules)[0] == ["2/day"]
 
     other = await open_store(db_path)  # the CLI, say, on the same file
     await other.set_policy(entry("user", "discord:222", "limit", "9/day"), "cli:local")
+    moment[0] += book.recheck_s / 2
+    assert texts(counted(await book.standing(BOB), "user").rules)[0] == ["2/day"]
+    moment[0] += book.recheck_s / 2
     assert texts(counted(await book.standing(BOB), "user").rules)[0] == ["9/day"]
 
     await other.set_policy(entry("channel", "discord:c1", "allowed", "no"), "cli:local")
+    moment[0] += book.recheck_s
     assert (await book.standing(BOB)).blocked == "channel"
     assert (await book.current()).channel_defaults(BOB).allowed is False
 
     await other.unset_policy("user", "discord:222", "limit", "cli:local")
     await other.unset_policy("channel", "discord:c1", "allowed", "cli:local")
+    moment[0] += book.recheck_s
     standing = await book.standing(BOB)
     assert standing.blocked is None
     assert texts(counted(standing, "user").rules)[0] == ["2/day"]
+
+
+async def test_a_change_made_through_the_same_store_is_seen_by_the_very_next_call(
+    store: Store, tmp_path: Path
+) -> None:
+    book = PolicyBook(settings_for(tmp_path), store, clock=lambda: 0.0)  # time stands still
+    assert (await book.standing(BOB)).blocked is None
+    await store.set_policy(entry("user", "discord:222", "blocked", "yes"), "discord:1")
+    assert (await book.standing(BOB)).blocked == "user"
+    await store.unset_policy("user", "discord:222", "blocked", "discord:1")
+    assert (await book.standing(BOB)).blocked is None
 
 
 async def test_admins_named_in_the_settings_are_exempt_through_the_book(

@@ -445,6 +445,7 @@ async def test_a_policy_change_applies_to_the_next_request_without_a_restart(
         await cli.set_policy(parse_entry("user", "discord:111", "blocked", "yes"), ADMIN)
     finally:
         await cli.close()
+    await asyncio.sleep(app.service.policy.recheck_s)  # another process: seen within this
     with pytest.raises(Blocked):
         await generate(app, ALICE)
     await generate(app, ANNA)
