@@ -160,6 +160,9 @@ class Settings(BaseSettings):
     imagine_max_images: int = Field(4, ge=1, le=10)
     imagine_max_attachment_mb: float = Field(25.0, gt=0, le=50)
     imagine_max_input_pixels: int = Field(40_000_000, gt=0)
+    imagine_prices: str | None = None
+    imagine_prompt_model: str | None = None
+    imagine_prompt_price: str | None = None
 
     # --- limits and running -------------------------------------------------------------
     imagine_data_dir: Path = Path("./data")
@@ -172,6 +175,8 @@ class Settings(BaseSettings):
     imagine_total_limit: str | None = None
     imagine_total_budget: str | None = None
     imagine_user_queue: int = Field(3, ge=1, le=100_000)
+    imagine_keep_images_days: float = Field(90.0, ge=0)
+    imagine_max_data_gb: float | None = Field(None, gt=0)
     imagine_max_concurrency: int = Field(4, ge=1, le=256)
     imagine_admin_users: Annotated[list[str], NoDecode] = Field(default_factory=list)
     imagine_progress_interval: float = Field(1.0, ge=0)
