@@ -105,7 +105,15 @@ class Regenerate:
     job_id: str
 
 
-Command = Generate | Edit | Regenerate
+@dataclass(frozen=True)
+class Vary:
+    """A variation of a stored job's first image: its prompt and options, asked by ``requester``."""
+
+    requester: Requester
+    job_id: str
+
+
+Command = Generate | Edit | Regenerate | Vary
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
 
@@ -139,4 +147,4 @@ def split_mask(
 
 def prompt_of(command: Command) -> str:
     """The words a command's messages quote (a regeneration's come from its job)."""
-    return "" if isinstance(command, Regenerate) else command.prompt
+    return "" if isinstance(command, Regenerate | Vary) else command.prompt

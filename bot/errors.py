@@ -19,6 +19,7 @@
     │   ├── ProviderMisconfigured    a bad key / missing permission: the operator must act
     │   ├── JobNotFound              a button or reply points at a job the store does not know
     │   ├── NotAllowed               the user may not do this (delete someone else's image)
+    │   ├── JobCancelled             its requester or an admin cancelled it (``by``)
     │   └── InternalError            an unexpected failure, already logged with ``job_id``
     └── ConfigError                  a setting is missing or invalid (``variable``)
 
@@ -363,6 +364,15 @@ class JobNotFound(UserFacingError):
 
 class NotAllowed(UserFacingError):
     """The user may not do this."""
+
+
+class JobCancelled(UserFacingError):
+    """The requester or an admin cancelled the job (``by``: their user id) before it was made."""
+
+    def __init__(self, job_id: str, by: str) -> None:
+        self.job_id = job_id
+        self.by = by
+        super().__init__("This request was cancelled. Nothing was charged.")
 
 
 class InternalError(UserFacingError):

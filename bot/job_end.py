@@ -27,11 +27,16 @@ def billed_cost(exc: UserFacingError, request: ImageRequest) -> float:
 
 
 async def record_failure(
-    store: Store, job_id: str, error: str, *, cost_usd: float | None = None
+    store: Store,
+    job_id: str,
+    error: str,
+    *,
+    cost_usd: float | None = None,
+    cancelled_by: str | None = None,
 ) -> None:
     """End the job failed and refunded; a store that can't write it now retries it later."""
     try:
-        await store.fail(job_id, error, cost_usd=cost_usd)
+        await store.fail(job_id, error, cost_usd=cost_usd, cancelled_by=cancelled_by)
     except (sqlite3.Error, OSError, DataDirFull) as exc:
         # The user still hears why; the store writes the ending again until it lands.
         logger.warning("could not record job %s as failed: %s", job_id, exc)

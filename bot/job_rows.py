@@ -71,6 +71,7 @@ def job_from_row(row: sqlite3.Row) -> JobRecord:
         charged_images=row["charged_images"],
         platform_ref=json.loads(row["platform_ref"] or "{}"),
         charged_cost=row["charged_cost"],
+        cancelled_by=row["cancelled_by"],
     )
 
 

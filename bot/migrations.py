@@ -239,6 +239,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         GROUP BY charges.scope, spans.span, bucket
         """,
     ),
+    (
+        # A job its requester (or an admin) cancelled ends failed and refunded, naming them.
+        "ALTER TABLE jobs ADD COLUMN cancelled_by TEXT",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

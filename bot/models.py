@@ -149,6 +149,12 @@ class JobRecord:
     charged_images: int = 0
     platform_ref: dict[str, object] = field(default_factory=dict)
     charged_cost: float = 0.0  # what counts against limits: the reservation, then the cost
+    cancelled_by: str | None = None  # the requester key of who cancelled it
+
+    @property
+    def unfinished(self) -> bool:
+        """Still waiting in line or being made."""
+        return self.status in ("queued", "running")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bot import texts
 from bot.commands import Command, MessageRef, prompt_of
-from bot.errors import ProviderUnavailable, UserFacingError
+from bot.errors import JobCancelled, ProviderUnavailable, UserFacingError
 from bot.models import (
     Finished,
     JobRecord,
@@ -91,7 +91,9 @@ class JobView:
         return view
 
 
-FailureKind = Literal["refused", "unavailable", "bug", "interrupted", "cant_post", "unshown"]
+FailureKind = Literal[
+    "refused", "unavailable", "bug", "interrupted", "cancelled", "cant_post", "unshown"
+]
 
 
 @dataclass(frozen=True)
@@ -109,8 +111,15 @@ class Failure:
         return self.kind == "unshown"
 
     @property
+    def in_place(self) -> bool:
+        """Shown on the job's own message for everyone (an interruption, a cancellation)."""
+        return self.kind in ("interrupted", "cancelled")
+
+    @property
     def state(self) -> str:
         """A short state for the job's own message, where it has one."""
+        if self.kind == "cancelled":
+            return self.message
         if self.kind == "unavailable":
             return texts.UNAVAILABLE
         if self.kind == "interrupted":
@@ -357,6 +366,9 @@ async def run_job(
         raise
     except CantPost as exc:
         await fail("cant_post", texts.cant_post(exc.reason, m), exc)
+        return None
+    except JobCancelled as exc:
+        await fail("cancelled", texts.cancelled(exc.by, m), exc)
         return None
     except UserFacingError as exc:
         kind: FailureKind = "unavailable" if isinstance(exc, ProviderUnavailable) else "refused"

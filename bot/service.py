@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from bot import images, texts
@@ -19,11 +19,14 @@ from bot.commands import (
     Overrides,
     Regenerate,
     RemoteFile,
+    Vary,
 )
 from bot.errors import (
     AttachmentRejected,
     InternalError,
+    JobCancelled,
     JobNotFound,
+    NotAllowed,
     ProviderUnavailable,
     QueueFull,
     UserFacingError,
@@ -80,6 +83,8 @@ class ImageService:
         self._clock = clock
         self._slots = FairQueue(settings.imagine_max_concurrency)
         self.policy = PolicyBook(settings, store)
+        # The jobs this process is running, so Cancel can stop them.
+        self._live: dict[str, _Live] = {}
         self._recovered: list[JobRecord] | None = None
         self._recover_lock = asyncio.Lock()
 
@@ -138,6 +143,8 @@ class ImageService:
         if isinstance(command, Generate):
             options = self.options(command.overrides, channel)
             return ImageRequest(command.requester, command.prompt, options)
+        if isinstance(command, Vary):
+            return await self._variation(command, channel)
         extra = await self._fetch(files, command.files)
         mask = (await self._fetch(files, (command.mask,)))[0] if command.mask else None
         parent = await self._parent_of(command)
@@ -158,6 +165,15 @@ class ImageService:
             sources=(*theirs, *extra),
             mask=mask,
         )
+
+    async def _variation(self, vary: Vary, channel: ChannelDefaults) -> ImageRequest:
+        """An edit of the job's first image: its prompt and options, told to vary it."""
+        job = await self.store.get_job(vary.job_id)
+        if job is None:
+            raise JobNotFound(vary.job_id)
+        request = await self.edit_request(job.id, vary.requester, texts.variation(job.prompt))
+        options = self._in_channel(replace(request.options, n=job.options.n), channel)
+        return replace(request, options=options)
 
     async def _parent_of(self, edit: Edit) -> str | None:
         if edit.job_id is not None:
@@ -238,6 +254,8 @@ class ImageService:
         started = self._clock()
         emit = _SafeEmitter(progress, job.id)
         audit = JobAudit(job.id, request, started, self._clock)
+        live = _Live(asyncio.current_task())
+        self._live[job.id] = live
         try:
             try:
                 if on_admitted is not None:
@@ -245,13 +263,30 @@ class ImageService:
             except BaseException:
                 self._slots.leave(ticket)  # its message couldn't open: the place goes too
                 raise
-            result = await self._execute(job, request, emit, ticket)
+            result = await self._execute(job, request, emit, ticket, live)
         except UserFacingError as exc:
             cost = billed_cost(exc, request)
             audit.log("failed", reason=type(exc).__name__, cost=cost)
             await self._fail(job.id, exc.user_message, emit, cost_usd=cost or None)
             raise
         except asyncio.CancelledError:
+            by = live.cancelled_by
+            task = live.task
+            # Cancelled by a person (and not also by a shutdown): the job ends as cancelled.
+            if by is not None and task is not None and task.uncancel() == 0:
+                audit.log("cancelled", reason=f"by {by.key}")
+                # The call was on the wire: OpenAI may bill it, so the ledger keeps the estimate.
+                billed = None
+                if live.calling:
+                    billed = estimate_cost(
+                        request.options, len(request.sources), len(request.prompt)
+                    )
+                await asyncio.shield(
+                    self._fail(
+                        job.id, f"cancelled by {by.key}", emit, cost_usd=billed, cancelled_by=by
+                    )
+                )
+                raise JobCancelled(job.id, by.user_id) from None
             audit.log("cancelled")
             await asyncio.shield(self._fail(job.id, "cancelled", emit))
             raise
@@ -260,6 +295,8 @@ class ImageService:
             audit.log("failed", reason=type(exc).__name__)
             await self._fail(job.id, f"internal error: {type(exc).__name__}", emit)
             raise InternalError(job.id) from exc
+        finally:
+            self._live.pop(job.id, None)
         audit.log("succeeded", result=result)
         await emit(Finished(job.id, "succeeded"))
         return replace(result, elapsed_s=self._clock() - started)
@@ -270,6 +307,7 @@ class ImageService:
         request: ImageRequest,
         emit: _SafeEmitter,
         ticket: Ticket,
+        live: _Live,
     ) -> JobResult:
         # Cancelled or failing while it waits, the ticket leaves the line by itself.
         await self._slots.wait(ticket, lambda position: emit(Queued(job.id, position)))
@@ -283,9 +321,12 @@ class ImageService:
                 await emit(PartialImage(job.id, index, data, output_format))
 
             wants_partials = request.options.partial_images > 0 and emit.listening
+            live.calling = True
             provided = await self.provider.create_images(
                 request, on_partial=on_partial if wants_partials else None
             )
+            # Made (and billed): from here on it is finished, not cancelled.
+            live.calling, live.made = False, True
         finally:
             self._slots.release()
         if not provided.images:
@@ -310,10 +351,39 @@ class ImageService:
         )
 
     async def _fail(
-        self, job_id: str, error: str, emit: _SafeEmitter, *, cost_usd: float | None = None
+        self,
+        job_id: str,
+        error: str,
+        emit: _SafeEmitter,
+        *,
+        cost_usd: float | None = None,
+        cancelled_by: Requester | None = None,
     ) -> None:
-        await record_failure(self.store, job_id, error, cost_usd=cost_usd)
+        by = cancelled_by.key if cancelled_by is not None else None
+        await record_failure(self.store, job_id, error, cost_usd=cost_usd, cancelled_by=by)
         await emit(Finished(job_id, "failed"))
+
+    # --- cancelling -----------------------------------------------------------------------
+    async def cancel(self, job_id: str, by: Requester, *, admin: bool = False) -> str:
+        """Stop a job still waiting or being made; what to tell ``by`` (privately) if it can't.
+
+        Its requester and admins (``admin``: the platform says so, or IMAGINE_ADMIN_USERS) may.
+        The job then ends as cancelled in its own run (its message says by whom); an empty
+        answer means that happened.
+        """
+        job = await self.store.get_job(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        admin = admin or self.settings.is_admin(by.platform, by.user_id)
+        if job.requester.key != by.key and not admin:
+            raise NotAllowed(texts.ONLY_OWNER_CANCELS)
+        live = self._live.get(job_id)
+        if not job.unfinished or live is None or live.made:
+            return texts.too_late_to_cancel(job.status)
+        if live.cancelled_by is None and live.task is not None:
+            live.cancelled_by = by
+            live.task.cancel()
+        return ""
 
     async def validate(self, request: ImageRequest) -> ImageRequest:
         """Check options and turn raw attachments into API-ready images (off the event loop)."""
@@ -422,6 +492,16 @@ class ImageService:
             if token is not None
         }
         return platforms or None
+
+
+@dataclass
+class _Live:
+    """A job this process runs: its task, and how far it got."""
+
+    task: asyncio.Task[object] | None
+    calling: bool = False  # the provider call is on the wire
+    made: bool = False  # the provider returned the images
+    cancelled_by: Requester | None = None
 
 
 class _SafeEmitter:

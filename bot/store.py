@@ -347,18 +347,21 @@ class Store(ReportStore):
         *,
         status: str = "failed",
         cost_usd: float | None = None,
+        cancelled_by: str | None = None,
         now: float | None = None,
     ) -> None:
         """End an unfinished job as failed or interrupted and give its charge back.
 
-        ``cost_usd``: what the provider may have billed. An ending that can't be written is
-        retried by the heartbeat, the next admission and close."""
+        ``cost_usd``: what the provider may have billed; ``cancelled_by``: who cancelled it. An
+        ending that can't be written is retried by the heartbeat, the next admission and close."""
         if status not in ("failed", "interrupted"):
             raise ValueError(f"fail() takes status 'failed' or 'interrupted', not {status!r}")
         now = time.time() if now is None else now
         cost = "" if cost_usd is None else ", cost_usd = ?"
+        cost += "" if cancelled_by is None else ", cancelled_by = ?"
         params: tuple[object, ...] = (status, error, now)
         params += () if cost_usd is None else (cost_usd,)
+        params += () if cancelled_by is None else (cancelled_by,)
         changed = await self._end(
             job_id,
             f"UPDATE jobs SET status = ?, error = ?, finished_at = ?, {_REFUND}{cost} "

@@ -102,6 +102,29 @@ UNAVAILABLE = (
 INTERRUPTED = "interrupted because the bot restarted — nothing was charged; please try again"
 
 
+ONLY_OWNER_CANCELS = (
+    "Only the person who asked for this image, or an admin, can cancel it. Nothing was changed."
+)
+VARIATION = "Make a new variation of this image: keep its subject and style, vary the details."
+
+
+def variation(prompt: str) -> str:
+    """The prompt of a Vary: the original's, with the instruction to vary it."""
+    return f"{VARIATION}\n\n{prompt}" if prompt else VARIATION
+
+
+def too_late_to_cancel(status: str) -> str:
+    """Cancel was pressed on a job that can't be stopped any more."""
+    if status in ("queued", "running"):
+        return "It's already made, so it can't be cancelled; it will be posted in a moment."
+    return "It has already finished, so there is nothing to cancel."
+
+
+def cancelled(by_user_id: str, m: Markup) -> str:
+    """A job's state once its requester or an admin cancelled it."""
+    return f"cancelled by {m.mention(by_user_id)} — nothing was charged"
+
+
 def interrupted() -> str:
     """Told to the requester when a restart cut their job short."""
     return (
