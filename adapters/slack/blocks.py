@@ -12,6 +12,8 @@ from bot.texts import shorten
 Block = dict[str, Any]
 
 REGENERATE = "imagine_regenerate"
+VARY = "imagine_vary"
+CANCEL = "imagine_cancel"
 EDIT = "imagine_edit_button"
 DELETE = "imagine_delete"
 SHORTCUT = "imagine_edit"
@@ -30,11 +32,22 @@ def headline(user_id: str, prompt: str, state: str) -> str:
     return f"{MARKUP.mention(user_id)}: {escape(shorten(prompt, 200))} — {state}"
 
 
-def progress_blocks(text: str, preview_file_id: str | None) -> list[Block]:
-    """The placeholder while a job runs, with the newest preview when there is one."""
+def progress_blocks(
+    text: str, preview_file_id: str | None, cancel_job_id: str | None = None
+) -> list[Block]:
+    """The placeholder, with the newest preview when there is one and, while the job can still
+    be stopped, its Cancel button (``cancel_job_id``)."""
     blocks: list[Block] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
     if preview_file_id:
         blocks.append(_image(preview_file_id, "Preview of the image being made"))
+    if cancel_job_id:
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": "imagine_progress",
+                "elements": [_button("Cancel", CANCEL, cancel_job_id)],
+            }
+        )
     return blocks
 
 
@@ -50,6 +63,7 @@ def result_blocks(text: str, details: str, job_id: str, image_file_id: str | Non
             "block_id": "imagine_actions",
             "elements": [
                 _button("Regenerate", REGENERATE, job_id),
+                _button("Vary", VARY, job_id),
                 _button("Edit", EDIT, job_id),
                 {
                     **_button("Delete", DELETE, job_id),

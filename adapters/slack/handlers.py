@@ -17,7 +17,7 @@ from adapters.slack.rate import PacedWebClient
 from adapters.slack.spend import SlackDirectory, UserGroups, tell_answer, tier_groups
 from adapters.slack.text import HELP, MARKUP, FlagError, clean_prompt, escape, parse_prompt
 from bot import texts
-from bot.commands import Command, Edit, Generate, MessageRef, Regenerate, split_mask
+from bot.commands import Command, Edit, Generate, MessageRef, Regenerate, Vary, split_mask
 from bot.errors import InvalidRequest, JobNotFound, NotAllowed, UserFacingError
 from bot.models import Requester
 from bot.pacing import EditBudget
@@ -75,6 +75,8 @@ class SlackHandlers:
         app.event("message")(self._on_message)
         app.shortcut(blocks.SHORTCUT)(self._on_shortcut)
         app.action(blocks.REGENERATE)(self._on_regenerate)
+        app.action(blocks.VARY)(self._on_vary)
+        app.action(blocks.CANCEL)(self._on_cancel)
         app.action(blocks.EDIT)(self._on_edit_button)
         app.action(blocks.DELETE)(self._on_delete)
         app.view(blocks.EDIT_MODAL)(self._on_edit_submit)
@@ -349,6 +351,36 @@ class SlackHandlers:
             self._check_allowed(reply.channel)
             requester = await self._requester(reply, body)
             await self._run(Regenerate(requester, job_id), reply)
+
+        self._spawn(work, reply)
+
+    async def _on_vary(self, ack: Any, body: Json) -> None:
+        await ack()
+        job_id, reply, _ = self._button(body)
+
+        async def work() -> None:
+            self._check_allowed(reply.channel)
+            requester = await self._requester(reply, body)
+            await self._run(Vary(requester, job_id), reply)
+
+        self._spawn(work, reply)
+
+    async def _on_cancel(self, ack: Any, body: Json) -> None:
+        await ack()
+        job_id, button, message = self._button(body)
+        # Answer where the button is (the placeholder's own place), not inside its thread.
+        reply = Reply(button.user, button.channel, message.get("thread_ts"), button.response_url)
+
+        async def work() -> None:
+            requester = await self._requester(reply, body)
+            job = await self.service.get_job(job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            # Only someone else's job needs the users.info look-up.
+            admin = job.requester.key != requester.key and await self._is_admin(reply.user)
+            answer = await self.service.cancel(job_id, requester, admin=admin)
+            if answer:
+                await self._tell(reply, answer)
 
         self._spawn(work, reply)
 

@@ -144,7 +144,7 @@ class SlackPresenter:
         self.job_id, self.user, self.prompt = view.job_id, view.requester.user_id, view.prompt
         state = texts.queued(view.position)
         text = self._headline(state)
-        posted = await self._post(text, blocks.progress_blocks(text, None))
+        posted = await self._post(text, blocks.progress_blocks(text, None, self.job_id))
         self.ts = str(posted["ts"])
         self._shown_state = state
         self._posted_at = asyncio.get_running_loop().time()
@@ -243,7 +243,7 @@ class SlackPresenter:
             state = self._state(view) or self._shown_state
             text = self._headline(state)
             self.progress_calls += 1
-            await self._update(text, blocks.progress_blocks(text, self.preview_file))
+            await self._update(text, blocks.progress_blocks(text, self.preview_file, self.job_id))
         self._shown_state = state
         return True
 
@@ -397,16 +397,21 @@ class SlackPresenter:
             logger.warning("couldn't show job %s without its images: %s", result.job_id, exc)
 
     async def show_failure(self, failure: Failure, view: JobView) -> None:
-        """Close the placeholder (if any) with the job's state; tell the user why."""
+        """Close the placeholder (if any) with the job's state, its Cancel button gone; tell the
+        user why (an interruption or a cancellation is told on the placeholder, for everyone)."""
         self.prompt, self.user = view.prompt, view.requester.user_id
+        shown = False
         if self.ts is not None and not self._final:
             text = self._headline(failure.state)
             try:
+                # Not best effort: this edit waits for its turn and outlasts 429s.
                 await self._update(text, blocks.progress_blocks(text, None))
+                shown = True
             except SlackApiError as exc:
                 logger.warning("couldn't update placeholder of job %s: %s", self.job_id, exc)
         await self._delete_previews()
-        await tell(self.client, self.reply, failure.message)
+        if not (shown and failure.in_place):
+            await tell(self.client, self.reply, failure.message)
 
 
 def _details(result: JobResult) -> str:

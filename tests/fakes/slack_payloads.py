@@ -88,7 +88,15 @@ class SlackPayloads(SlackWorkspace):
     def block_action_payload(
         self, user: str, channel: str, message: dict[str, Any], action_id: str, value: str
     ) -> dict[str, Any]:
-        """A ``block_actions`` payload for a button click on ``message``."""
+        """A ``block_actions`` payload for a button click on ``message``.
+
+        A message with blocks must carry that button (action_id and value): Slack can only send
+        a click on a button people see. A message without blocks stands for an old message the
+        bot no longer knows.
+        """
+        block_id, label = "imagine_actions", action_id
+        if message.get("blocks"):
+            block_id, label = _button_on(message, action_id, value)
         return {
             "type": "block_actions",
             "user": self.user_ref(user),
@@ -109,7 +117,8 @@ class SlackPayloads(SlackWorkspace):
                 {
                     "type": "button",
                     "action_id": action_id,
-                    "block_id": "imagine_actions",
+                    "block_id": block_id,
+                    "text": {"type": "plain_text", "text": label},
                     "value": value,
                     "action_ts": self._new_ts(),
                 }
@@ -173,3 +182,20 @@ def _check_typed(view: dict[str, Any], values: dict[str, dict[str, Any]]) -> Non
         most = min(int(element.get("max_length", _INPUT_MOST)), _INPUT_MOST)
         if len(value) > most:
             raise ValueError(f"Slack won't submit {len(value)} characters here (max {most})")
+
+
+def _button_on(message: dict[str, Any], action_id: str, value: str) -> tuple[str, str]:
+    """The block id and label of the button ``action_id`` with ``value`` on ``message``."""
+    for block in message.get("blocks") or []:
+        if block.get("type") != "actions":
+            continue
+        for element in block.get("elements") or []:
+            if element.get("action_id") == action_id and element.get("value") == value:
+                return str(block.get("block_id") or ""), str(element["text"]["text"])
+    shown = [
+        (e.get("action_id"), e.get("value"))
+        for b in message.get("blocks") or []
+        if b.get("type") == "actions"
+        for e in b.get("elements") or []
+    ]
+    raise ValueError(f"no button {action_id}={value!r} on this message; it shows {shown}")

@@ -56,7 +56,7 @@ async def test_slash_command_posts_placeholder_then_uploads_into_its_thread(
     image = next(b for b in blocks if b["type"] == "image")
     assert image["slack_file"]["id"] == upload.file_id
     actions = next(b for b in blocks if b["type"] == "actions")["elements"]
-    assert [a["text"]["text"] for a in actions] == ["Regenerate", "Edit", "Delete"]
+    assert [a["text"]["text"] for a in actions] == ["Regenerate", "Vary", "Edit", "Delete"]
     job_id = actions[0]["value"]
     assert {a["value"] for a in actions} == {job_id}
     assert job_id in final[0].args["blocks"][2]["elements"][0]["text"]
