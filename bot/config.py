@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.errors import ConfigError
@@ -69,6 +77,26 @@ def parse_rules(text: str | None, *, whole: bool) -> tuple[WindowRule, ...]:
             raise ValueError(f"{part.strip()!r} must be above zero")
         rules.append(WindowRule(amount, WINDOW_SECONDS[unit], unit))
     return tuple(rules)
+
+
+_PROMPT_PRICE_EXAMPLE = "IMAGINE_PROMPT_PRICE=0.40,1.60 (input,output dollars per million tokens)"
+
+
+def parse_prompt_price(text: str) -> tuple[float, float]:
+    """Parse ``'0.40,1.60'`` into (input, output) dollars per million tokens."""
+    parts = [part.strip().removeprefix("$") for part in text.split(",")]
+    try:
+        values = tuple(float(part) for part in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 2 or not all(math.isfinite(v) for v in values):
+        raise ValueError(
+            f"can't read {text.strip()!r}; write two prices, input then output, in dollars per "
+            "million tokens, like 0.40,1.60"
+        )
+    if min(values) < 0:
+        raise ValueError(f"{text.strip()!r} has a price below zero; write it like 0.40,1.60")
+    return values[0], values[1]
 
 
 def _split_list(value: object) -> object:
@@ -350,6 +378,38 @@ class Settings(BaseSettings):
         if problem:
             raise ValueError(problem)
         return value
+
+    @field_validator("imagine_prompt_model", mode="before")
+    @classmethod
+    def _check_prompt_model(cls, value: object) -> object:
+        # "IMAGINE_PROMPT_MODEL=" in .env turns prompt help off
+        value = _strip(value)
+        if isinstance(value, str) and token_problem(value):
+            raise ValueError(
+                "has a space or control character; write a chat model name like gpt-4.1-mini"
+            )
+        return value
+
+    @field_validator("imagine_prompt_price", mode="before")
+    @classmethod
+    def _check_prompt_price(cls, value: object) -> object:
+        value = _strip(value)
+        if isinstance(value, str):
+            parse_prompt_price(value)
+        return value
+
+    @model_validator(mode="after")
+    def _prompt_model_needs_price(self) -> Settings:
+        # A ConfigError passes through pydantic untouched, so it names the missing variable
+        # (a ValueError here would be reported against the settings as a whole).
+        if self.imagine_prompt_model is not None and self.imagine_prompt_price is None:
+            raise ConfigError(
+                "IMAGINE_PROMPT_PRICE",
+                f"not set, but IMAGINE_PROMPT_MODEL={self.imagine_prompt_model} needs its price "
+                f"to count what prompt help spends; add a line like {_PROMPT_PRICE_EXAMPLE}, "
+                "or empty IMAGINE_PROMPT_MODEL to turn prompt help off",
+            )
+        return self
 
     # --- derived ------------------------------------------------------------------------
     @property

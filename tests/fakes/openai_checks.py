@@ -19,6 +19,8 @@ from PIL import Image
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "contracts" / "openai_images_schema.json"
 SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
+CHAT_SCHEMA_PATH = SCHEMA_PATH.with_name("openai_chat_schema.json")
+CHAT_SCHEMA: dict[str, Any] = json.loads(CHAT_SCHEMA_PATH.read_text())
 _FORMAT_CHECKER = jsonschema.Draft202012Validator.FORMAT_CHECKER
 
 STANDARD_SIZES = frozenset({"1024x1024", "1536x1024", "1024x1536"})
@@ -32,6 +34,29 @@ def schema_validator(name: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(
         {"$ref": f"#/$defs/{name}", "$defs": SCHEMA["$defs"]}, format_checker=_FORMAT_CHECKER
     )
+
+
+def chat_validator(name: str) -> jsonschema.Draft202012Validator:
+    """A validator for one ``$defs`` entry of the Chat Completions contract schema."""
+    return jsonschema.Draft202012Validator(
+        {"$ref": f"#/$defs/{name}", "$defs": CHAT_SCHEMA["$defs"]}, format_checker=_FORMAT_CHECKER
+    )
+
+
+def _properties(name: str) -> set[str]:
+    """Every property a schema (with its ``allOf`` parts) declares."""
+    node = CHAT_SCHEMA["$defs"][name]
+    found = set(node.get("properties", {}))
+    for part in node.get("allOf", []):
+        ref = part.get("$ref", "")
+        if ref:
+            found |= _properties(ref.removeprefix("#/$defs/"))
+        else:
+            found |= set(part.get("properties", {}))
+    return found
+
+
+CHAT_PARAMETERS = frozenset(_properties("CreateChatCompletionRequest"))
 
 
 @dataclass
@@ -57,6 +82,7 @@ class RecordedRequest:
     problems: list[str] = field(default_factory=list)
     status: int | None = None
     fault: str | None = None
+    answer: dict[str, Any] | None = None  # the JSON the fake answered with, when it did
 
 
 class Problem(Exception):
@@ -205,3 +231,22 @@ def check_body(body: dict[str, Any], rec: RecordedRequest, is_edit: bool) -> Non
         rec.problems.append(why)
     if plain.get("partial_images") and not plain.get("stream"):
         rec.problems.append("partial_images without stream=true does nothing")
+
+
+def check_chat_body(body: dict[str, Any], rec: RecordedRequest) -> None:
+    """Note every way a chat completion request breaks the schema or the API's other rules."""
+    validator = chat_validator("CreateChatCompletionRequest")
+    for err in validator.iter_errors(body):
+        rec.problems.append(f"schema: {'/'.join(map(str, err.path)) or '(body)'}: {err.message}")
+    for key in sorted(set(body) - CHAT_PARAMETERS):
+        rec.problems.append(f"Unrecognized request argument supplied: {key}")
+    if "max_tokens" in body:
+        # reasoning models refuse it: "Unsupported parameter: 'max_tokens' ..."
+        rec.problems.append("max_tokens is deprecated; use max_completion_tokens")
+    if body.get("stream") is True:
+        rec.problems.append("this fake answers chat completions without streaming only")
+    messages = body.get("messages")
+    if isinstance(messages, list) and not any(
+        isinstance(m, dict) and m.get("role") == "user" for m in messages
+    ):
+        rec.problems.append("no user message: there is nothing to answer")

@@ -3,6 +3,7 @@
 Requests are validated against OpenAI's published schema (tests/contracts) plus the rules the
 schema cannot express; invalid ones get a 400 like the real API and fail the test at teardown.
 Answers carry real images of the asked size and format, real SSE streams and injectable faults.
+It also answers Chat Completions (prompt help) with a deterministic rewrite: see ``chat_reply``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -20,12 +22,16 @@ import pytest_asyncio
 from aiohttp import web
 
 from tests.fakes.openai_checks import (
+    CHAT_SCHEMA,
+    CHAT_SCHEMA_PATH,
     SCHEMA,
     SCHEMA_PATH,
     Problem,
     RecordedFile,
     RecordedRequest,
+    chat_validator,
     check_body,
+    check_chat_body,
     read_edit,
     read_json,
     schema_validator,
@@ -37,6 +43,9 @@ from tests.fakes.openai_render import b64, image_result, output_tokens, render_i
 pytest_plugins = ["tests.fakes.openai_client"]
 
 __all__ = [
+    "CHAT_FAULTS",
+    "CHAT_SCHEMA",
+    "CHAT_SCHEMA_PATH",
     "FAULTS",
     "SCHEMA",
     "SCHEMA_PATH",
@@ -44,6 +53,8 @@ __all__ = [
     "RecordedFile",
     "RecordedRequest",
     "assert_all_valid",
+    "chat_reply",
+    "chat_validator",
     "openai_fake",
     "output_tokens",
     "render_image",
@@ -70,6 +81,9 @@ _BAD_KEY = (
     "https://platform.openai.com/account/api-keys."
 )
 _ENDPOINTS = ("/v1/images/generations", "/v1/images/edits")
+_CHAT_ENDPOINT = "/v1/chat/completions"
+_NO_MODEL = "The model `{model}` does not exist or you do not have access to it."
+_REFUSAL = "I'm sorry, but I can't help with that."
 _NO_INPUT = {"text_tokens": 0, "image_tokens": 0}
 FAULTS = frozenset(_ERROR_FAULTS) | {
     "timeout",
@@ -79,6 +93,90 @@ FAULTS = frozenset(_ERROR_FAULTS) | {
     "stream_error",
     "stream_garbled",
 }
+# Chat Completions faults: the error ones answer like the images endpoints (plus a 404 for an
+# unknown model); empty_content, refusal and no_usage answer 200 with that kind of completion.
+CHAT_FAULTS = (frozenset(_ERROR_FAULTS) - {"moderation_blocked"}) | {
+    "model_not_found",
+    "timeout",
+    "malformed_json",
+    "stream_cut",
+    "empty_content",
+    "refusal",
+    "no_usage",
+}
+
+
+def chat_reply(prompt: str) -> str:
+    """The rewrite the fake answers for a user message ``prompt``."""
+    return f"A detailed illustration of {prompt}, soft light, muted palette"
+
+
+def _text(content: Any) -> str:
+    """A message's text, whether a string or a list of content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def _tokens(text: str) -> int:
+    return math.ceil(len(text) / 4)
+
+
+def _completion(body: dict[str, Any], fault: str | None) -> dict[str, Any]:
+    """A ``chat.completion`` answering the last user message, shaped by a content fault."""
+    messages = [m for m in body["messages"] if isinstance(m, dict)]
+    users = [m for m in messages if m.get("role") == "user"]
+    reply: str | None = chat_reply(_text(users[-1].get("content")))
+    prompt_tokens = sum(_tokens(_text(m.get("content"))) + 4 for m in messages) + 3
+    completion_tokens = _tokens(reply or "")
+    cap = body.get("max_completion_tokens")
+    finish = "stop"
+    if isinstance(cap, int) and completion_tokens > cap:
+        reply, completion_tokens, finish = (reply or "")[: cap * 4], cap, "length"
+    refusal = None
+    if fault == "empty_content":
+        reply, completion_tokens = "", 0
+    elif fault == "refusal":
+        reply, refusal = None, _REFUSAL
+        completion_tokens = _tokens(_REFUSAL)
+    answer: dict[str, Any] = {
+        "id": f"chatcmpl-{secrets.token_hex(12)}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body["model"],
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": reply,
+                    "refusal": refusal,
+                    "annotations": [],
+                },
+                "logprobs": None,
+                "finish_reason": finish,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        },
+        "service_tier": "default",
+        "system_fingerprint": "fp_fake",
+    }
+    if fault == "no_usage":
+        del answer["usage"]
+    return answer
 
 
 def _request_id() -> str:
@@ -124,12 +222,15 @@ def _error(
 
 
 class FakeOpenAI:
-    """The fake server; ``requests`` lists every request to /v1/images/*."""
+    """The fake server; ``requests`` lists every request to /v1/images/* (and any unknown
+    path), ``chat_requests`` every POST to /v1/chat/completions.
+    """
 
     def __init__(self) -> None:
         self.api_key = "sk-test"
         self.base_url = ""
         self.requests: list[RecordedRequest] = []
+        self.chat_requests: list[RecordedRequest] = []
         self.latency = 0.0
         self.noise = False
         self.expect_invalid = False
@@ -139,7 +240,11 @@ class FakeOpenAI:
         # when set, streams pause after their previews until the event is set (or the server
         # closes): proves a client reads previews while the answer is still open
         self.completion_gate: asyncio.Event | None = None
+        # when set, every valid chat completion waits for it (or the server closing); latency
+        # and answer_gate are for images only
+        self.chat_gate: asyncio.Event | None = None
         self._faults: list[tuple[str, dict[str, Any]]] = []
+        self._chat_faults: list[tuple[str, dict[str, Any]]] = []
         self._runner: web.AppRunner | None = None
         self._closed = asyncio.Event()
         self._changed = asyncio.Event()
@@ -163,18 +268,33 @@ class FakeOpenAI:
             raise ValueError(f"unknown fault {fault!r}; use one of {sorted(FAULTS)}")
         self._faults.extend((fault, params) for _ in range(times))
 
+    def fail_next_chat(self, fault: str, *, times: int = 1, **params: Any) -> None:
+        """Answer the next ``times`` valid chat completions with ``fault`` (see CHAT_FAULTS).
+
+        Image requests never take these, nor chat completions those of ``fail_next``. The
+        error faults take ``status`` and ``message``; rate_limit ``retry_after`` and
+        ``retry_after_ms``; timeout ``seconds``; stream_cut drops the connection mid-body.
+        """
+        if fault not in CHAT_FAULTS:
+            raise ValueError(f"unknown chat fault {fault!r}; use one of {sorted(CHAT_FAULTS)}")
+        self._chat_faults.extend((fault, params) for _ in range(times))
+
     async def wait_for(
         self,
         predicate: Callable[[RecordedRequest], bool] | None = None,
         *,
         count: int = 1,
         timeout: float = 5.0,  # noqa: ASYNC109 - the fixture's published signature
+        chat: bool = False,
     ) -> list[RecordedRequest]:
-        """Wait until ``count`` recorded requests match ``predicate``; return those matching."""
+        """Wait until ``count`` recorded requests (chat completions with ``chat``) match
+        ``predicate``; return those matching.
+        """
 
         async def matching() -> list[RecordedRequest]:
             while True:
-                found = [r for r in self.requests if predicate is None or predicate(r)]
+                recorded = self.chat_requests if chat else self.requests
+                found = [r for r in recorded if predicate is None or predicate(r)]
                 if len(found) >= count:
                     return found
                 self._changed.clear()
@@ -196,7 +316,7 @@ class FakeOpenAI:
     async def close(self) -> None:
         """Stop the server, releasing any held ("timeout") responses."""
         self._closed.set()
-        for gate in (self.answer_gate, self.completion_gate):
+        for gate in (self.answer_gate, self.completion_gate, self.chat_gate):
             if gate is not None:
                 gate.set()
         if self._runner is not None:
@@ -206,10 +326,13 @@ class FakeOpenAI:
     @property
     def problems(self) -> list[str]:
         """Every problem found in any request, prefixed with its path."""
-        return [f"{r.path}: {p}" for r in self.requests for p in r.problems]
+        recorded = self.requests + self.chat_requests
+        return [f"{r.path}: {p}" for r in recorded for p in r.problems]
 
     # --- handling ------------------------------------------------------------------------
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "POST" and request.path == _CHAT_ENDPOINT:
+            return await self._chat(request)
         rec = RecordedRequest(
             method=request.method,
             path=request.path,
@@ -263,6 +386,53 @@ class FakeOpenAI:
         if body.get("stream") is True:
             return await self._stream(request, body)
         return self._json_answer(await asyncio.to_thread(image_result, body, is_edit, self.noise))
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        rec = RecordedRequest(
+            method=request.method,
+            path=request.path,
+            headers={k.lower(): v for k, v in request.headers.items()},
+        )
+        body: dict[str, Any] | None = None
+        try:
+            body = await read_json(request, rec)
+        except Problem as exc:
+            rec.problems.append(str(exc))
+        self.chat_requests.append(rec)
+        self._changed.set()
+        response = await self._chat_answer(request, rec, body)
+        rec.status = response.status
+        self._changed.set()
+        return response
+
+    async def _chat_answer(
+        self, request: web.Request, rec: RecordedRequest, body: dict[str, Any] | None
+    ) -> web.StreamResponse:
+        auth = rec.headers.get("authorization", "")
+        if auth != f"Bearer {self.api_key}":
+            message = _BAD_KEY.format(shown=_masked(auth.removeprefix("Bearer ")))
+            return _error(401, message, "invalid_request_error", "invalid_api_key")
+        if body is not None:
+            check_chat_body(body, rec)
+        if rec.problems or body is None:
+            return _error(400, "; ".join(rec.problems), "invalid_request_error", "invalid_value")
+        if self.chat_gate is not None:
+            await self.chat_gate.wait()
+        fault: str | None = None
+        if self._chat_faults:
+            fault, params = self._chat_faults.pop(0)
+            rec.fault = fault
+            if fault == "model_not_found":
+                message = params.get("message", _NO_MODEL.format(model=body["model"]))
+                status = int(params.get("status", 404))
+                return _error(status, message, "invalid_request_error", "model_not_found")
+            if fault not in ("empty_content", "refusal", "no_usage"):
+                answer = await self._fault(request, fault, params, body)
+                if answer is not None:
+                    return answer
+                fault = None  # a timeout that ended answers normally
+        rec.answer = _completion(body, fault)
+        return web.json_response(rec.answer, headers={"x-request-id": _request_id()})
 
     # --- answers -------------------------------------------------------------------------
     @staticmethod
