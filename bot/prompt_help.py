@@ -1,6 +1,6 @@
-"""Prompt help: a chat model rewrites a terse image prompt into the descriptive style gpt-image-2
-rewards (OpenAI Chat Completions over httpx, with the image client's headers and retries).
-"""
+"""Prompt help: a chat model rewrites a terse prompt in the style gpt-image-2 rewards."""
+
+# OpenAI Chat Completions over httpx, with the image client's headers, timeouts and retries.
 
 from __future__ import annotations
 
@@ -122,10 +122,7 @@ class PromptHelpMisconfigured(ProviderMisconfigured):
 
 
 class EmptyRewrite(PromptHelpUnavailable):
-    """The model answered but gave no prompt (empty, refused or filtered); it was still billed.
-
-    ``cost_usd`` and ``usage`` are what the answer cost, for the spend records.
-    """
+    """The model answered without a prompt (``reason``); ``cost_usd`` was billed all the same."""
 
     def __init__(self, reason: str, *, cost_usd: float, usage: ChatUsage) -> None:
         super().__init__(f"the chat model gave no rewrite ({reason})")
@@ -249,10 +246,7 @@ class PromptHelper:
     async def enhance(
         self, prompt: str, *, after_block: bool = False, safety_identifier: str | None = None
     ) -> Enhanced:
-        """The rewritten prompt and its cost; raises UserFacingError (see the classes above).
-
-        ``safety_identifier`` is a stable hashed id of the requester, for OpenAI's abuse checks.
-        """
+        """The rewrite and its cost; ``safety_identifier`` is a hashed requester id for OpenAI."""
         if not prompt.strip():
             raise InvalidRequest("Write a prompt first, then ask for help with it.", param="prompt")
         body: dict[str, Any] = {

@@ -222,9 +222,7 @@ def _error(
 
 
 class FakeOpenAI:
-    """The fake server; ``requests`` lists every request to /v1/images/* (and any unknown
-    path), ``chat_requests`` every POST to /v1/chat/completions.
-    """
+    """The fake server; ``requests`` lists image requests, ``chat_requests`` chat completions."""
 
     def __init__(self) -> None:
         self.api_key = "sk-test"
@@ -287,9 +285,7 @@ class FakeOpenAI:
         timeout: float = 5.0,  # noqa: ASYNC109 - the fixture's published signature
         chat: bool = False,
     ) -> list[RecordedRequest]:
-        """Wait until ``count`` recorded requests (chat completions with ``chat``) match
-        ``predicate``; return those matching.
-        """
+        """Wait until ``count`` recorded requests (``chat``: completions) match; return them."""
 
         async def matching() -> list[RecordedRequest]:
             while True:
