@@ -35,8 +35,7 @@ def headline(user_id: str, prompt: str, state: str) -> str:
 def progress_blocks(
     text: str, preview_file_id: str | None, cancel_job_id: str | None = None
 ) -> list[Block]:
-    """The placeholder, with the newest preview when there is one and, while the job can still
-    be stopped, its Cancel button (``cancel_job_id``)."""
+    """The placeholder, with the newest preview and (while the job can stop) its Cancel button."""
     blocks: list[Block] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
     if preview_file_id:
         blocks.append(_image(preview_file_id, "Preview of the image being made"))

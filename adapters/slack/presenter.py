@@ -397,8 +397,8 @@ class SlackPresenter:
             logger.warning("couldn't show job %s without its images: %s", result.job_id, exc)
 
     async def show_failure(self, failure: Failure, view: JobView) -> None:
-        """Close the placeholder (if any) with the job's state, its Cancel button gone; tell the
-        user why (an interruption or a cancellation is told on the placeholder, for everyone)."""
+        """Close the placeholder (if any) with the job's state and no buttons; tell the user why."""
+        # An interruption or a cancellation is told on the placeholder, for everyone to see.
         self.prompt, self.user = view.prompt, view.requester.user_id
         shown = False
         if self.ts is not None and not self._final:
