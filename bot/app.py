@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from bot.config import Settings
-from bot.pricing import is_priced
+from bot.errors import ConfigError
+from bot.pricing import Prices, unpriced_problem, use_prices
 from bot.provider import ImageProvider, OpenAIImages
 from bot.service import ImageService
 from bot.store import Store
-
-logger = logging.getLogger("bot.app")
 
 
 @dataclass
@@ -39,13 +37,13 @@ async def build(settings: Settings, *, provider: ImageProvider | None = None) ->
     """Open the store and connect the real parts (or the given provider)."""
     if provider is None:
         settings.require_openai_key()
-    if not is_priced(settings.imagine_model):
-        # Budgets and the usage report would silently use another model's prices.
-        logger.warning(
-            "IMAGINE_MODEL=%s has no known prices; costs and budgets are counted at "
-            "gpt-image-2's prices",
-            settings.imagine_model,
-        )
+    prices = Prices.parse(settings.imagine_prices)
+    # Settings refuse an unpriced model already; settings copied with a changed model are not
+    # validated again, and budgets would then silently count another model's prices.
+    problem = unpriced_problem(settings.imagine_model, prices)
+    if problem is not None:
+        raise ConfigError("IMAGINE_MODEL", problem)
+    use_prices(prices)
     store = await Store.open(settings.database_path)
     try:
         chosen = provider if provider is not None else OpenAIImages.from_settings(settings)

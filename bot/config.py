@@ -20,6 +20,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.errors import ConfigError
+from bot.pricing import Prices, parse_prices, unpriced_problem
 from bot.sizes import size_problem
 
 WINDOW_SECONDS = {
@@ -325,6 +326,23 @@ class Settings(BaseSettings):
             )
         # OpenAI's model names are lower case; a proxy's own names are kept as written
         return value.lower() if value.lower().startswith("gpt-image") else value
+
+    @field_validator("imagine_prices", mode="before")
+    @classmethod
+    def _check_prices(cls, value: object) -> object:
+        value = _strip(value)
+        if isinstance(value, str):
+            parse_prices(value)
+        return value
+
+    @model_validator(mode="after")
+    def _model_needs_price(self) -> Settings:
+        # Without a price, budgets and the usage report would count another model's prices.
+        # A ConfigError passes through pydantic untouched, so it names IMAGINE_MODEL.
+        problem = unpriced_problem(self.imagine_model, Prices.parse(self.imagine_prices))
+        if problem is not None:
+            raise ConfigError("IMAGINE_MODEL", problem)
+        return self
 
     @field_validator(
         "imagine_user_limit", "imagine_channel_limit", "imagine_team_limit", "imagine_total_limit"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from bot.models import ImageOptions, Usage
 
@@ -19,11 +22,13 @@ class Price:
     image_out: float
 
 
-PRICES: dict[str, Price] = {
-    "gpt-image-2": Price(5.0, 1.25, 8.0, 2.0, 30.0),
-    "gpt-image-1-mini": Price(2.0, 0.20, 2.50, 0.25, 8.0),
-    "gpt-image-1": Price(5.0, 1.25, 10.0, 2.50, 40.0),
-}
+PRICES: Mapping[str, Price] = MappingProxyType(
+    {
+        "gpt-image-2": Price(5.0, 1.25, 8.0, 2.0, 30.0),
+        "gpt-image-1-mini": Price(2.0, 0.20, 2.50, 0.25, 8.0),
+        "gpt-image-1": Price(5.0, 1.25, 10.0, 2.50, 40.0),
+    }
+)
 
 # gpt-image-1 / -mini output tokens per image by quality for 1024², 1024x1536, 1536x1024.
 _GPT_IMAGE_1_TOKENS = {
@@ -36,23 +41,124 @@ QUALITIES = ("low", "medium", "high")  # cheapest first
 STANDARD_SIZES = ("1024x1024", "1536x1024", "1024x1536")
 _PARTIAL_IMAGE_TOKENS = 100
 _SOURCE_IMAGE_TOKENS = 1_600  # a rough allowance per input image, only for reservations
+_CACHED_SHARE = 0.25  # what a configured model's cached input costs, as OpenAI bills its own
+
+PRICES_EXAMPLE = "my-model=5,8,30"
+_PRICES_FORMAT = (
+    "write model=text_in,image_in,image_out in dollars per million tokens, several separated "
+    f"by ';', like IMAGINE_PRICES={PRICES_EXAMPLE}"
+)
+# Printable ASCII without spaces, as IMAGINE_MODEL accepts.
+_MODEL_NAME = re.compile(r"^[\x21-\x7e]+$")
 
 
-def _priced_name(model: str) -> str | None:
-    for name in sorted(PRICES, key=len, reverse=True):
-        if model == name or model.startswith(name + "-"):
-            return name
-    return None
+def model_name(text: str) -> str:
+    """A model name as IMAGINE_MODEL reads it: OpenAI's own names in lower case."""
+    text = text.strip()
+    return text.lower() if text.lower().startswith("gpt-image") else text
+
+
+def parse_prices(text: str | None) -> dict[str, Price]:
+    """Parse ``'my-model=5,8,30; other=1,2,3'`` (dollars per million tokens) into price rows."""
+    rows: dict[str, Price] = {}
+    for entry in (text or "").split(";"):
+        if not entry.strip():
+            continue  # a trailing or doubled ';'
+        name_text, equals, numbers_text = entry.partition("=")
+        name = model_name(name_text)
+        if not equals or not _MODEL_NAME.match(name):
+            raise ValueError(f"can't read {entry.strip()!r}; {_PRICES_FORMAT}")
+        parts = [part.strip().removeprefix("$") for part in numbers_text.split(",")]
+        try:
+            numbers = [float(part) for part in parts]
+        except ValueError:
+            numbers = []
+        if len(numbers) != 3 or not all(math.isfinite(number) for number in numbers):
+            raise ValueError(
+                f"can't read the prices of {name!r} ({numbers_text.strip()!r}); give three "
+                "numbers, text_in,image_in,image_out in dollars per million tokens, like "
+                f"IMAGINE_PRICES={PRICES_EXAMPLE}"
+            )
+        if min(numbers) < 0:
+            raise ValueError(
+                f"{name!r} has a price below zero; write it like IMAGINE_PRICES={PRICES_EXAMPLE}"
+            )
+        if name in rows:
+            raise ValueError(
+                f"{name!r} is priced twice; keep one entry, like IMAGINE_PRICES={PRICES_EXAMPLE}"
+            )
+        text_in, image_in, image_out = numbers
+        rows[name] = Price(
+            text_in, text_in * _CACHED_SHARE, image_in, image_in * _CACHED_SHARE, image_out
+        )
+    return rows
+
+
+class Prices:
+    """The price rows costs are counted with: the built-in ones and those of IMAGINE_PRICES."""
+
+    def __init__(self, configured: Mapping[str, Price] | None = None) -> None:
+        # A configured row replaces a built-in one of the same name.
+        self._rows = {**PRICES, **(configured or {})}
+        # The longest name first, so "gpt-image-1-mini" is not read as a gpt-image-1 snapshot.
+        self._names = sorted(self._rows, key=len, reverse=True)
+
+    @classmethod
+    def parse(cls, text: str | None) -> Prices:
+        """The built-in rows plus those written in IMAGINE_PRICES' syntax."""
+        return cls(parse_prices(text))
+
+    def find(self, model: str) -> Price | None:
+        """The row of a model or of the model a snapshot (``name-2026-01-01``) belongs to."""
+        for name in self._names:
+            if model == name or model.startswith(name + "-"):
+                return self._rows[name]
+        return None
+
+    def is_priced(self, model: str) -> bool:
+        """True when the model or the model its snapshot belongs to has a row."""
+        return self.find(model) is not None
+
+    def price_for(self, model: str) -> Price:
+        """The model's row (an unknown model bills as gpt-image-2)."""
+        return self.find(model) or PRICES["gpt-image-2"]
+
+
+# The costs of every job in the process are counted with one table, installed at start-up
+# (by load_settings and build) before any job runs; the service and the fitting of offers look
+# prices up by model name, so the table is not passed along with each request.
+_active = Prices()
+
+
+def use_prices(prices: Prices) -> None:
+    """Count every cost from now on with ``prices``."""
+    global _active
+    _active = prices
+
+
+def active_prices() -> Prices:
+    """The table costs are counted with."""
+    return _active
+
+
+def unpriced_problem(model: str, prices: Prices) -> str | None:
+    """Why ``model`` can't be counted (the fix included), or None when it has a price."""
+    if prices.is_priced(model):
+        return None
+    return (
+        f"no price is known for {model!r}; add it to IMAGINE_PRICES as "
+        f"{model}=text_in,image_in,image_out (dollars per million tokens)"
+    )
 
 
 def is_priced(model: str) -> bool:
     """True when the model (or the model a snapshot belongs to) has a price row."""
-    return _priced_name(model) is not None
+    return _active.is_priced(model)
 
 
 def price_for(model: str) -> Price:
     """The price row for a model or one of its snapshots (unknown models bill as gpt-image-2)."""
-    return PRICES[_priced_name(model) or "gpt-image-2"]
+    return _active.price_for(model)
 
 
 def cost_from_usage(model: str, usage: Usage) -> float:
@@ -79,6 +185,12 @@ def reserved_quality(quality: str) -> str:
     return quality if quality in QUALITIES else "high"
 
 
+def _counts_like_gpt_image_1(model: str) -> bool:
+    # gpt-image-1 and -mini (and their snapshots) publish a table; any other model, whatever its
+    # price, is reserved with gpt-image-2's formula.
+    return model == "gpt-image-1" or model.startswith("gpt-image-1-")
+
+
 def output_tokens_per_image(model: str, size: str, quality: str) -> int:
     """Estimated output tokens for one image ("auto" reserves the priciest outcome)."""
     quality = reserved_quality(quality)
@@ -87,7 +199,7 @@ def output_tokens_per_image(model: str, size: str, quality: str) -> int:
         return max(output_tokens_per_image(model, s, quality) for s in STANDARD_SIZES)
     width_text, height_text = size.split("x", 1)
     width, height = int(width_text), int(height_text)
-    if price_for(model) is PRICES["gpt-image-2"]:
+    if not _counts_like_gpt_image_1(model):
         factor = _GPT_IMAGE_2_FACTOR[quality]
         short, long = sorted((width, height))
         steps = (2 * factor * short + long) // (2 * long)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
 
 from bot.app import build
 from bot.config import Settings
+from bot.errors import ConfigError
 from bot.models import ImageOptions, Usage
 from bot.pricing import (
     STANDARD_SIZES,
@@ -106,21 +106,17 @@ def test_auto_size_reserves_at_least_any_standard_size_it_may_pick(
 
 
 @pytest.mark.parametrize(
-    ("model", "warned"),
+    ("model", "refused"),
     [("dall-e-3", True), ("gpt-image-1-2025-04-15", False), ("gpt-image-2", False)],
 )
-async def test_a_model_without_known_prices_is_warned_about_at_start(
-    model: str, warned: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture
+async def test_a_model_without_known_prices_is_refused_at_start(
+    model: str, refused: bool, tmp_path: Path
 ) -> None:
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, openai_api_key="sk-test", imagine_model=model, imagine_data_dir=tmp_path
-    )
-    with caplog.at_level(logging.WARNING, logger="bot.app"):
-        app = await build(settings)
+    # Budgets and the usage report would otherwise count another model's prices.
+    values = {"openai_api_key": "sk-test", "imagine_model": model, "imagine_data_dir": tmp_path}
+    if refused:
+        with pytest.raises(ConfigError, match=rf"^IMAGINE_MODEL: no price is known for '{model}'"):
+            Settings(_env_file=None, **values)  # type: ignore[call-arg, arg-type]
+        return
+    app = await build(Settings(_env_file=None, **values))  # type: ignore[call-arg, arg-type]
     await app.aclose()
-    said = [r.getMessage() for r in caplog.records if r.name == "bot.app"]
-    expected = (
-        f"IMAGINE_MODEL={model} has no known prices; costs and budgets are counted at "
-        "gpt-image-2's prices"
-    )
-    assert said == ([expected] if warned else [])

@@ -214,7 +214,8 @@ def test_a_model_with_a_space_is_refused(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_model_names_are_read_like_openai_writes_them(monkeypatch: pytest.MonkeyPatch) -> None:
     assert loaded(monkeypatch, IMAGINE_MODEL=" GPT-Image-2\n").imagine_model == "gpt-image-2"
-    assert loaded(monkeypatch, IMAGINE_MODEL="MyProxyModel").imagine_model == "MyProxyModel"
+    proxy = loaded(monkeypatch, IMAGINE_MODEL="MyProxyModel", IMAGINE_PRICES="MyProxyModel=5,8,30")
+    assert proxy.imagine_model == "MyProxyModel"
 
 
 @pytest.mark.parametrize(
