@@ -10,10 +10,10 @@ from discord import app_commands
 
 from adapters.discord.files import remote, remote_all
 from adapters.discord.handlers import DiscordImagine, ref
-from adapters.discord.render import warning
+from adapters.discord.render import BUTTONS, RESULT_BUTTONS, job_button, warning
 from adapters.discord.spend import SPEND_COMMANDS
 from bot import texts
-from bot.commands import Command, Edit, Generate, Overrides, Regenerate, split_mask
+from bot.commands import Command, Edit, Generate, Overrides, Regenerate, Vary, split_mask
 
 JOB = r"(?P<job>[0-9a-z]{1,40})"
 EDIT_MODAL = re.compile(rf"^imagine:edit:{JOB}$")
@@ -31,27 +31,15 @@ def imagine_of(client: discord.Client) -> DiscordImagine:
     return found
 
 
-# --- buttons: the job id lives in the custom_id, so they work after a restart ------------------
-# The custom_id is "imagine:<key>:<job id>": keys must stay stable, or old buttons stop working.
-RESULT_BUTTONS = {
-    "regen": ("Regenerate", "🔁", discord.ButtonStyle.secondary),
-    "edit": ("Edit", "✏️", discord.ButtonStyle.secondary),
-    "delete": ("Delete", "🗑️", discord.ButtonStyle.danger),
-}
-
-
-class ResultButton(
+# --- buttons: the job id lives in the custom_id (see render.BUTTONS), so they work after a restart
+class JobButton(
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
-    template=rf"imagine:(?P<action>{'|'.join(RESULT_BUTTONS)}):{JOB}",
+    template=rf"imagine:(?P<action>{'|'.join(BUTTONS)}):{JOB}",
 ):
-    """One of the buttons under a result; ``action`` is a key of RESULT_BUTTONS."""
+    """A button under a result, or on a job still being made; ``action`` is a key of BUTTONS."""
 
     def __init__(self, action: str, job_id: str) -> None:
-        label, emoji, style = RESULT_BUTTONS[action]
-        custom_id = f"imagine:{action}:{job_id}"
-        super().__init__(
-            discord.ui.Button(label=label, emoji=emoji, style=style, custom_id=custom_id)
-        )
+        super().__init__(job_button(action, job_id))
         self.action = action
         self.job_id = job_id
 
@@ -62,30 +50,36 @@ class ResultButton(
         item: discord.ui.Item[Any],
         match: re.Match[str],
         /,
-    ) -> ResultButton:
+    ) -> JobButton:
         return cls(match["action"], match["job"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
         imagine, job_id = imagine_of(interaction.client), self.job_id
         if self.action == "delete":
             await imagine.delete(interaction, job_id)
-        elif self.action == "regen":
-            target = await imagine.begin(interaction, job_id=job_id)
+        elif self.action == "cancel":
+            await imagine.cancel(interaction, job_id)
+        elif self.action in ("regen", "vary"):
+            # A variation needs the result's image: a pruned one is refused before "thinking".
+            vary = self.action == "vary"
+            target = await imagine.begin(interaction, job_id=job_id, images=vary)
             if target is not None:
-                await imagine.run(target, Regenerate(target.requester, job_id))
+                who = target.requester
+                command: Command = Vary(who, job_id) if vary else Regenerate(who, job_id)
+                await imagine.run(target, command)
         # Asking for a prompt the bot can't use would waste the user's typing: check first.
         elif await imagine.job_or_refuse(interaction, job_id, images=True) is not None:
             await interaction.response.send_modal(PromptModal(f"imagine:edit:{job_id}"))
 
 
-DYNAMIC_ITEMS = (ResultButton,)
+DYNAMIC_ITEMS = (JobButton,)
 
 
 def result_view(job_id: str) -> discord.ui.View:
     """The buttons under a result."""
     view = discord.ui.View(timeout=None)
     for action in RESULT_BUTTONS:
-        view.add_item(ResultButton(action, job_id))
+        view.add_item(JobButton(action, job_id))
     # Stopped views are sent but not kept in memory: the dynamic item above answers the clicks.
     view.stop()
     return view

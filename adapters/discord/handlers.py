@@ -21,7 +21,7 @@ from adapters.discord.targets import (
 from bot import texts
 from bot.app import App
 from bot.commands import Command, Edit, MessageRef, RemoteFile, split_mask
-from bot.errors import JobNotFound
+from bot.errors import JobNotFound, UserFacingError
 from bot.models import JobRecord
 from bot.presenting import JobTasks, JobView, run_job
 
@@ -94,13 +94,17 @@ class DiscordImagine:
         return bool(names & self.allowed_channels)
 
     async def begin(
-        self, interaction: discord.Interaction, *, job_id: str | None = None
+        self, interaction: discord.Interaction, *, job_id: str | None = None, images: bool = False
     ) -> InteractionTarget | None:
-        """Refuse other channels (and a job the store lost), then acknowledge; None: stop."""
+        """Refuse other channels (and a job the store lost, or its ``images``), then acknowledge;
+        None: stop."""
         if not self.channel_allowed(interaction.channel):
             await interaction.response.send_message(warning(texts.NOT_HERE), ephemeral=True)
             return None
-        if job_id is not None and await self.job_or_refuse(interaction, job_id) is None:
+        if (
+            job_id is not None
+            and await self.job_or_refuse(interaction, job_id, images=images) is None
+        ):
             return None
         # Acknowledge before anything slow (downloads, the queue): Discord allows 3 seconds.
         try:
@@ -141,6 +145,24 @@ class DiscordImagine:
             # Two clicks at once, or a moderator was quicker: either way it is gone.
             with contextlib.suppress(discord.NotFound):
                 await interaction.message.delete()
+
+    async def cancel(self, interaction: discord.Interaction, job_id: str) -> None:
+        """✖: the requester or an admin stops a job still waiting or being made.
+
+        The job's own run then shows who cancelled it, on its message, for everyone; the clicker
+        only hears back (privately) when it could not be done.
+        """
+        permissions = interaction.permissions
+        admin = permissions.manage_messages or permissions.manage_guild
+        clicker = requester_of(interaction.user, interaction.channel_id)
+        try:
+            refusal = await self.service.cancel(job_id, clicker, admin=admin)
+        except UserFacingError as exc:
+            refusal = texts.refusal(exc, MARKUP)
+        if refusal:
+            await interaction.response.send_message(warning(refusal), ephemeral=True)
+        else:
+            await interaction.response.defer()
 
     async def edit_message_images(
         self, interaction: discord.Interaction, channel_id: int, message_id: int, prompt: str

@@ -99,9 +99,14 @@ class DiscordPresenter:
         self.target.on_posted = link
 
     async def show(self, view: JobView) -> bool:
-        """One progress edit (the newest preview, as a small JPEG, below the line)."""
+        """One progress edit (the newest preview, as a small JPEG, below the line), with Cancel.
+
+        The first one goes out as soon as the channel's budget allows, which for a quiet channel
+        is at once: an edit of its own on opening would spend that budget twice per job.
+        """
         files = [await preview_file(view.preview)] if view.preview is not None else []
-        await self.target.show(Display(render.status(view), files=files))
+        buttons = render.progress_view(view.job_id) if view.job_id is not None else None
+        await self.target.show(Display(render.status(view), files=files, view=buttons))
         return True
 
     async def show_result(self, result: JobResult, links: Links) -> None:
@@ -116,9 +121,14 @@ class DiscordPresenter:
             raise NotShown("lost_access", exc.text or f"HTTP {exc.status}") from exc
 
     async def show_failure(self, failure: Failure, view: JobView) -> None:
-        """An interruption in place; anything else privately where Discord allows it."""
+        """An interruption or a cancellation in place, for everyone (its Cancel button goes);
+        anything else privately where Discord allows it."""
         if failure.kind == "interrupted":
             await self.target.show(Display(render.interrupted(view.prompt)))
+            return
+        if failure.in_place:
+            shown = Display(render.ended(view.prompt, failure.message))
+            await until_landed(lambda: self.target.show(shown))
             return
         text = render.warning(failure.message)
         await until_landed(lambda: self.target.fail(text))

@@ -13,6 +13,20 @@ PROMPT_IN_EMBED = 300
 PROMPT_IN_STATUS = 150
 REQUESTED_BY = "Requested by"
 
+# A button's custom_id is "imagine:<key>:<job id>": the job lives in it, so a button works after a
+# restart, and the keys must stay stable or old buttons stop working. (label, emoji, style)
+ButtonLook = tuple[str, str, discord.ButtonStyle]
+RESULT_BUTTONS: dict[str, ButtonLook] = {
+    "regen": ("Regenerate", "🔁", discord.ButtonStyle.secondary),
+    "vary": ("Vary", "🔀", discord.ButtonStyle.secondary),
+    "edit": ("Edit", "✏️", discord.ButtonStyle.secondary),
+    "delete": ("Delete", "🗑️", discord.ButtonStyle.danger),
+}
+PROGRESS_BUTTONS: dict[str, ButtonLook] = {
+    "cancel": ("Cancel", "✖️", discord.ButtonStyle.secondary),
+}
+BUTTONS = {**RESULT_BUTTONS, **PROGRESS_BUTTONS}
+
 
 class DiscordMarkup:
     """``bot.texts.Markup`` for Discord: backticks, ``<t:N:R>`` timestamps, ``<@id>`` mentions."""
@@ -85,6 +99,29 @@ def status(view: JobView) -> str:
     else:
         line = "⏳ " + sentence(texts.PREPARING)
     return f"{quote(view.prompt)}\n{line}"
+
+
+def job_button(action: str, job_id: str) -> discord.ui.Button[discord.ui.View]:
+    """The button ``action`` (a key of BUTTONS) for a job."""
+    label, emoji, style = BUTTONS[action]
+    return discord.ui.Button(
+        label=label, emoji=emoji, style=style, custom_id=f"imagine:{action}:{job_id}"
+    )
+
+
+def progress_view(job_id: str) -> discord.ui.View:
+    """The buttons on a job's message while it waits or is being made."""
+    view = discord.ui.View(timeout=None)
+    for action in PROGRESS_BUTTONS:
+        view.add_item(job_button(action, job_id))
+    # Stopped views are sent but not kept in memory: a dynamic item answers the clicks.
+    view.stop()
+    return view
+
+
+def ended(prompt: str, state: str) -> str:
+    """Shown on a job's message when it ended without an image (cancelled, for one)."""
+    return f"{quote(prompt)}\n🚫 {sentence(state)}"
 
 
 def interrupted(prompt: str) -> str:

@@ -141,7 +141,7 @@ async def test_buttons_on_a_result_the_store_no_longer_has(
     shutil.rmtree(app.settings.imagine_data_dir)  # the operator started over with no data
     await discord_bot()
 
-    for action in ("regen", "edit"):
+    for action in ("regen", "vary", "edit"):
         click = await discord_fake.click(
             discord_fake.alice, first["id"], f"imagine:{action}:{job_id}"
         )

@@ -44,6 +44,7 @@ async def test_imagine_defers_then_shows_the_result_with_embed_and_buttons(
     buttons = [b["custom_id"] for row in message["components"] for b in row["components"]]
     assert buttons == [
         f"imagine:regen:{job_id}",
+        f"imagine:vary:{job_id}",
         f"imagine:edit:{job_id}",
         f"imagine:delete:{job_id}",
     ]

@@ -208,12 +208,14 @@ def payload_problem(body: dict[str, Any], files: list[UploadedFile]) -> str | No
             return problem
     rows = body.get("components") or []
     custom_ids: list[str] = []
+    # Discord docs (Components reference, Action Row): a message has up to 5 action rows, and a
+    # row up to 5 buttons (https://discord.com/developers/docs/components/reference#action-row).
     if len(rows) > 5:
         return "more than 5 component rows"
     for row in rows:
         buttons = row.get("components", [])
         if row.get("type") != 1 or not 1 <= len(buttons) <= 5:
-            return "a component row holds 1-5 components"
+            return "an action row holds 1-5 buttons"
         for button in buttons:
             if button.get("style") == 5:
                 continue
