@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from bot.config import Settings
 from bot.errors import ConfigError
 from bot.pricing import Prices, unpriced_problem, use_prices
+from bot.prompt_help import PromptHelper
+from bot.prompt_help import is_enabled as prompt_help_enabled
 from bot.provider import ImageProvider, OpenAIImages
 from bot.service import ImageService
 from bot.store import Store
@@ -20,6 +22,7 @@ class App:
     store: Store
     provider: ImageProvider
     service: ImageService
+    prompt_help: PromptHelper | None = None
     closed: bool = False
 
     async def aclose(self) -> None:
@@ -29,12 +32,19 @@ class App:
         self.closed = True
         try:
             await self.provider.aclose()
+            if self.prompt_help is not None:
+                await self.prompt_help.aclose()
         finally:
             await self.store.close()
 
 
-async def build(settings: Settings, *, provider: ImageProvider | None = None) -> App:
-    """Open the store and connect the real parts (or the given provider)."""
+async def build(
+    settings: Settings,
+    *,
+    provider: ImageProvider | None = None,
+    prompt_help: PromptHelper | None = None,
+) -> App:
+    """Open the store and connect the real parts (or the given provider and prompt help)."""
     if provider is None:
         settings.require_openai_key()
     prices = Prices.parse(settings.imagine_prices)
@@ -47,6 +57,8 @@ async def build(settings: Settings, *, provider: ImageProvider | None = None) ->
     store = await Store.open(settings.database_path)
     try:
         chosen = provider if provider is not None else OpenAIImages.from_settings(settings)
+        if prompt_help is None and prompt_help_enabled(settings):
+            prompt_help = PromptHelper.from_settings(settings)
     except BaseException:
         await store.close()
         raise
@@ -54,5 +66,6 @@ async def build(settings: Settings, *, provider: ImageProvider | None = None) ->
         settings=settings,
         store=store,
         provider=chosen,
-        service=ImageService(settings, store, chosen),
+        service=ImageService(settings, store, chosen, prompt_help=prompt_help),
+        prompt_help=prompt_help,
     )

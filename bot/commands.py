@@ -76,6 +76,7 @@ class Generate:
     requester: Requester
     prompt: str
     overrides: Overrides = NO_OVERRIDES
+    enhance: bool = False  # let prompt help rewrite the prompt first
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class Edit:
     files: tuple[RemoteFile, ...] = ()
     mask: RemoteFile | None = None
     overrides: Overrides = NO_OVERRIDES
+    enhance: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,21 @@ class Vary:
     job_id: str
 
 
-Command = Generate | Edit | Regenerate | Vary
+@dataclass(frozen=True)
+class Retry:
+    """A stored job's request again (its inputs and options), with a new prompt.
+
+    ``enhance``: prompt help rewrites the job's prompt ("Enhance & retry"). ``suggestion_id``:
+    the prompt is the rewrite a user confirmed after a safety block (``service.rephrase``).
+    """
+
+    requester: Requester
+    job_id: str
+    enhance: bool = False
+    suggestion_id: str | None = None
+
+
+Command = Generate | Edit | Regenerate | Vary | Retry
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
 
@@ -147,4 +163,4 @@ def split_mask(
 
 def prompt_of(command: Command) -> str:
     """The words a command's messages quote (a regeneration's come from its job)."""
-    return "" if isinstance(command, Regenerate | Vary) else command.prompt
+    return "" if isinstance(command, Regenerate | Vary | Retry) else command.prompt

@@ -69,6 +69,7 @@ class ImageRequest:
     sources: tuple[SourceImage, ...] = ()
     mask: SourceImage | None = None
     parent_job_id: str | None = None
+    enhance: bool = False  # rewrite the prompt with prompt help before making the image
 
     @property
     def is_edit(self) -> bool:
@@ -169,6 +170,7 @@ class JobResult:
     elapsed_s: float
     size: str | None = None
     quality: str | None = None
+    original_prompt: str | None = None  # what the user wrote, when prompt help rewrote it
 
 
 # --- progress events -------------------------------------------------------------------
@@ -207,6 +209,14 @@ class Finished:
     status: str
 
 
-ProgressEvent = Queued | Started | PartialImage | Finished
+@dataclass(frozen=True)
+class PromptRewritten:
+    """Prompt help rewrote the prompt; the image is made from ``prompt``."""
+
+    job_id: str
+    prompt: str
+
+
+ProgressEvent = Queued | Started | PartialImage | PromptRewritten | Finished
 ProgressCallback = Callable[[ProgressEvent], Awaitable[None]]
 PartialCallback = Callable[[int, bytes, str], Awaitable[None]]

@@ -30,6 +30,7 @@ from bot.models import (
     JobResult,
     PartialImage,
     ProgressEvent,
+    PromptRewritten,
     Queued,
     Requester,
     Started,
@@ -81,6 +82,8 @@ class JobView:
             return replace(view, job_id=event.job_id, position=event.position, phase=phase)
         if isinstance(event, Started):
             return replace(view, job_id=event.job_id, phase="running", started_at=now)
+        if isinstance(event, PromptRewritten):
+            return replace(view, prompt=event.prompt)
         if isinstance(event, PartialImage):
             return replace(
                 view,

@@ -19,11 +19,13 @@ from bot.commands import (
     Overrides,
     Regenerate,
     RemoteFile,
+    Retry,
     Vary,
 )
 from bot.errors import (
     AttachmentRejected,
     InternalError,
+    InvalidRequest,
     JobCancelled,
     JobNotFound,
     NotAllowed,
@@ -44,6 +46,7 @@ from bot.models import (
     PartialImage,
     ProgressCallback,
     ProgressEvent,
+    PromptRewritten,
     Queued,
     Requester,
     SourceImage,
@@ -57,6 +60,7 @@ from bot.spending import PolicyBook, check_never_fits, refuse_blocked
 if TYPE_CHECKING:
     from bot.config import Settings
     from bot.downloads import Downloader
+    from bot.prompt_help import PromptHelper
     from bot.store import Store
 
 logger = logging.getLogger("bot.service")
@@ -75,6 +79,7 @@ class ImageService:
         store: Store,
         provider: ImageProvider,
         *,
+        prompt_help: PromptHelper | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
@@ -83,6 +88,7 @@ class ImageService:
         self._clock = clock
         self._slots = FairQueue(settings.imagine_max_concurrency)
         self.policy = PolicyBook(settings, store)
+        self.prompt_help = prompt_help
         # The jobs this process is running, so Cancel can stop them.
         self._live: dict[str, _Live] = {}
         self._recovered: list[JobRecord] | None = None
@@ -142,9 +148,11 @@ class ImageService:
             return replace(request, options=self._in_channel(request.options, channel))
         if isinstance(command, Generate):
             options = self.options(command.overrides, channel)
-            return ImageRequest(command.requester, command.prompt, options)
+            return ImageRequest(command.requester, command.prompt, options, enhance=command.enhance)
         if isinstance(command, Vary):
             return await self._variation(command, channel)
+        if isinstance(command, Retry):
+            return await self._retry(command, channel)
         extra = await self._fetch(files, command.files)
         mask = (await self._fetch(files, (command.mask,)))[0] if command.mask else None
         parent = await self._parent_of(command)
@@ -153,7 +161,9 @@ class ImageService:
                 parent, command.requester, command.prompt, extra, mask
             )
             options = self._in_channel(request.options, channel)
-            return replace(request, options=command.overrides.apply(options))
+            return replace(
+                request, options=command.overrides.apply(options), enhance=command.enhance
+            )
         theirs = await self._fetch(files, command.their_files)
         if command.on is not None and not theirs and not extra:
             # The message pointed at has no image (any more) and none came with the edit.
@@ -164,7 +174,19 @@ class ImageService:
             self.options(command.overrides, channel),
             sources=(*theirs, *extra),
             mask=mask,
+            enhance=command.enhance,
         )
+
+    async def _retry(self, retry: Retry, channel: ChannelDefaults) -> ImageRequest:
+        """A stored job's request with a new prompt: rewritten now, or a confirmed rewrite."""
+        request = await self.regenerate_request(retry.job_id, retry.requester)
+        request = replace(request, options=self._in_channel(request.options, channel))
+        if retry.suggestion_id is None:
+            return replace(request, enhance=retry.enhance)
+        suggestion = await self.store.get_job(retry.suggestion_id)
+        if suggestion is None or suggestion.parent_job_id != retry.job_id:
+            raise JobNotFound(retry.suggestion_id)
+        return replace(request, prompt=suggestion.prompt)
 
     async def _variation(self, vary: Vary, channel: ChannelDefaults) -> ImageRequest:
         """An edit of the job's first image: its prompt and options, told to vary it."""
@@ -239,15 +261,14 @@ class ImageService:
             raise QueueFull(waiting)
         # The place is taken before the first await, so requests arriving together each count
         # the others (for the cap and for the places they are shown).
+        helper = self._helper_for(request)
+        estimate = estimate_cost(request.options, len(request.sources), len(request.prompt))
+        if helper is not None:
+            # The rewrite is paid for too: reserved with the image, against the same rules.
+            estimate += helper.estimate_cost(request.prompt)
         ticket = self._slots.join(key)
         try:
-            job = await self.store.admit(
-                request,
-                scopes=standing.counted,
-                estimated_cost=estimate_cost(
-                    request.options, len(request.sources), len(request.prompt)
-                ),
-            )
+            job = await self.store.admit(request, scopes=standing.counted, estimated_cost=estimate)
         except BaseException:
             self._slots.leave(ticket)
             raise
@@ -256,16 +277,19 @@ class ImageService:
         audit = JobAudit(job.id, request, started, self._clock)
         live = _Live(asyncio.current_task())
         self._live[job.id] = live
+        written = request.prompt
         try:
             try:
                 if on_admitted is not None:
                     await on_admitted(job, self._slots.position(ticket))
+                if helper is not None:
+                    request = await self._rewrite(job, request, helper, emit, live)
             except BaseException:
-                self._slots.leave(ticket)  # its message couldn't open: the place goes too
+                self._slots.leave(ticket)  # it ended before its turn: the place goes too
                 raise
             result = await self._execute(job, request, emit, ticket, live)
         except UserFacingError as exc:
-            cost = billed_cost(exc, request)
+            cost = billed_cost(exc, request) + live.spent
             audit.log("failed", reason=type(exc).__name__, cost=cost)
             await self._fail(job.id, exc.user_message, emit, cost_usd=cost or None)
             raise
@@ -276,9 +300,9 @@ class ImageService:
             if by is not None and task is not None and task.uncancel() == 0:
                 audit.log("cancelled", reason=f"by {by.key}")
                 # The call was on the wire: OpenAI may bill it, so the ledger keeps the estimate.
-                billed = None
+                billed = live.spent or None
                 if live.calling:
-                    billed = estimate_cost(
+                    billed = live.spent + estimate_cost(
                         request.options, len(request.sources), len(request.prompt)
                     )
                 await asyncio.shield(
@@ -288,7 +312,7 @@ class ImageService:
                 )
                 raise JobCancelled(job.id, by.user_id) from None
             audit.log("cancelled")
-            await asyncio.shield(self._fail(job.id, "cancelled", emit))
+            await asyncio.shield(self._fail(job.id, "cancelled", emit, cost_usd=live.spent or None))
             raise
         except Exception as exc:
             logger.exception("job %s failed unexpectedly", job.id)
@@ -299,7 +323,66 @@ class ImageService:
             self._live.pop(job.id, None)
         audit.log("succeeded", result=result)
         await emit(Finished(job.id, "succeeded"))
-        return replace(result, elapsed_s=self._clock() - started)
+        original = written if request.prompt != written else None
+        return replace(result, elapsed_s=self._clock() - started, original_prompt=original)
+
+    def _helper_for(self, request: ImageRequest) -> PromptHelper | None:
+        if not request.enhance:
+            return None
+        if self.prompt_help is None:
+            raise InvalidRequest(texts.NO_PROMPT_HELP, param="enhance")
+        return self.prompt_help
+
+    async def _rewrite(
+        self,
+        job: JobRecord,
+        request: ImageRequest,
+        helper: PromptHelper,
+        emit: _SafeEmitter,
+        live: _Live,
+    ) -> ImageRequest:
+        """The request with its prompt rewritten by prompt help; the rewrite's cost is kept."""
+        # A rewrite that fails but was billed carries its cost_usd: billed_cost counts it.
+        hashed = request.requester.hashed_id
+        enhanced = await helper.enhance(request.prompt, safety_identifier=hashed)
+        live.spent += enhanced.cost_usd
+        await self.store.set_prompt(job.id, enhanced.prompt)
+        await emit(PromptRewritten(job.id, enhanced.prompt))
+        return replace(request, prompt=enhanced.prompt, enhance=False)
+
+    async def rephrase(self, job_id: str, requester: Requester) -> JobRecord:
+        """After a safety block: prompt help's rewrite of the job's prompt, kept as a job of its
+        own (its parent is the blocked job) so it is charged like any request, and shown to the
+        requester to confirm before anything is sent again (``Retry(suggestion_id=...)``)."""
+        helper = self.prompt_help
+        if helper is None:
+            raise InvalidRequest(texts.NO_PROMPT_HELP, param="enhance")
+        job = await self.store.get_job(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        if job.requester.key != requester.key:
+            raise NotAllowed(texts.ONLY_OWNER_REPHRASES)
+        standing = await self.policy.standing(requester)
+        refuse_blocked(standing, requester)
+        # A job that makes no image: it counts dollars, not images.
+        ask = ImageRequest(requester, job.prompt, replace(job.options, n=0), parent_job_id=job.id)
+        estimate = helper.estimate_cost(job.prompt, after_block=True)
+        suggestion = await self.store.admit(ask, scopes=standing.counted, estimated_cost=estimate)
+        try:
+            enhanced = await helper.enhance(
+                job.prompt, after_block=True, safety_identifier=requester.hashed_id
+            )
+        except UserFacingError as exc:
+            cost = float(getattr(exc, "cost_usd", 0.0))
+            await record_failure(self.store, suggestion.id, exc.user_message, cost_usd=cost)
+            raise
+        except BaseException:
+            await asyncio.shield(record_failure(self.store, suggestion.id, "cancelled"))
+            raise
+        await self.store.settle_text(suggestion.id, enhanced.prompt, enhanced.cost_usd)
+        found = await self.store.get_job(suggestion.id)
+        assert found is not None
+        return found
 
     async def _execute(
         self,
@@ -338,6 +421,7 @@ class ImageService:
             if provided.usage is not None
             else estimate_cost(request.options, len(request.sources), len(request.prompt))
         )
+        cost += live.spent  # the rewrite, if prompt help made one
         stored = await self.store.finish(job.id, provided, cost)
         return JobResult(
             job_id=job.id,
@@ -502,6 +586,7 @@ class _Live:
     calling: bool = False  # the provider call is on the wire
     made: bool = False  # the provider returned the images
     cancelled_by: Requester | None = None
+    spent: float = 0.0  # dollars already billed for it (a prompt rewrite)
 
 
 class _SafeEmitter:

@@ -153,6 +153,21 @@ class StoreBase:
         )
         return job_from_row(rows[0]) if rows else None
 
+    async def set_prompt(self, job_id: str, prompt: str) -> None:
+        """The prompt prompt help rewrote (Regenerate then repeats the rewrite)."""
+        await self._run("UPDATE jobs SET prompt = ? WHERE id = ?", (prompt, job_id))
+
+    async def settle_text(
+        self, job_id: str, prompt: str, cost_usd: float, now: float | None = None
+    ) -> None:
+        """End a job that made text, not images (a rewrite), charged at what it cost."""
+        now = time.time() if now is None else now
+        await self._run(
+            "UPDATE jobs SET status = 'succeeded', prompt = ?, finished_at = ?, cost_usd = ?, "
+            "charged_images = 0, charged_cost = ? WHERE id = ? AND status IN ('queued', 'running')",
+            (prompt, now, cost_usd, cost_usd, job_id),
+        )
+
     async def set_platform_ref(self, job_id: str, ref: Mapping[str, object]) -> None:
         """Merge ``ref`` (JSON values) into the job's platform_ref, key by key."""
         async with self._write() as db:

@@ -102,6 +102,11 @@ UNAVAILABLE = (
 INTERRUPTED = "interrupted because the bot restarted — nothing was charged; please try again"
 
 
+NO_PROMPT_HELP = (
+    "Prompt help is off on this bot (its operator can turn it on with IMAGINE_PROMPT_MODEL). "
+    "Nothing was charged."
+)
+ONLY_OWNER_REPHRASES = "Only the person who asked for this image can rephrase it."
 ONLY_OWNER_CANCELS = (
     "Only the person who asked for this image, or an admin, can cancel it. Nothing was changed."
 )

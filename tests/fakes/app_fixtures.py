@@ -12,6 +12,8 @@ import pytest
 from bot.app import App, build
 from bot.config import Settings
 from bot.models import ImageRequest, PartialCallback, ProviderResult
+from bot.prompt_help import PromptHelper
+from bot.prompt_help import is_enabled as prompt_help_enabled
 from bot.provider import ImageProvider, OpenAIImages
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -45,7 +47,10 @@ async def make_app(openai_fake: FakeOpenAI, tmp_path: Path) -> AsyncIterator[App
 
         async def factory(**overrides: object) -> App:
             settings = test_settings(openai_fake, data_dir, **overrides)
-            app = await build(settings, provider=fast_provider(settings))
+            helper = None
+            if prompt_help_enabled(settings):
+                helper = PromptHelper.from_settings(settings, backoff_scale=0.01)
+            app = await build(settings, provider=fast_provider(settings), prompt_help=helper)
             made.push_async_callback(app.aclose)
             return app
 
