@@ -96,8 +96,7 @@ class DiscordImagine:
     async def begin(
         self, interaction: discord.Interaction, *, job_id: str | None = None, images: bool = False
     ) -> InteractionTarget | None:
-        """Refuse other channels (and a job the store lost, or its ``images``), then acknowledge;
-        None: stop."""
+        """Refuse other channels, a lost job (or its ``images``), then acknowledge; None: stop."""
         if not self.channel_allowed(interaction.channel):
             await interaction.response.send_message(warning(texts.NOT_HERE), ephemeral=True)
             return None

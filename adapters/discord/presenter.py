@@ -121,8 +121,7 @@ class DiscordPresenter:
             raise NotShown("lost_access", exc.text or f"HTTP {exc.status}") from exc
 
     async def show_failure(self, failure: Failure, view: JobView) -> None:
-        """An interruption or a cancellation in place, for everyone (its Cancel button goes);
-        anything else privately where Discord allows it."""
+        """An interruption or a cancellation in place, for everyone; else privately if possible."""
         if failure.kind == "interrupted":
             await self.target.show(Display(render.interrupted(view.prompt)))
             return
