@@ -106,6 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     cli_spend.add_usage_command(commands)
     cli_spend.add_policy_command(commands)
 
+    prune = commands.add_parser(
+        "prune",
+        help="delete job images past IMAGINE_KEEP_IMAGES_DAYS or IMAGINE_MAX_DATA_GB now "
+        "(the bot also does it hourly); job rows and usage stay",
+    )
+    prune.add_argument(
+        "--dry-run", action="store_true", help="only print what would be deleted and freed"
+    )
+
     commands.add_parser("discord-invite", help="print the link that adds the bot to a server")
     commands.add_parser("slack-manifest", help="print the Slack app manifest (YAML)")
     return parser
@@ -118,7 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         secrets = settings.secret_values()
-        _setup_logging(settings, quiet=args.command in {"imagine", "edit", "usage", "policy"})
+        _setup_logging(
+            settings, quiet=args.command in {"imagine", "edit", "usage", "policy", "prune"}
+        )
         return asyncio.run(_dispatch(args, settings))
     except ConfigError as exc:
         print(f"imagine-bot: {exc}", file=sys.stderr)
@@ -172,6 +183,10 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await cli_spend.policy(settings, args)
     if command == "run":
         return await launch.run(settings, args.platform)
+    if command == "prune":
+        from bot.cli_prune import prune
+
+        return await prune(settings, dry_run=args.dry_run)
     from bot.cli_imagine import make_images
 
     return await make_images(settings, args)

@@ -18,6 +18,7 @@
     │   ├── ProviderUnavailable      the image service failed after retries (``retry_after``)
     │   ├── ProviderMisconfigured    a bad key / missing permission: the operator must act
     │   ├── JobNotFound              a button or reply points at a job the store does not know
+    │   │   └── ImagePruned          its images were removed by retention (``kept_days``)
     │   ├── NotAllowed               the user may not do this (delete someone else's image)
     │   ├── JobCancelled             its requester or an admin cancelled it (``by``)
     │   └── InternalError            an unexpected failure, already logged with ``job_id``
@@ -360,6 +361,22 @@ class JobNotFound(UserFacingError):
     def __init__(self, job_id: str = "") -> None:
         self.job_id = job_id
         super().__init__("I can't find that image any more, so I can't do that with it.")
+
+
+class ImagePruned(JobNotFound):
+    """The job's images were removed by the retention sweep (``kept_days``: None for room)."""
+
+    def __init__(self, job_id: str = "", kept_days: float | None = None) -> None:
+        super().__init__(job_id)
+        self.kept_days = kept_days
+        why = (
+            "the oldest images are removed to make room"
+            if kept_days is None
+            else f"images are kept for {format_duration(kept_days * 86_400)}"
+        )
+        message = f"That image is no longer kept ({why}); nothing was charged."
+        self.args = (message,)
+        self.user_message = message
 
 
 class NotAllowed(UserFacingError):

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import signal
 
+from bot import retention
 from bot.app import build
 from bot.config import Settings
 from bot.errors import ConfigError
@@ -56,6 +57,7 @@ async def run(settings: Settings, platform: str | None) -> int:
     app = await build(settings)
     # Before any adapter admits a job: what a previous process left running is now interrupted.
     await app.service.recover_interrupted()
+    sweeper = asyncio.create_task(retention.keep_sweeping(app.store, settings), name="retention")
     main_task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     if main_task is not None:
@@ -81,8 +83,8 @@ async def run(settings: Settings, platform: str | None) -> int:
     except asyncio.CancelledError:
         logger.info("stopping")
     finally:
-        for task in tasks:
+        for task in (*tasks, sweeper):
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, sweeper, return_exceptions=True)
         await app.aclose()
     return 0

@@ -243,6 +243,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # A job its requester (or an admin) cancelled ends failed and refunded, naming them.
         "ALTER TABLE jobs ADD COLUMN cancelled_by TEXT",
     ),
+    (
+        # When the retention sweep removed the job's image folder; the row and charges stay.
+        "ALTER TABLE jobs ADD COLUMN images_pruned_at REAL",
+        # The IMAGINE_KEEP_IMAGES_DAYS that removed them; NULL: removed to fit IMAGINE_MAX_DATA_GB.
+        "ALTER TABLE jobs ADD COLUMN images_kept_days REAL",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -16,7 +16,7 @@ from typing import Any
 import aiosqlite
 
 from bot import data_dir
-from bot.errors import JobNotFound
+from bot.errors import ImagePruned, JobNotFound
 from bot.job_rows import job_from_row
 from bot.models import JobRecord, SourceImage, StoredImage
 
@@ -107,20 +107,30 @@ class StoreBase:
         images = [StoredImage(row[0], self._absolute(row[1]), row[2]) for row in rows]
         # An operator may prune old image files by hand; a missing file is no image to offer.
         present = await asyncio.to_thread(lambda: [image.path.is_file() for image in images])
-        return tuple(image for image, exists in zip(images, present, strict=True) if exists)
+        kept = tuple(image for image, exists in zip(images, present, strict=True) if exists)
+        if not kept:
+            await self._refuse_pruned(job_id)
+        return kept
 
     async def job_sources(self, job_id: str) -> tuple[tuple[SourceImage, ...], SourceImage | None]:
-        """The input images and mask saved at admission; JobNotFound if their files are gone."""
+        """The input images and mask saved at admission; JobNotFound if their files are gone.
+
+        ImagePruned when retention removed the inputs of a job that had some.
+        """
         rows = await self._fetch(
             "SELECT kind, path, mime, filename, width, height FROM job_images "
             "WHERE job_id = ? AND kind IN ('source', 'mask') ORDER BY kind DESC, idx",
             (job_id,),
         )
+        if not rows:
+            # A prompt-only job needs no inputs, pruned or not.
+            await self._refuse_pruned(job_id, inputs=True)
         try:
             datas = await asyncio.to_thread(
                 lambda: [self._absolute(row["path"]).read_bytes() for row in rows]
             )
         except OSError:
+            await self._refuse_pruned(job_id)
             raise JobNotFound(job_id) from None
         images = [
             (
@@ -132,6 +142,63 @@ class StoreBase:
         sources = tuple(image for kind, image in images if kind == "source")
         masks = [image for kind, image in images if kind == "mask"]
         return sources, (masks[0] if masks else None)
+
+    async def _refuse_pruned(self, job_id: str, *, inputs: bool = False) -> None:
+        """Raise ImagePruned if retention removed the job's images (``inputs``: and it had some)."""
+        rows = await self._fetch(
+            "SELECT images_pruned_at, images_kept_days, source_count FROM jobs WHERE id = ?",
+            (job_id,),
+        )
+        if rows and rows[0][0] is not None and (not inputs or rows[0][2]):
+            raise ImagePruned(job_id, rows[0][1])
+
+    async def retention_rows(self, job_ids: Sequence[str]) -> dict[str, sqlite3.Row]:
+        """Status, times and prune mark of those of ``job_ids`` that have a row, read at once."""
+        found: dict[str, sqlite3.Row] = {}
+        with self._full_disk_named():
+            async with self._lock:
+                # One read transaction: every chunk sees the same snapshot.
+                await self._db.execute("BEGIN")
+                try:
+                    for start in range(0, len(job_ids), 500):
+                        chunk = job_ids[start : start + 500]
+                        rows = await self._db.execute_fetchall(
+                            "SELECT id, status, created_at, finished_at, images_pruned_at "
+                            f"FROM jobs WHERE id IN ({', '.join('?' * len(chunk))})",
+                            chunk,
+                        )
+                        found.update((str(row[0]), row) for row in rows)
+                finally:
+                    with contextlib.suppress(sqlite3.Error, ValueError):
+                        await self._db.execute("COMMIT")
+        return found
+
+    async def mark_pruned(
+        self, job_ids: Sequence[str], kept_days: float | None, now: float
+    ) -> set[str]:
+        """Mark finished jobs as having lost their images and drop their image rows.
+
+        Rows, charges and the ledger stay. Returns the ids marked now: only their folders may go.
+        """
+        marked: set[str] = set()
+        async with self._write() as db:
+            for start in range(0, len(job_ids), 500):
+                chunk = list(job_ids[start : start + 500])
+                ids = f"({', '.join('?' * len(chunk))})"
+                rows = await db.execute_fetchall(
+                    "UPDATE jobs SET images_pruned_at = ?, images_kept_days = ? "
+                    f"WHERE id IN {ids} AND status NOT IN ('queued', 'running') "
+                    "AND images_pruned_at IS NULL RETURNING id",
+                    (now, kept_days, *chunk),
+                )
+                done = [str(row[0]) for row in rows]
+                if done:
+                    await db.execute(
+                        f"DELETE FROM job_images WHERE job_id IN ({', '.join('?' * len(done))})",
+                        done,
+                    )
+                marked.update(done)
+        return marked
 
     async def link_message(self, platform: str, message_id: str, job_id: str) -> None:
         """Remember that a platform message shows this job (for replies and buttons)."""
