@@ -289,9 +289,10 @@ class ImageService:
                 raise
             result = await self._execute(job, request, emit, ticket, live)
         except UserFacingError as exc:
+            live.ending = True  # Cancel can't interrupt recording how it ended
             cost = billed_cost(exc, request) + live.spent
             audit.log("failed", reason=type(exc).__name__, cost=cost)
-            await self._fail(job.id, exc.user_message, emit, cost_usd=cost or None)
+            await asyncio.shield(self._fail(job.id, exc.user_message, emit, cost_usd=cost or None))
             raise
         except asyncio.CancelledError:
             by = live.cancelled_by
@@ -315,9 +316,11 @@ class ImageService:
             await asyncio.shield(self._fail(job.id, "cancelled", emit, cost_usd=live.spent or None))
             raise
         except Exception as exc:
+            live.ending = True
             logger.exception("job %s failed unexpectedly", job.id)
             audit.log("failed", reason=type(exc).__name__)
-            await self._fail(job.id, f"internal error: {type(exc).__name__}", emit)
+            error = f"internal error: {type(exc).__name__}"
+            await asyncio.shield(self._fail(job.id, error, emit))
             raise InternalError(job.id) from exc
         finally:
             self._live.pop(job.id, None)
@@ -462,7 +465,7 @@ class ImageService:
         if job.requester.key != by.key and not admin:
             raise NotAllowed(texts.ONLY_OWNER_CANCELS)
         live = self._live.get(job_id)
-        if not job.unfinished or live is None or live.made:
+        if not job.unfinished or live is None or live.made or live.ending:
             return texts.too_late_to_cancel(job.status)
         if live.cancelled_by is None and live.task is not None:
             live.cancelled_by = by
@@ -587,6 +590,7 @@ class _Live:
     made: bool = False  # the provider returned the images
     cancelled_by: Requester | None = None
     spent: float = 0.0  # dollars already billed for it (a prompt rewrite)
+    ending: bool = False  # it failed and its ending is being recorded
 
 
 class _SafeEmitter:

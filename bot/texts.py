@@ -114,7 +114,8 @@ VARIATION = "Make a new variation of this image: keep its subject and style, var
 
 
 def variation(prompt: str) -> str:
-    """The prompt of a Vary: the original's, with the instruction to vary it."""
+    """The prompt of a Vary: the original's, with the instruction to vary it (once)."""
+    prompt = prompt.removeprefix(VARIATION).strip()
     return f"{VARIATION}\n\n{prompt}" if prompt else VARIATION
 
 

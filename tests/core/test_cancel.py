@@ -342,11 +342,6 @@ async def test_run_job_names_the_admin_who_cancelled(make_app: AppFactory) -> No
 # --- a cancel that lands while the job is already failing -------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a cancel pressed while a failed job's ending is being written cancels that write: "
-    "the job stays running and charged, and run raises CancelledError",
-)
 async def test_a_cancel_while_a_failure_is_being_recorded_still_ends_the_job_refunded(
     make_app: AppFactory, openai_fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -171,3 +171,9 @@ async def test_vary_takes_the_channels_model_and_moderation_but_keeps_the_jobs_l
     here = await app.service.prepare(Vary(BOB, original.job_id))
     assert (here.options.model, here.options.moderation) == ("gpt-image-2", "auto")
     assert (here.options.size, here.options.quality) == ("1024x1024", "low")
+
+
+def test_a_variation_of_a_variation_says_vary_once() -> None:
+    once = texts.variation("a red fox")
+    assert texts.variation(once) == once
+    assert once.count(texts.VARIATION) == 1 and once.endswith("a red fox")
