@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from adapters.slack import blocks
 from adapters.slack.files import SlackFiles, is_image_file
@@ -17,7 +18,16 @@ from adapters.slack.rate import PacedWebClient
 from adapters.slack.spend import SlackDirectory, UserGroups, tell_answer, tier_groups
 from adapters.slack.text import HELP, MARKUP, FlagError, clean_prompt, escape, parse_prompt
 from bot import texts
-from bot.commands import Command, Edit, Generate, MessageRef, Regenerate, Vary, split_mask
+from bot.commands import (
+    Command,
+    Edit,
+    Generate,
+    MessageRef,
+    Regenerate,
+    Retry,
+    Vary,
+    split_mask,
+)
 from bot.errors import InvalidRequest, JobNotFound, NotAllowed, UserFacingError
 from bot.models import Requester
 from bot.pacing import EditBudget
@@ -38,6 +48,7 @@ _PERSON_SUBTYPES = {None, "file_share", "thread_broadcast"}
 USAGE_COMMAND = "/imagine-usage"
 HISTORY_COMMAND = "/imagine-history"
 ADMIN_COMMAND = "/imagine-admin"
+SENT_SUGGESTION = "Sent. The reworded prompt is being made where you first asked."
 
 
 class SlackHandlers:
@@ -61,6 +72,7 @@ class SlackHandlers:
         self.groups = UserGroups(client)
         self.known_channels: dict[str, float] = {}
         self.tasks = JobTasks()
+        self.rephrasing: set[str] = set()  # blocked jobs whose rewording is being asked
         # One progress edit per channel per interval, so a busy channel doesn't flicker.
         self.edits = EditBudget(1, settings.imagine_progress_interval)
 
@@ -79,6 +91,10 @@ class SlackHandlers:
         app.action(blocks.CANCEL)(self._on_cancel)
         app.action(blocks.EDIT)(self._on_edit_button)
         app.action(blocks.DELETE)(self._on_delete)
+        app.action(blocks.ENHANCE_RETRY)(self._on_enhance_retry)
+        app.action(blocks.REPHRASE)(self._on_rephrase)
+        app.action(blocks.SEND_SUGGESTION)(self._on_send_suggestion)
+        app.action(blocks.DROP_SUGGESTION)(self._on_drop_suggestion)
         app.view(blocks.EDIT_MODAL)(self._on_edit_submit)
 
     async def aclose(self) -> None:
@@ -145,7 +161,8 @@ class SlackHandlers:
                 return
             parsed = parse_prompt(text)
             requester = await self._requester(reply, body)
-            await self._run(Generate(requester, parsed.prompt, parsed.overrides), reply)
+            command = Generate(requester, parsed.prompt, parsed.overrides, parsed.enhance)
+            await self._run(command, reply)
 
         self._spawn(work, reply)
 
@@ -251,7 +268,7 @@ class SlackHandlers:
         files, mask = split_mask(
             await self.files.remote(event.get("files") or []), images_only=False
         )
-        command: Command = Generate(requester, parsed.prompt, parsed.overrides)
+        command: Command = Generate(requester, parsed.prompt, parsed.overrides, parsed.enhance)
         if ours or files or mask:
             command = Edit(
                 requester,
@@ -260,6 +277,7 @@ class SlackHandlers:
                 files=files,
                 mask=mask,
                 overrides=parsed.overrides,
+                enhance=parsed.enhance,
             )
         await self._run(command, Reply(reply.user, channel, thread_ts or ts))
 
@@ -321,14 +339,25 @@ class SlackHandlers:
             self._check_allowed(reply.channel)
             parsed = parse_prompt(clean_prompt(prompt))
             requester = await self._requester(reply, body)
-            overrides = parsed.overrides
+            overrides, enhance = parsed.overrides, parsed.enhance
             if metadata.get("j"):
-                command = Edit(requester, parsed.prompt, job_id=metadata["j"], overrides=overrides)
+                command = Edit(
+                    requester,
+                    parsed.prompt,
+                    job_id=metadata["j"],
+                    overrides=overrides,
+                    enhance=enhance,
+                )
             else:
                 shared = await self.files.shared(metadata.get("f") or [])
                 theirs, mask = split_mask(shared, images_only=False)
                 command = Edit(
-                    requester, parsed.prompt, their_files=theirs, mask=mask, overrides=overrides
+                    requester,
+                    parsed.prompt,
+                    their_files=theirs,
+                    mask=mask,
+                    overrides=overrides,
+                    enhance=enhance,
                 )
             await self._run(command, reply)
 
@@ -364,6 +393,110 @@ class SlackHandlers:
             await self._run(Vary(requester, job_id), reply)
 
         self._spawn(work, reply)
+
+    async def _on_enhance_retry(self, ack: Any, body: Json) -> None:
+        await ack()
+        job_id, reply, _ = self._button(body)
+
+        async def work() -> None:
+            self._check_allowed(reply.channel)
+            requester = await self._requester(reply, body)
+            await self._run(Retry(requester, job_id, enhance=True), reply)
+
+        self._spawn(work, reply)
+
+    # --- after a safety block: Rephrase and retry, then Send it or Never mind -------------
+    async def _origin(self, job_id: str, click: Reply) -> Reply:
+        """Where the blocked job was shown (its channel and thread), for ``click``'s user."""
+        job = await self.service.get_job(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        ref = job.platform_ref
+        channel = str(ref.get("channel") or click.channel)
+        thread = ref.get("thread_ts") if ref.get("channel") else click.thread_ts
+        return Reply(click.user, channel, str(thread) if thread else None, click.response_url)
+
+    def _private_click(self, body: Json) -> tuple[str, Reply]:
+        """A click on a private message: the button's value and where it was (no ``message``:
+        Slack sends none for an ephemeral one)."""
+        user = body["user"]["id"]
+        container = body.get("container") or {}
+        channel = str((body.get("channel") or {}).get("id") or container.get("channel_id"))
+        thread = container.get("thread_ts")
+        reply = Reply(user, channel, str(thread) if thread else None, body.get("response_url"))
+        return str(body["actions"][0]["value"]), reply
+
+    async def _replace_private(
+        self, reply: Reply, text: str, content: list[blocks.Block] | None = None
+    ) -> None:
+        """Replace the private message clicked (through its response URL), else post anew."""
+        if reply.response_url:
+            hook = AsyncWebhookClient(reply.response_url)
+            response = await hook.send(text=text, blocks=content, replace_original=True)
+            if response.status_code == 200:
+                return
+            logger.info("response URL for %s answered HTTP %s", reply.user, response.status_code)
+        await tell(self.client, reply, text, content)
+
+    async def _on_rephrase(self, ack: Any, body: Json) -> None:
+        await ack()
+        job_id, click = self._private_click(body)
+
+        async def work() -> None:
+            reply = await self._origin(job_id, click)
+            self._check_allowed(reply.channel)
+            # A second click while the first is asked would pay for a second rewording.
+            if job_id in self.rephrasing:
+                return
+            self.rephrasing.add(job_id)
+            try:
+                requester = await self._requester(reply, body)
+                suggestion = await self.service.rephrase(job_id, requester)
+            finally:
+                self.rephrasing.discard(job_id)
+            shown = blocks.suggestion_blocks(suggestion.prompt, job_id, suggestion.id)
+            await self._replace_private(reply, blocks.suggestion_text(suggestion.prompt), shown)
+
+        self._spawn(work, click)
+
+    async def _suggestion(self, value: str, user: str) -> tuple[str, str]:
+        """The blocked job and the suggestion a "Send it" button names, if ``user`` owns it."""
+        job_id, _, suggestion_id = value.partition(":")
+        suggestion = await self.service.get_job(suggestion_id)
+        if suggestion is None or suggestion.parent_job_id != job_id:
+            raise JobNotFound(suggestion_id or value)
+        if suggestion.requester.user_id != user:
+            raise NotAllowed(texts.ONLY_OWNER_REPHRASES)
+        return job_id, suggestion_id
+
+    async def _on_send_suggestion(self, ack: Any, body: Json) -> None:
+        await ack()
+        value, click = self._private_click(body)
+
+        async def work() -> None:
+            job_id, suggestion_id = await self._suggestion(value, click.user)
+            reply = await self._origin(job_id, click)
+            self._check_allowed(reply.channel)
+            if not await self.service.first_time(f"slack:suggestion:{suggestion_id}"):
+                return  # a second click on the same Send it
+            await self._replace_private(reply, SENT_SUGGESTION)
+            requester = await self._requester(reply, body)
+            await self._run(Retry(requester, job_id, suggestion_id=suggestion_id), reply)
+
+        self._spawn(work, click)
+
+    async def _on_drop_suggestion(self, ack: Any, body: Json) -> None:
+        await ack()
+        _, click = self._private_click(body)
+
+        async def work() -> None:
+            if not click.response_url:
+                return  # nothing to tidy up, and nothing is sent either way
+            response = await AsyncWebhookClient(click.response_url).send(delete_original=True)
+            if response.status_code != 200:
+                logger.info("suggestion not removed: HTTP %s", response.status_code)
+
+        self._spawn(work, click)
 
     async def _on_cancel(self, ack: Any, body: Json) -> None:
         await ack()

@@ -24,7 +24,7 @@ from adapters.slack.rate import METHOD_TIERS, Deferred, PacedWebClient, best_eff
 from adapters.slack.text import MARKUP
 from bot import images, texts
 from bot.commands import MessageRef
-from bot.errors import count_images
+from bot.errors import ContentBlocked, count_images
 from bot.models import JobResult
 from bot.presenting import CantPost, Failure, JobView, Links, NotShown
 
@@ -81,11 +81,17 @@ def _error(exc: SlackApiError) -> str:
     return str(exc.response.get("error"))
 
 
-async def tell(client: PacedWebClient, reply: Reply, text: str) -> None:
-    """Show ``text`` to one user only (ephemeral), falling back to the response URL."""
+async def tell(
+    client: PacedWebClient, reply: Reply, text: str, content: list[blocks.Block] | None = None
+) -> None:
+    """Show ``text`` (or ``content``) to one user only (ephemeral), else via the response URL."""
     try:
         await client.chat_postEphemeral(
-            channel=reply.channel, user=reply.user, text=text, thread_ts=reply.thread_ts
+            channel=reply.channel,
+            user=reply.user,
+            text=text,
+            blocks=content,
+            thread_ts=reply.thread_ts,
         )
         return
     except SlackApiError as exc:
@@ -94,7 +100,7 @@ async def tell(client: PacedWebClient, reply: Reply, text: str) -> None:
             return
     # Outside channels the bot is in, only the command's response URL reaches the user.
     response = await AsyncWebhookClient(reply.response_url).send(
-        text=text, response_type="ephemeral"
+        text=text, blocks=content, response_type="ephemeral"
     )
     if response.status_code != 200:
         logger.warning(
@@ -196,6 +202,8 @@ class SlackPresenter:
         """Show the newest state if it differs and the budgets allow; False: try again later."""
         if self.ts is None or self._gone:
             return True
+        if view.prompt:
+            self.prompt = view.prompt  # prompt help's rewrite, once it is made
         try:
             return await self._render(view)
         except Deferred:
@@ -276,7 +284,7 @@ class SlackPresenter:
     # --- the ending -----------------------------------------------------------------------
     async def show_result(self, result: JobResult, links: Links) -> None:
         """Upload the images into the thread and finish the placeholder with the buttons."""
-        self.job_id = result.job_id
+        self.job_id, self.prompt = result.job_id, result.request.prompt
         try:
             await self._deliver(result, links)
         except Exception as exc:
@@ -313,9 +321,22 @@ class SlackPresenter:
         # Delete removes every file listed here, the inline rendition too.
         await links.record({"files": kept, "root": root})
         text = self._headline(texts.done(result.elapsed_s))
-        content = blocks.result_blocks(text, _details(result), result.job_id, inline)
+        content = self._result_blocks(text, result, inline)
         await self._show_final(
             links, text, content if self.images_ok else blocks.text_only(content)
+        )
+
+    def _result_blocks(
+        self, text: str, result: JobResult, image_file_id: str | None
+    ) -> list[blocks.Block]:
+        original = result.original_prompt
+        return blocks.result_blocks(
+            text,
+            _details(result),
+            result.job_id,
+            image_file_id,
+            rewritten=(result.request.prompt, original) if original is not None else None,
+            enhance_button=self.service.prompt_help is not None,
         )
 
     async def _link(self, links: Links) -> None:
@@ -390,7 +411,7 @@ class SlackPresenter:
         """The images could not be uploaded: show the job's details and buttons without them."""
         # Buttons and thread replies still reach the job: its images are kept.
         text = self._headline(Failure("unshown", "", result.job_id).state)
-        content = blocks.result_blocks(text, _details(result), result.job_id, None)
+        content = self._result_blocks(text, result, None)
         try:
             await self._show_final(links, text, content)
         except SlackApiError as exc:
@@ -411,7 +432,14 @@ class SlackPresenter:
                 logger.warning("couldn't update placeholder of job %s: %s", self.job_id, exc)
         await self._delete_previews()
         if not (shown and failure.in_place):
-            await tell(self.client, self.reply, failure.message)
+            await tell(self.client, self.reply, failure.message, self._refusal_blocks(failure))
+
+    def _refusal_blocks(self, failure: Failure) -> list[blocks.Block] | None:
+        """After a safety block, with prompt help on: the refusal offers a rewording."""
+        blocked = isinstance(failure.error, ContentBlocked) and failure.kind == "refused"
+        if not blocked or failure.job_id is None or self.service.prompt_help is None:
+            return None
+        return blocks.refusal_blocks(failure.message, failure.job_id)
 
 
 def _details(result: JobResult) -> str:

@@ -16,6 +16,8 @@ HELP = (
     "• `--n 2` — how many images\n"
     "• `--transparent` — transparent background (PNG or WebP)\n"
     "• `--format png|jpeg|webp`\n"
+    "• `--enhance` (or `-e`) — let prompt help write a more detailed prompt first, when the "
+    "bot has it on (the rewrite is counted with the image)\n"
     "*Edit images:* mention me with images attached (a file named `mask…` marks what to "
     "change), reply in the thread of one of my images, or use the *Edit image* shortcut on "
     "any message with an image. Slash commands don't work in threads; mention me there instead."
@@ -25,9 +27,13 @@ _QUALITIES = {"low", "medium", "high", "auto"}
 _FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "webp": "webp"}
 _SIZE_WORDS = {"square": "1024x1024", "landscape": "1536x1024", "portrait": "1024x1536"}
 # Each option's names, the short ones and the words people type for them.
-_NAMES = dict(s="size", q="quality", count="n", number="n", t="transparent", f="format")
-_NAMES |= {name: name for name in ("size", "quality", "n", "transparent", "format")}
-_SHORT = {"-s", "-q", "-n", "-t", "-f"}
+_NAMES = dict(
+    s="size", q="quality", count="n", number="n", t="transparent", f="format", e="enhance"
+)
+_NAMES |= {name: name for name in ("size", "quality", "n", "transparent", "format", "enhance")}
+# Options that are on or off: typed alone, or with a yes/no value after "=".
+_SWITCHES = {"transparent", "enhance"}
+_SHORT = {"-s", "-q", "-n", "-t", "-f", "-e"}
 _SIZE = re.compile(r"^(\d{2,5})\s*[x×*]\s*(\d{2,5})$", re.IGNORECASE)
 # Slack (and macOS autocorrect) turn a typed "--" into an en or em dash.
 _DASHES = re.compile(r"^[\u2013\u2014\u2012\u2015]")
@@ -43,6 +49,7 @@ class ParsedPrompt:
 
     prompt: str
     overrides: Overrides = NO_OVERRIDES
+    enhance: bool = False  # let prompt help rewrite the prompt first
 
 
 def parse_prompt(text: str) -> ParsedPrompt:
@@ -61,7 +68,7 @@ def parse_prompt(text: str) -> ParsedPrompt:
         key = _NAMES.get(name.lower())
         if key is None:
             raise FlagError(f"I don't know the option `--{name}`.")
-        if key == "transparent":
+        if key in _SWITCHES:
             chosen[key] = value or "yes"
             i += 1
             continue
@@ -113,7 +120,12 @@ def _convert(prompt: str, chosen: dict[str, str]) -> ParsedPrompt:
         if fmt is None:
             raise FlagError(f"`--format {chosen['format']}` isn't one of png, jpeg, webp.")
         out = replace(out, output_format=fmt)
-    return ParsedPrompt(prompt, out)
+    enhance = False
+    if "enhance" in chosen:
+        if chosen["enhance"].lower() not in ("yes", "true", "1", "on"):
+            raise FlagError("`--enhance` takes no value.")
+        enhance = True
+    return ParsedPrompt(prompt, out, enhance)
 
 
 _LINK = re.compile(r"<([^<>|]+)(?:\|([^<>]*))?>")

@@ -125,6 +125,47 @@ class SlackPayloads(SlackWorkspace):
             ],
         }
 
+    def ephemeral_action_payload(
+        self, shown: dict[str, Any], action_id: str, value: str
+    ) -> dict[str, Any]:
+        """A ``block_actions`` payload for a click on the private message ``shown``.
+
+        Only its user sees it, so only they can click; Slack sends no ``message`` for it, and
+        its response URL replaces or deletes it.
+        """
+        if shown not in self.ephemerals:
+            raise ValueError("that private message is no longer shown")
+        block_id, label = _button_on(shown, action_id, value)
+        rid = uuid.uuid4().hex[:8]
+        self.response_targets[rid] = shown
+        container = {
+            "type": "message",
+            "message_ts": shown["ts"],
+            "channel_id": shown["channel"],
+            "is_ephemeral": True,
+        }
+        return {
+            "type": "block_actions",
+            "user": self.user_ref(shown["user"]),
+            "api_app_id": APP_ID,
+            "token": "legacy-verification-token",
+            "container": container,
+            "trigger_id": self.new_trigger(),
+            "team": {"id": TEAM_ID, "domain": "test"},
+            "channel": {"id": shown["channel"], "name": "general"},
+            "response_url": f"{self.base_url}/response/{rid}",
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": action_id,
+                    "block_id": block_id,
+                    "text": {"type": "plain_text", "text": label},
+                    "value": value,
+                    "action_ts": self._new_ts(),
+                }
+            ],
+        }
+
     def shortcut_payload(
         self, user: str, channel: str, message: dict[str, Any], callback_id: str = "imagine_edit"
     ) -> dict[str, Any]:

@@ -136,13 +136,35 @@ class SlackTransport(SlackWorkspace):
                 self._connected.clear()
         return ws
 
+    def _apply_response(self, rid: str, body: dict[str, Any], deleting: bool) -> None:
+        """What a response URL of a click on a private message does to what its user sees."""
+        target = self.response_targets.get(rid)
+        if target is None:
+            return
+        if deleting or body.get("replace_original"):
+            if target in self.ephemerals:
+                self.ephemerals.remove(target)
+            if deleting:
+                return
+        shown = {
+            "channel": target["channel"],
+            "user": target["user"],
+            "text": body.get("text", ""),
+            "blocks": body.get("blocks") or [],
+            "ts": target["ts"] if body.get("replace_original") else self._new_ts(),
+            "thread_ts": target.get("thread_ts"),
+        }
+        self.ephemerals.append(shown)
+        self.response_targets[rid] = shown
+
     async def _response_url(self, request: web.Request) -> web.Response:
         body = await request.json()
         rid = request.match_info["rid"]
         used = self.response_uses.get(rid, 0)
         # The same message rules as chat.postEphemeral; Slack answers a bad one with HTTP 400
         # and the error in the body.
-        problem = message_problem(body, lambda _ref: None)
+        deleting = bool(body.get("delete_original"))
+        problem = None if deleting else message_problem(body, lambda _ref: None)
         if used >= RESPONSE_URL_USES:
             problem = "used_url"
         if problem is not None:
@@ -151,5 +173,6 @@ class SlackTransport(SlackWorkspace):
             return web.Response(status=404 if problem == "used_url" else 400, text=problem)
         self.response_uses[rid] = used + 1
         self.responses.append(body)
+        self._apply_response(rid, body, deleting)
         await self._notify()
         return web.Response(text="ok")

@@ -223,7 +223,18 @@ class SlackWebApi(SlackWorkspace):
         if not args.get("user"):
             return _err("user_not_found")
         problem = self._check_content(args)
-        return _err(problem) if problem else {"ok": True, "message_ts": self._new_ts()}
+        if problem:
+            return _err(problem)
+        shown = {
+            "channel": str(args["channel"]),
+            "user": str(args["user"]),
+            "text": args.get("text", ""),
+            "blocks": args.get("blocks") or [],
+            "ts": self._new_ts(),
+            "thread_ts": args.get("thread_ts"),
+        }
+        self.ephemerals.append(shown)
+        return {"ok": True, "message_ts": shown["ts"]}
 
     def _m_chat_delete(self, args: dict[str, Any]) -> dict[str, Any]:
         channel, ts = str(args.get("channel", "")), str(args.get("ts", ""))

@@ -72,6 +72,10 @@ class SlackWorkspace:
     # Bodies sent to a response_url that Slack would refuse, each with its "_error".
     refused_responses: list[dict[str, Any]] = field(default_factory=list)
     response_uses: dict[str, int] = field(default_factory=dict)
+    # Private (ephemeral) messages each user sees now: channel, user, text, blocks, ts,
+    # thread_ts. A response URL of a click on one replaces or deletes it.
+    ephemerals: list[dict[str, Any]] = field(default_factory=list)
+    response_targets: dict[str, dict[str, Any]] = field(default_factory=dict)
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     acks: dict[str, dict[str, Any]] = field(default_factory=dict)
     http_statuses: list[int] = field(default_factory=list)
@@ -195,6 +199,10 @@ class SlackWorkspace:
             msg["bot_id"] = "BOTHER"
         self.messages.setdefault(channel, []).append(msg)
         return dict(msg)
+
+    def ephemerals_for(self, user: str) -> list[dict[str, Any]]:
+        """The private messages ``user`` sees now, oldest first."""
+        return [e for e in self.ephemerals if e["user"] == user]
 
     def message(self, channel: str, ts: str) -> dict[str, Any] | None:
         """The current state of a message, or None if it is unknown or deleted."""
