@@ -10,10 +10,18 @@ from discord import app_commands
 
 from adapters.discord.files import remote, remote_all
 from adapters.discord.handlers import DiscordImagine, ref
-from adapters.discord.render import BUTTONS, RESULT_BUTTONS, job_button, warning
+from adapters.discord.render import (
+    BUTTONS,
+    ENHANCE_BUTTON,
+    RESULT_BUTTONS,
+    SUGGESTION_BUTTONS,
+    job_button,
+    suggestion_button,
+    warning,
+)
 from adapters.discord.spend import SPEND_COMMANDS
 from bot import texts
-from bot.commands import Command, Edit, Generate, Overrides, Regenerate, Vary, split_mask
+from bot.commands import Command, Edit, Generate, Overrides, Regenerate, Retry, Vary, split_mask
 
 JOB = r"(?P<job>[0-9a-z]{1,40})"
 EDIT_MODAL = re.compile(rf"^imagine:edit:{JOB}$")
@@ -59,26 +67,68 @@ class JobButton(
             await imagine.delete(interaction, job_id)
         elif self.action == "cancel":
             await imagine.cancel(interaction, job_id)
-        elif self.action in ("regen", "vary"):
+        elif self.action == "rephrase":
+            await imagine.rephrase(interaction, job_id)
+        elif self.action == "enhance" and not await imagine.prompt_help_or_refuse(interaction):
+            return
+        elif self.action in ("regen", "vary", "enhance"):
             # A variation needs the result's image: a pruned one is refused before "thinking".
             vary = self.action == "vary"
             target = await imagine.begin(interaction, job_id=job_id, images=vary)
             if target is not None:
                 who = target.requester
-                command: Command = Vary(who, job_id) if vary else Regenerate(who, job_id)
+                command: Command = Regenerate(who, job_id)
+                if vary:
+                    command = Vary(who, job_id)
+                elif self.action == "enhance":
+                    command = Retry(who, job_id, enhance=True)
                 await imagine.run(target, command)
         # Asking for a prompt the bot can't use would waste the user's typing: check first.
         elif await imagine.job_or_refuse(interaction, job_id, images=True) is not None:
             await interaction.response.send_modal(PromptModal(f"imagine:edit:{job_id}"))
 
 
-DYNAMIC_ITEMS = (JobButton,)
+class SuggestionButton(
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=rf"imagine:(?P<action>{'|'.join(SUGGESTION_BUTTONS)}):{JOB}:(?P<suggestion>[0-9a-z]{{1,40}})",
+):
+    """ "Send it" or "Never mind" under a reworded prompt offered after a safety block."""
+
+    def __init__(self, action: str, job_id: str, suggestion_id: str) -> None:
+        super().__init__(suggestion_button(action, job_id, suggestion_id))
+        self.action = action
+        self.job_id = job_id
+        self.suggestion_id = suggestion_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction,
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> SuggestionButton:
+        return cls(match["action"], match["job"], match["suggestion"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        imagine = imagine_of(interaction.client)
+        if self.action == "send":
+            await imagine.send_suggestion(interaction, self.job_id, self.suggestion_id)
+        else:
+            await imagine.drop_suggestion(interaction)
 
 
-def result_view(job_id: str) -> discord.ui.View:
-    """The buttons under a result."""
+DYNAMIC_ITEMS = (JobButton, SuggestionButton)
+
+
+def result_view(job_id: str, *, enhance: bool = False) -> discord.ui.View:
+    """The buttons under a result; ``enhance`` (prompt help is on) adds "Enhance & retry"."""
     view = discord.ui.View(timeout=None)
-    for action in RESULT_BUTTONS:
+    actions = list(RESULT_BUTTONS)
+    if enhance:
+        # Before Delete, which stays last.
+        actions[-1:-1] = ENHANCE_BUTTON
+    for action in actions:
         view.add_item(JobButton(action, job_id))
     # Stopped views are sent but not kept in memory: the dynamic item above answers the clicks.
     view.stop()
@@ -151,6 +201,7 @@ async def size_autocomplete(
     image2="A second image to use",
     image3="A third image to use",
     mask="PNG whose transparent areas mark what to change in the first image",
+    enhance="✨ Let prompt help rewrite your prompt first",
 )
 @app_commands.rename(output_format="format")
 @app_commands.autocomplete(size=size_autocomplete)
@@ -166,9 +217,12 @@ async def imagine_command(
     image2: discord.Attachment | None = None,
     image3: discord.Attachment | None = None,
     mask: discord.Attachment | None = None,
+    enhance: bool = False,
 ) -> None:
     """The /imagine slash command: generate, or edit the attached images."""
     imagine = imagine_of(interaction.client)
+    if enhance and not await imagine.prompt_help_or_refuse(interaction):
+        return
     target = await imagine.begin(interaction)
     if target is None:
         return
@@ -180,10 +234,17 @@ async def imagine_command(
         output_format=output_format,
     )
     files = remote_all(a for a in (image, image2, image3) if a is not None)
-    command: Command = Generate(target.requester, prompt, overrides)
+    command: Command = Generate(target.requester, prompt, overrides, enhance=enhance)
     if files or mask:
         the_mask = remote(mask) if mask else None
-        command = Edit(target.requester, prompt, files=files, mask=the_mask, overrides=overrides)
+        command = Edit(
+            target.requester,
+            prompt,
+            files=files,
+            mask=the_mask,
+            overrides=overrides,
+            enhance=enhance,
+        )
     await imagine.run(target, command)
 
 

@@ -8,6 +8,7 @@ import re
 
 import discord
 
+from adapters.discord import render
 from adapters.discord.files import downloader, remote_all
 from adapters.discord.presenter import DiscordPresenter, progress_budget
 from adapters.discord.render import MARKUP, REQUESTED_BY, status, warning
@@ -20,8 +21,8 @@ from adapters.discord.targets import (
 )
 from bot import texts
 from bot.app import App
-from bot.commands import Command, Edit, MessageRef, RemoteFile, split_mask
-from bot.errors import JobNotFound, UserFacingError
+from bot.commands import Command, Edit, MessageRef, RemoteFile, Retry, split_mask
+from bot.errors import JobNotFound, NotAllowed, UserFacingError
 from bot.models import JobRecord
 from bot.presenting import JobTasks, JobView, run_job
 
@@ -31,6 +32,7 @@ MENU_MEMORY = 500
 MENTION = re.compile(r"<@!?(\d+)>")
 # Who else may delete a result, in the words of Discord's permission.
 MODERATORS = "someone who can manage messages"
+STILL_REPHRASING = "I'm still rewording that prompt; it will appear here in a moment."
 
 
 def ref(message_id: int) -> MessageRef:
@@ -54,6 +56,8 @@ class DiscordImagine:
         )
         # The "Edit image" menu sees the whole message; a later fetch may not (no content intent).
         self._menu_targets: dict[int, list[discord.Attachment]] = {}
+        # (blocked job, user) whose rewording is being asked: a second click would pay twice.
+        self._rephrasing: set[tuple[str, int]] = set()
 
     def remember_menu_target(self, message: discord.Message) -> None:
         """Keep the attachments of a message the "Edit image" menu was used on."""
@@ -72,7 +76,8 @@ class DiscordImagine:
 
     async def run(self, target: Target, command: Command) -> str | None:
         """Run ``command`` through the core, drawn on ``target``; the job id if delivered."""
-        presenter = DiscordPresenter(target, self.result_view)
+        prompt_help = self.service.prompt_help is not None
+        presenter = DiscordPresenter(target, self.result_view, prompt_help=prompt_help)
         with self.tasks.tracked():
             return await run_job(
                 self.service,
@@ -125,6 +130,76 @@ class DiscordImagine:
         gone = warning(texts.refusal(JobNotFound(job_id), MARKUP))
         await interaction.response.send_message(gone, ephemeral=True)
         return None
+
+    async def prompt_help_or_refuse(self, interaction: discord.Interaction) -> bool:
+        """True when prompt help is on; else says so privately, before anything is started."""
+        if self.service.prompt_help is not None:
+            return True
+        await interaction.response.send_message(warning(texts.NO_PROMPT_HELP), ephemeral=True)
+        return False
+
+    # --- after a safety block: Rephrase and retry, then Send it or Never mind --------------------
+    async def rephrase(self, interaction: discord.Interaction, job_id: str) -> None:
+        """Prompt help rewords a blocked prompt (charged); shown privately until it is sent."""
+        if not self.channel_allowed(interaction.channel):
+            await interaction.response.send_message(warning(texts.NOT_HERE), ephemeral=True)
+            return
+        asking = (job_id, interaction.user.id)
+        if asking in self._rephrasing:
+            await interaction.response.send_message(warning(STILL_REPHRASING), ephemeral=True)
+            return
+        self._rephrasing.add(asking)
+        try:
+            try:
+                await interaction.response.defer(ephemeral=True, thinking=True)
+            except discord.NotFound as exc:  # 10062: too late to answer; nothing was asked
+                logger.warning("interaction %s could not be acknowledged: %s", interaction.id, exc)
+                return
+            clicker = requester_of(interaction.user, interaction.channel_id)
+            try:
+                suggestion = await self.service.rephrase(job_id, clicker)
+            except UserFacingError as exc:
+                refusal = warning(texts.refusal(exc, MARKUP))
+                await interaction.followup.send(refusal, ephemeral=True)
+                return
+        finally:
+            self._rephrasing.discard(asking)
+        await interaction.followup.send(
+            render.SUGGESTION_HEADER,
+            embed=render.suggestion_embed(suggestion.prompt),
+            view=render.suggestion_view(job_id, suggestion.id),
+            ephemeral=True,
+        )
+
+    async def send_suggestion(
+        self, interaction: discord.Interaction, job_id: str, suggestion_id: str
+    ) -> None:
+        """ "Send it": the blocked job again with the reworded prompt, as a new job in public."""
+        if not self.channel_allowed(interaction.channel):
+            await interaction.response.send_message(warning(texts.NOT_HERE), ephemeral=True)
+            return
+        clicker = requester_of(interaction.user, interaction.channel_id)
+        suggestion = await self.service.get_job(suggestion_id)
+        refusal: UserFacingError | None = None
+        if suggestion is None or suggestion.parent_job_id != job_id:
+            refusal = JobNotFound(suggestion_id)
+        elif suggestion.requester.key != clicker.key:
+            refusal = NotAllowed(texts.ONLY_OWNER_REPHRASES)
+        if refusal is not None:
+            words = warning(texts.refusal(refusal, MARKUP))
+            await interaction.response.send_message(words, ephemeral=True)
+            return
+        # The private message keeps its buttons: a second press must not make it twice.
+        if not await self.service.first_time(f"discord:suggestion:{suggestion_id}"):
+            await interaction.response.send_message(warning(render.ALREADY_SENT), ephemeral=True)
+            return
+        target = await self.begin(interaction, job_id=job_id)
+        if target is not None:
+            await self.run(target, Retry(target.requester, job_id, suggestion_id=suggestion_id))
+
+    async def drop_suggestion(self, interaction: discord.Interaction) -> None:
+        """ "Never mind": the private message says nothing was sent, and loses its buttons."""
+        await interaction.response.edit_message(content=render.NOTHING_SENT, embed=None, view=None)
 
     async def delete(self, interaction: discord.Interaction, job_id: str) -> None:
         """🗑: the requester or a member who can manage messages removes the result."""

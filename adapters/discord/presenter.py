@@ -24,6 +24,7 @@ from adapters.discord.files import preview_file, result_files
 from adapters.discord.targets import Display, Target, ViewFactory
 from bot import texts
 from bot.commands import MessageRef
+from bot.errors import ContentBlocked
 from bot.models import JobResult
 from bot.pacing import EditBudget
 from bot.presenting import Failure, JobView, Links, NotShown
@@ -76,9 +77,13 @@ class DiscordPresenter:
     platform = "Discord"
     markup: texts.Markup = render.MARKUP
 
-    def __init__(self, target: Target, result_view: ViewFactory) -> None:
+    def __init__(
+        self, target: Target, result_view: ViewFactory, *, prompt_help: bool = False
+    ) -> None:
         self.target = target
         self.result_view = result_view
+        # Prompt help is on: results offer "Enhance & retry", safety blocks "Rephrase and retry".
+        self.prompt_help = prompt_help
 
     @property
     def channel_id(self) -> str:
@@ -112,9 +117,8 @@ class DiscordPresenter:
     async def show_result(self, result: JobResult, links: Links) -> None:
         """The result embed, its images and buttons, however long Discord answers 429."""
         files = await result_files(result.images, result.job_id, self.target.upload_limit)
-        display = Display(
-            embed=render.result_embed(result), files=files, view=self.result_view(result.job_id)
-        )
+        buttons = self.result_view(result.job_id, enhance=self.prompt_help)
+        display = Display(embed=render.result_embed(result), files=files, view=buttons)
         try:
             await until_landed(lambda: self.target.show(display))
         except (discord.Forbidden, discord.NotFound) as exc:
@@ -130,4 +134,8 @@ class DiscordPresenter:
             await until_landed(lambda: self.target.show(shown))
             return
         text = render.warning(failure.message)
-        await until_landed(lambda: self.target.fail(text))
+        blocked = failure.kind == "refused" and isinstance(failure.error, ContentBlocked)
+        offer = None
+        if blocked and self.prompt_help and failure.job_id is not None:
+            offer = render.rephrase_view(failure.job_id)
+        await until_landed(lambda: self.target.fail(text, offer))

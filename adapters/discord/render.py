@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import discord
 
 from bot import texts
@@ -12,6 +14,18 @@ EMBED_COLOUR = discord.Colour(0x5865F2)
 PROMPT_IN_EMBED = 300
 PROMPT_IN_STATUS = 150
 REQUESTED_BY = "Requested by"
+ENHANCED_FROM = "✨ Enhanced from"
+# Discord's embed limits (https://discord.com/developers/docs/resources/message#embed-object-embed-limits):
+# description 4096 characters, a field's value 1024, all of an embed's text 6000.
+EMBED_DESCRIPTION_MAX = 4096
+EMBED_FIELD_MAX = 1024
+EMBED_TOTAL_MAX = 6000
+NOTHING_SENT = "Nothing was sent, and the reworded prompt was not used."
+ALREADY_SENT = "That reworded prompt was already sent; look for it in the channel."
+SUGGESTION_HEADER = (
+    "✨ Here is a reworded prompt. Nothing is sent until you press **Send it** "
+    "(it is made like a new request)."
+)
 
 # A button's custom_id is "imagine:<key>:<job id>": the job lives in it, so a button works after a
 # restart, and the keys must stay stable or old buttons stop working. (label, emoji, style)
@@ -22,10 +36,24 @@ RESULT_BUTTONS: dict[str, ButtonLook] = {
     "edit": ("Edit", "✏️", discord.ButtonStyle.secondary),
     "delete": ("Delete", "🗑️", discord.ButtonStyle.danger),
 }
+# Under a result only while prompt help is on; with the four above it fills a row (5 at most).
+ENHANCE_BUTTON: dict[str, ButtonLook] = {
+    "enhance": ("Enhance & retry", "✨", discord.ButtonStyle.secondary),
+}
 PROGRESS_BUTTONS: dict[str, ButtonLook] = {
     "cancel": ("Cancel", "✖️", discord.ButtonStyle.secondary),
 }
-BUTTONS = {**RESULT_BUTTONS, **PROGRESS_BUTTONS}
+# On the private refusal after a safety block, while prompt help is on.
+REPHRASE_BUTTON: dict[str, ButtonLook] = {
+    "rephrase": ("Rephrase and retry", "✨", discord.ButtonStyle.primary),
+}
+BUTTONS = {**RESULT_BUTTONS, **ENHANCE_BUTTON, **PROGRESS_BUTTONS, **REPHRASE_BUTTON}
+# "imagine:<send|drop>:<blocked job id>:<suggestion id>": both ids are 16 characters, well
+# inside Discord's 100 for a custom_id.
+SUGGESTION_BUTTONS: dict[str, ButtonLook] = {
+    "send": ("Send it", "✅", discord.ButtonStyle.success),
+    "drop": ("Never mind", "✖️", discord.ButtonStyle.secondary),
+}
 
 
 class DiscordMarkup:
@@ -109,14 +137,52 @@ def job_button(action: str, job_id: str) -> discord.ui.Button[discord.ui.View]:
     )
 
 
-def progress_view(job_id: str) -> discord.ui.View:
-    """The buttons on a job's message while it waits or is being made."""
+def suggestion_button(action: str, job_id: str, suggestion_id: str) -> discord.ui.Button[Any]:
+    """ "Send it" or "Never mind" (a key of SUGGESTION_BUTTONS) under a reworded prompt."""
+    label, emoji, style = SUGGESTION_BUTTONS[action]
+    custom_id = f"imagine:{action}:{job_id}:{suggestion_id}"
+    return discord.ui.Button(label=label, emoji=emoji, style=style, custom_id=custom_id)
+
+
+def stopped_view(*buttons: discord.ui.Item[discord.ui.View]) -> discord.ui.View:
+    """A view of ``buttons`` that is sent but not kept in memory: dynamic items answer them."""
     view = discord.ui.View(timeout=None)
-    for action in PROGRESS_BUTTONS:
-        view.add_item(job_button(action, job_id))
-    # Stopped views are sent but not kept in memory: a dynamic item answers the clicks.
+    for button in buttons:
+        view.add_item(button)
     view.stop()
     return view
+
+
+def progress_view(job_id: str) -> discord.ui.View:
+    """The buttons on a job's message while it waits or is being made."""
+    return stopped_view(*(job_button(action, job_id) for action in PROGRESS_BUTTONS))
+
+
+def rephrase_view(job_id: str) -> discord.ui.View:
+    """ "Rephrase and retry" for a job a safety system blocked."""
+    return stopped_view(*(job_button(action, job_id) for action in REPHRASE_BUTTON))
+
+
+def suggestion_view(job_id: str, suggestion_id: str) -> discord.ui.View:
+    """ "Send it" and "Never mind" under a reworded prompt."""
+    return stopped_view(
+        *(suggestion_button(action, job_id, suggestion_id) for action in SUGGESTION_BUTTONS)
+    )
+
+
+def escaped(text: str, limit: int) -> str:
+    """A user's words, shortened to fit in ``limit`` characters once escaped (which adds some)."""
+    cut = limit
+    while True:
+        shown = MARKUP.escape(texts.shorten(text, cut))
+        if len(shown) <= limit or cut <= 1:
+            return shown[:limit]
+        cut = max(1, cut - (len(shown) - limit))
+
+
+def suggestion_embed(prompt: str) -> discord.Embed:
+    """The reworded prompt, shown privately to its requester to confirm or drop."""
+    return discord.Embed(description=escaped(prompt, EMBED_DESCRIPTION_MAX), colour=EMBED_COLOUR)
 
 
 def ended(prompt: str, state: str) -> str:
@@ -135,15 +201,23 @@ def result_embed(result: JobResult) -> discord.Embed:
     title = "Edited image" if request.is_edit else "Generated image"
     if request.options.n > 1 or len(result.images) > 1:
         title += "s"
-    embed = discord.Embed(
-        title=title,
-        description=discord.utils.escape_markdown(texts.shorten(request.prompt, PROMPT_IN_EMBED)),
-        colour=EMBED_COLOUR,
-    )
+    embed = discord.Embed(title=title, colour=EMBED_COLOUR)
+    original = result.original_prompt
+    if original is not None:
+        # What the user wrote, under the rewrite that was made.
+        embed.add_field(name=ENHANCED_FROM, value=escaped(original, EMBED_FIELD_MAX), inline=False)
     embed.add_field(name="Size", value=result.size or request.options.size)
     embed.add_field(name="Quality", value=result.quality or request.options.quality)
     embed.add_field(name="Time", value=f"{result.elapsed_s:.1f} s")
     embed.add_field(name="Cost", value=f"${result.cost_usd:.3f}")
     embed.add_field(name="Job", value=MARKUP.code(result.job_id))
     embed.add_field(name=REQUESTED_BY, value=MARKUP.mention(request.requester.user_id))
+    if original is None:
+        embed.description = discord.utils.escape_markdown(
+            texts.shorten(request.prompt, PROMPT_IN_EMBED)
+        )
+    else:
+        # A rewrite is what was sent: show as much of it as the embed can hold.
+        room = min(EMBED_DESCRIPTION_MAX, EMBED_TOTAL_MAX - len(embed))
+        embed.description = escaped(request.prompt, room)
     return embed

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import discord
 
@@ -14,7 +14,13 @@ from adapters.discord.render import sentence
 from bot import texts
 from bot.models import Requester
 
-ViewFactory = Callable[[str], discord.ui.View]
+
+class ViewFactory(Protocol):
+    """The buttons under a job's result; ``enhance`` adds "Enhance & retry"."""
+
+    def __call__(self, job_id: str, *, enhance: bool = False) -> discord.ui.View: ...
+
+
 # Links a message to the job it shows (for replies and buttons).
 Linker = Callable[[int], Awaitable[None]]
 
@@ -78,9 +84,9 @@ class Target:
         """Replace what the message shows; returns the message id."""
         return await self.repost(display)
 
-    async def fail(self, text: str) -> None:
-        """Tell the requester the job did not work."""
-        await self.show(Display(text))
+    async def fail(self, text: str, view: discord.ui.View | None = None) -> None:
+        """Tell the requester the job did not work (``view``: what they can do about it)."""
+        await self.show(Display(text, view=view))
 
     def platform_ref(self) -> dict[str, object]:
         """What a later process needs to find this message again."""
@@ -146,18 +152,20 @@ class InteractionTarget(Target):
                 return message.id
         return await self.repost(display)
 
-    async def fail(self, text: str) -> None:
+    async def fail(self, text: str, view: discord.ui.View | None = None) -> None:
         """Privately: the public "thinking" message goes, an ephemeral one replaces it."""
         if self.posted is None:
             try:
                 with contextlib.suppress(discord.NotFound):
                     await self.interaction.delete_original_response()
-                await self.interaction.followup.send(text, ephemeral=True)
+                await self.interaction.followup.send(
+                    text, ephemeral=True, view=view or discord.utils.MISSING
+                )
                 return
             except discord.HTTPException as exc:
                 if exc.status != 401:
                     raise
-        await self.show(Display(text))  # the token expired: say it in the channel
+        await self.show(Display(text, view=view))  # the token expired: say it in the channel
 
     def platform_ref(self) -> dict[str, object]:
         """The token and message, while the token lasts; the channel after."""

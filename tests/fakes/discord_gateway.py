@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from tests.fakes.discord_payloads import (
+    EPHEMERAL,
     MEMBER_PERMISSIONS,
     MESSAGE_CONTENT_INTENT,
     FakeInteraction,
@@ -61,6 +62,7 @@ class DiscordGateway(DiscordState):
                 opts.append({"name": key, "type": 4, "value": value})
             else:
                 opts.append({"name": key, "type": 3, "value": value})
+        self._check_options(name, opts)
         data: dict[str, Any] = {
             "id": self._command_id(name),
             "name": name,
@@ -131,6 +133,10 @@ class DiscordGateway(DiscordState):
         ids = [c["custom_id"] for row in message["components"] for c in row["components"]]
         if custom_id not in ids:
             raise AssertionError(f"no button {custom_id!r} on the message; it has {ids}")
+        shown_to = self.interactions.get(message.get("_token", ""))
+        if message["flags"] & EPHEMERAL and (shown_to is None or shown_to.user["id"] != user.id):
+            # Discord shows an ephemeral message to the user of its interaction only.
+            raise AssertionError(f"{user.username} can't see that ephemeral message")
         data = {"custom_id": custom_id, "component_type": 2}
         return await self._interact(user, 3, data, message=message)
 
@@ -212,6 +218,19 @@ class DiscordGateway(DiscordState):
         return message
 
     # --- building the events ------------------------------------------------------------------
+    def _check_options(self, name: str, options: list[dict[str, Any]]) -> None:
+        """A Discord client only offers the options a command was registered with, typed so."""
+        for commands in self.commands.values():
+            for command in commands:
+                registered = {o["name"]: o["type"] for o in command.get("options", [])}
+                if command["name"] != name or {1, 2} & set(registered.values()):
+                    continue  # subcommands carry their own options
+                for option in options:
+                    if registered.get(option["name"]) != option["type"]:
+                        raise AssertionError(
+                            f"/{name} has no option {option['name']!r} of type {option['type']}"
+                        )
+
     def _command_id(self, name: str) -> str:
         for commands in self.commands.values():
             for command in commands:

@@ -175,8 +175,15 @@ def modal_problem(data: dict[str, Any]) -> str | None:
 
 def embed_problem(embed: dict[str, Any]) -> str | None:
     """What Discord would refuse in an embed, or None."""
+    # Discord docs (Message resource, Embed Limits,
+    # https://discord.com/developers/docs/resources/message#embed-object-embed-limits): title 256,
+    # description 4096, up to 25 fields of name 256 and value 1024, footer 2048, author name 256,
+    # and at most 6000 characters across all of them.
     limits = {"title": 256, "description": 4096}
-    total = 0
+    author = (embed.get("author") or {}).get("name", "")
+    if len(author) > 256:
+        return "embed author name over 256 characters"
+    total = len(author)
     for key, limit in limits.items():
         total += len(embed.get(key) or "")
         if len(embed.get(key) or "") > limit:
