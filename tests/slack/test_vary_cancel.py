@@ -53,8 +53,9 @@ async def imagine(fake: FakeSlack, prompt: str, user: str = "UALICE") -> dict[st
     """Send /imagine as ``user``; the job's placeholder once it is posted (with its buttons)."""
     await fake.send_command(fake.command_payload(prompt, user=user))
     head = f"<@{user}>: {prompt} — "
-    [call] = await fake.wait_for("chat.postMessage", lambda c: text_of(c).startswith(head))
-    found = [m for m in fake.messages.get(CHANNEL, []) if m["text"] == text_of(call)]
+    await fake.wait_for("chat.postMessage", lambda c: text_of(c).startswith(head))
+    # By head, not the posted text: a busy machine may already have edited it to "working".
+    found = [m for m in fake.messages.get(CHANNEL, []) if m["text"].startswith(head)]
     assert found, f"no placeholder for {prompt!r}"
     return dict(found[-1])
 
