@@ -186,6 +186,8 @@ class ImageService:
         suggestion = await self.store.get_job(retry.suggestion_id)
         if suggestion is None or suggestion.parent_job_id != retry.job_id:
             raise JobNotFound(retry.suggestion_id)
+        if suggestion.requester.key != retry.requester.key:
+            raise NotAllowed(texts.ONLY_OWNER_REPHRASES)
         return replace(request, prompt=suggestion.prompt)
 
     async def _variation(self, vary: Vary, channel: ChannelDefaults) -> ImageRequest:

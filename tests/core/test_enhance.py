@@ -125,6 +125,8 @@ async def test_after_a_block_the_rewrite_is_only_a_suggestion_until_it_is_confir
     )
     assert (status, images) == ("succeeded", 0) and float(str(cost)) > 0
 
+    with pytest.raises(NotAllowed):  # only the one it was shown to can send it
+        await app.service.prepare(Retry(BOB, blocked, suggestion_id=suggestion.id))
     retried = await run(app.service, Retry(ALICE, blocked, suggestion_id=suggestion.id), [])
     assert image_prompts(openai_fake)[-1] == chat_reply("a spooky castle")
     assert retried.request.options.model == "gpt-image-2"
