@@ -125,9 +125,13 @@ class DiscordImagine:
     ) -> JobRecord | None:
         """The button's job; None after saying privately that the store lost it (or its images)."""
         job = await self.service.get_job(job_id)
-        if job is not None and (not images or await self.service.has_images(job_id)):
-            return job
-        gone = warning(texts.refusal(JobNotFound(job_id), MARKUP))
+        missing: UserFacingError = JobNotFound(job_id)
+        try:
+            if job is not None and (not images or await self.service.has_images(job_id)):
+                return job
+        except UserFacingError as exc:  # its images were pruned: say so in those words
+            missing = exc
+        gone = warning(texts.refusal(missing, MARKUP))
         await interaction.response.send_message(gone, ephemeral=True)
         return None
 
