@@ -23,7 +23,7 @@ from bot.errors import (
     ProviderUnavailable,
 )
 from bot.openai_errors import MAX_RETRY_AFTER, RetryableError, error_fields, map_error, redact
-from bot.redact import HTTP_LOGGERS, LOG_FILTER, protect_loggers
+from bot.openai_http import openai_client
 
 __all__ = [
     "MAX_OUTPUT_TOKENS",
@@ -160,38 +160,15 @@ class PromptHelper:
         backoff_scale: float = 1.0,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        headers = {"Authorization": f"Bearer {api_key}", "User-Agent": "imagine-bot"}
-        if organization:
-            headers["OpenAI-Organization"] = organization
-        if project:
-            headers["OpenAI-Project"] = project
         self._secrets = (api_key,)
-        LOG_FILTER.add_secret(api_key)
-        protect_loggers(*HTTP_LOGGERS)
-        try:
-            self._client = httpx.AsyncClient(
-                base_url=base_url.rstrip("/") + "/",
-                headers=headers,
-                timeout=httpx.Timeout(timeout, connect=5.0),
-                transport=transport,
-            )
-        except UnicodeEncodeError:
-            # httpx sends headers as ASCII; say which setting holds the character, not its value
-            variable = next(
-                (
-                    name
-                    for name, value in (
-                        ("OPENAI_API_KEY", api_key),
-                        ("OPENAI_ORG_ID", organization or ""),
-                        ("OPENAI_PROJECT_ID", project or ""),
-                    )
-                    if not value.isascii()
-                ),
-                "OPENAI_API_KEY",
-            )
-            raise ConfigError(
-                variable, "holds a non-ASCII character, which an HTTP header cannot carry"
-            ) from None
+        self._client = openai_client(
+            api_key=api_key,
+            base_url=base_url,
+            organization=organization,
+            project=project,
+            timeout=timeout,
+            transport=transport,
+        )
         self.model = model
         self.price = price
         self._timeout = timeout

@@ -12,7 +12,7 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from bot.config import Settings
-from bot.errors import ConfigError, ProviderMisconfigured, ProviderUnavailable
+from bot.errors import ProviderMisconfigured, ProviderUnavailable
 from bot.image_rules import MAX_SOURCES, check_options
 from bot.models import (
     ImageRequest,
@@ -27,7 +27,7 @@ from bot.openai_errors import (
     map_error,
     redact,
 )
-from bot.redact import HTTP_LOGGERS, LOG_FILTER, protect_loggers
+from bot.openai_http import openai_client
 from bot.sse import read_stream, result_from_json
 
 # The gpt-image rules live in bot.image_rules; the service and adapters import these here.
@@ -69,38 +69,15 @@ class OpenAIImages(ImageProvider):
         backoff_scale: float = 1.0,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        headers = {"Authorization": f"Bearer {api_key}", "User-Agent": "imagine-bot"}
-        if organization:
-            headers["OpenAI-Organization"] = organization
-        if project:
-            headers["OpenAI-Project"] = project
         self._secrets = (api_key,)
-        LOG_FILTER.add_secret(api_key)
-        protect_loggers(*HTTP_LOGGERS)
-        try:
-            self._client = httpx.AsyncClient(
-                base_url=base_url.rstrip("/") + "/",
-                headers=headers,
-                timeout=httpx.Timeout(timeout, connect=5.0),
-                transport=transport,
-            )
-        except UnicodeEncodeError:
-            # httpx sends headers as ASCII; say which setting holds the character, not its value
-            variable = next(
-                (
-                    name
-                    for name, value in (
-                        ("OPENAI_API_KEY", api_key),
-                        ("OPENAI_ORG_ID", organization or ""),
-                        ("OPENAI_PROJECT_ID", project or ""),
-                    )
-                    if not value.isascii()
-                ),
-                "OPENAI_API_KEY",
-            )
-            raise ConfigError(
-                variable, "holds a non-ASCII character, which an HTTP header cannot carry"
-            ) from None
+        self._client = openai_client(
+            api_key=api_key,
+            base_url=base_url,
+            organization=organization,
+            project=project,
+            timeout=timeout,
+            transport=transport,
+        )
         self._timeout = timeout
         self._max_retries = max(0, max_retries)
         self._backoff_scale = backoff_scale
