@@ -129,6 +129,11 @@ def target_key(platform: str, ident: str) -> str:
     return f"{platform}:{ident}"
 
 
+def user_in_team(user_key: str, team_id: str) -> str:
+    """The key of a user's rules within one team (what a team's admins may set)."""
+    return f"{user_key}@{team_id}"
+
+
 def split_key(key: str) -> tuple[str, str]:
     """``("discord", "123")`` from ``discord:123``."""
     platform, _, ident = key.partition(":")
@@ -341,7 +346,10 @@ class Policy:
     def _user_rules(self, requester: Requester) -> tuple[Counted | None, str | None]:
         """The member's user-level rules (None: blocked) and the tier that blocks them."""
         key = requester.key
-        mine = self.values("user", key)
+        # A rule set for the user everywhere (the operator's), then one set in this team wins.
+        mine = dict(self.values("user", key))
+        if requester.team_id:
+            mine.update(self.values("user", user_in_team(key, requester.team_id)))
         if mine.get("blocked") == "yes":
             return None, None
         tiers = [target_key(requester.platform, g) for g in requester.groups]

@@ -303,7 +303,8 @@ class ImageService:
             if by is not None and task is not None and task.uncancel() == 0:
                 audit.log("cancelled", reason=f"by {by.key}")
                 # The call was on the wire: OpenAI may bill it, so the ledger keeps the estimate.
-                billed = live.spent or None
+                # A call on the wire (the rewrite or the image) may be billed: keep its estimate.
+                billed = (live.spent + live.rewriting) or None
                 if live.calling:
                     billed = live.spent + estimate_cost(
                         request.options, len(request.sources), len(request.prompt)
@@ -349,7 +350,11 @@ class ImageService:
         """The request with its prompt rewritten by prompt help; the rewrite's cost is kept."""
         # A rewrite that fails but was billed carries its cost_usd: billed_cost counts it.
         hashed = request.requester.hashed_id
-        enhanced = await helper.enhance(request.prompt, safety_identifier=hashed)
+        live.rewriting = helper.estimate_cost(request.prompt)
+        try:
+            enhanced = await helper.enhance(request.prompt, safety_identifier=hashed)
+        finally:
+            live.rewriting = 0.0
         live.spent += enhanced.cost_usd
         await self.store.set_prompt(job.id, enhanced.prompt)
         await emit(PromptRewritten(job.id, enhanced.prompt))
@@ -593,6 +598,7 @@ class _Live:
     cancelled_by: Requester | None = None
     spent: float = 0.0  # dollars already billed for it (a prompt rewrite)
     ending: bool = False  # it failed and its ending is being recorded
+    rewriting: float = 0.0  # the estimate of a prompt rewrite on the wire
 
 
 class _SafeEmitter:

@@ -30,6 +30,7 @@ from bot.policy import (
     split_key,
     target_key,
     team_word,
+    user_in_team,
     whose,
 )
 from bot.reports import RuleUse, day_start, month_start
@@ -315,7 +316,12 @@ class SpendCommands:
         job = await self.service.get_job(job_id)
         if job is None:
             raise InvalidRequest(f"There is no job {m.code(job_id)}. Check the id and try again.")
-        if job.requester.key != asker.requester.key and not self._admin(asker):
+        own = job.requester.key == asker.requester.key
+        same_team = job.requester.platform == asker.requester.platform and (
+            job.requester.team_id == asker.requester.team_id
+        )
+        # A team's admins see their team's jobs; the operator sees every job.
+        if not own and not (self._operator(asker.requester) or (asker.admin and same_team)):
             raise NotAllowed(
                 f"Job {m.code(job_id)} was asked for by someone else; only admins can see "
                 "other people's jobs."
@@ -363,7 +369,7 @@ class SpendCommands:
             if args.action == "show":
                 return Answer(await self._show(asker.requester))
             if args.action == "log":
-                return Answer(await self._log())
+                return Answer(await self._log(asker))
             if args.action not in ("set", "unset") or not args.scope or not args.name:
                 raise InvalidRequest(ADMIN_USAGE)
             return Answer(await self._change(asker, args))
@@ -431,7 +437,11 @@ class SpendCommands:
         user = await self.directory.find_user(text)
         if user is None:
             raise InvalidRequest(self._no_such("user", text, requester))
-        return user.key
+        if not requester.team_id:
+            raise InvalidRequest(f"Use this in a channel of the {team} the user's rule is for.")
+        # Rules a team's admins set hold in that team only (the operator's CLI sets them for
+        # everywhere).
+        return user_in_team(user.key, requester.team_id)
 
     def _no_such(self, kind: str, text: str, requester: Requester, changing: bool = True) -> str:
         team = team_word(requester.platform)
@@ -451,7 +461,7 @@ class SpendCommands:
             return f"{m.channel(ident)}'s"
         if scope == "tier":
             return f"{self.directory.tier_name(ident)}'s"
-        return f"{m.mention(ident)}'s"
+        return f"{m.mention(ident.partition('@')[0])}'s"
 
     async def _show(self, requester: Requester) -> str:
         m = self.m
@@ -493,28 +503,37 @@ class SpendCommands:
 
     async def _entries_here(self, requester: Requester) -> list[Entry]:
         """The entries that concern this team: the total, the team, its channels, tiers, users."""
-        platform = requester.platform
-        team = target_key(platform, requester.team_id) if requester.team_id else None
         policy = await self.service.policy.current()
         here: list[Entry] = []
         for entry in policy.entries:
-            owner, ident = split_key(entry.target)
-            if entry.scope == "total" or entry.target == team:
-                here.append(entry)
-            elif owner != platform:
-                continue
-            elif entry.scope == "user":
-                here.append(entry)
-            elif entry.scope == "channel":
-                if await self.directory.find_channel(ident) is not None:
-                    here.append(entry)
-            elif await self.directory.find_tier(ident) is not None:
+            if await self._concerns(requester, entry.scope, entry.target):
                 here.append(entry)
         return here
 
-    async def _log(self) -> str:
+    async def _concerns(self, requester: Requester, scope: str, target: str) -> bool:
+        """Whether a rule is this team's (or the whole bot's), so its admins may see it."""
+        platform, ident = split_key(target)
+        team = target_key(requester.platform, requester.team_id) if requester.team_id else None
+        if scope == "total" or (scope == "team" and target == team):
+            return True
+        if platform != requester.platform or scope == "team":
+            return False
+        if scope == "user":
+            # The team's own user rules, and the operator's rules for everyone.
+            where = ident.partition("@")[2]
+            return where == "" or where == requester.team_id
+        if scope == "channel":
+            return await self.directory.find_channel(ident) is not None
+        return await self.directory.find_tier(ident) is not None
+
+    async def _log(self, asker: Asker) -> str:
         m = self.m
-        changes = await self.store.policy_changes(10)
+        changes = await self.store.policy_changes(200)
+        if not self._operator(asker.requester):
+            changes = [
+                c for c in changes if await self._concerns(asker.requester, c.scope, c.target)
+            ]
+        changes = changes[:10]
         if not changes:
             return "No rule has been changed yet."
         lines = [m.bold("Latest changes")]

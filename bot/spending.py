@@ -50,19 +50,24 @@ class PolicyBook:
 
     async def current(self) -> Policy:
         """The policy as it stands now."""
-        now = self._clock()
-        if self.store.local_changes == self._local and now - self._checked_at < self.recheck_s:
+        if not self._due():
             return self._policy
-        self._local = self.store.local_changes
-        self._checked_at = now
-        version = await self.store.policy_version()
-        if version != self._version:
-            async with self._lock:
+        async with self._lock:
+            if self._due():
+                # Marked as seen only once the new policy is in place: a request arriving
+                # meanwhile waits here rather than getting the old one.
+                local, now = self.store.local_changes, self._clock()
+                version = await self.store.policy_version()
                 if version != self._version:
                     entries = await self.store.policy_entries()
                     self._policy = Policy(self.defaults, entries)
                     self._version = version
+                self._local, self._checked_at = local, now
         return self._policy
+
+    def _due(self) -> bool:
+        stale = self._clock() - self._checked_at >= self.recheck_s
+        return stale or self.store.local_changes != self._local
 
     def is_admin(self, requester: Requester) -> bool:
         """Listed in IMAGINE_ADMIN_USERS (exempt from user, tier and channel rules)."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import Settings, parse_rules
+from bot.config import Settings, WindowRule, parse_rules
 from bot.errors import InvalidRequest
 from bot.models import Requester
 from bot.policy import (
@@ -452,3 +452,20 @@ async def test_admins_named_in_the_settings_are_exempt_through_the_book(
     await store.set_policy(entry("user", "discord:222", "blocked", "yes"), "cli:local")
     assert (await book.standing(ALICE)).blocked is None
     assert (await book.standing(BOB)).blocked == "user"
+
+
+def test_a_user_rule_set_in_one_team_holds_there_only_and_the_operators_everywhere() -> None:
+    policy = Policy(
+        Defaults(user=Rules(limits=(WindowRule(5, 86_400, "day"),))),
+        [
+            Entry("user", "discord:222@g1", "blocked", "yes"),
+            Entry("user", "discord:222", "limit", "9/day"),
+        ],
+    )
+    in_g1 = Requester("discord", "222", "g1", "c1")
+    in_g2 = Requester("discord", "222", "g2", "c9")
+    assert policy.standing(in_g1).blocked == "user"
+    standing = policy.standing(in_g2)
+    assert standing.blocked is None
+    [user] = [c for c in standing.counted if c.scope == "user"]
+    assert [r.amount for r in user.rules.limits] == [9]

@@ -250,7 +250,9 @@ async def test_an_admin_names_users_by_mention_and_by_name(
     fake.alice.nick = "Ally"
     await admin(fake, fake.admin, "set", scope="user", target="ally", rule="limit", value="2/day")
     entries = {e.target: e.value for e in await app.store.policy_entries()}
-    assert set(entries) == {f"discord:{fake.bob.id}", f"discord:{fake.alice.id}"}
+    # A server's admins set user rules for their server only.
+    here = f"@{fake.guild_id}"
+    assert set(entries) == {f"discord:{fake.bob.id}{here}", f"discord:{fake.alice.id}{here}"}
     assert fake.calls_to("GET", f"/guilds/{fake.guild_id}/members/{fake.bob.id}")
 
 
