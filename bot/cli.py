@@ -12,6 +12,7 @@ from pathlib import Path
 from bot import cli_spend, launch
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError, ProviderMisconfigured, UserFacingError
+from bot.log_format import JsonFormatter
 from bot.redact import protect_handlers, redact
 
 logger = logging.getLogger("bot.cli")
@@ -163,6 +164,10 @@ def _setup_logging(settings: Settings, *, quiet: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if settings.imagine_log_format == "json":
+        formatter = JsonFormatter(*settings.secret_values())
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(formatter)
     # httpx logs every request URL at INFO; keep that for debugging only.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # Whatever a library puts in a log line or a traceback, no configured key or token shows.

@@ -211,6 +211,8 @@ class Settings(BaseSettings):
     imagine_progress_interval: float = Field(1.0, ge=0)
     imagine_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     imagine_http_port: int = Field(3000, ge=1, le=65535)
+    imagine_metrics_port: int | None = Field(None, ge=1, le=65535)
+    imagine_log_format: Literal["text", "json"] = "text"
 
     # --- Discord ------------------------------------------------------------------------
     discord_token: SecretStr | None = None
@@ -311,6 +313,19 @@ class Settings(BaseSettings):
             value = value.strip().lower()
             return _ALIASES.get(value, value).upper()
         return value
+
+    @field_validator("imagine_metrics_port", mode="before")
+    @classmethod
+    def _blank_is_off(cls, value: object) -> object:
+        # "IMAGINE_METRICS_PORT=" in .env leaves the metrics server off.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("imagine_log_format", mode="before")
+    @classmethod
+    def _log_format(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("imagine_model", mode="before")
     @classmethod

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import signal
 
-from bot import retention
+from bot import metrics, retention
 from bot.app import build
 from bot.config import Settings
 from bot.errors import ConfigError
@@ -58,6 +58,27 @@ async def run(settings: Settings, platform: str | None) -> int:
     # Before any adapter admits a job: what a previous process left running is now interrupted.
     await app.service.recover_interrupted()
     sweeper = asyncio.create_task(retention.keep_sweeping(app.store, settings), name="retention")
+    watchers: list[asyncio.Task[None]] = [sweeper]
+    server: metrics.MetricsServer | None = None
+    if settings.imagine_metrics_port is not None:
+        readiness = metrics.Readiness()
+        watchers.append(
+            asyncio.create_task(
+                metrics.watch_store(lambda: app.store.get_job(""), readiness), name="store-check"
+            )
+        )
+        try:
+            server = metrics.serve(settings.imagine_metrics_port, readiness)
+        except OSError as exc:
+            for task in watchers:
+                task.cancel()
+            await app.aclose()
+            raise ConfigError(
+                "IMAGINE_METRICS_PORT",
+                f"port {settings.imagine_metrics_port} can't be opened ({exc.strerror}); "
+                "free it or choose another",
+            ) from None
+        logger.info("metrics on port %d: /metrics, /healthz, /readyz", server.port)
     main_task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     if main_task is not None:
@@ -83,8 +104,10 @@ async def run(settings: Settings, platform: str | None) -> int:
     except asyncio.CancelledError:
         logger.info("stopping")
     finally:
-        for task in (*tasks, sweeper):
+        for task in (*tasks, *watchers):
             task.cancel()
-        await asyncio.gather(*tasks, sweeper, return_exceptions=True)
+        await asyncio.gather(*tasks, *watchers, return_exceptions=True)
+        if server is not None:
+            server.close()
         await app.aclose()
     return 0

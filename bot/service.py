@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from bot import images, texts
+from bot import images, metrics, texts
 from bot.commands import (
     NO_OVERRIDES,
     Command,
@@ -251,29 +251,37 @@ class ImageService:
         on_admitted: AdmittedCallback | None = None,
     ) -> JobResult:
         """Make or edit images for one request, reporting progress; raises UserFacingError."""
-        request = await self.validate(request)
-        requester = request.requester
-        standing = await self.policy.standing(requester)
-        refuse_blocked(standing, requester)
-        # Bigger than a whole limit or budget: say what would fit, not when to retry.
-        check_never_fits(standing, request)
-        key = requester.key
-        waiting = self._slots.waiting_for(key)
-        if waiting >= self.settings.imagine_user_queue:
-            raise QueueFull(waiting)
-        # The place is taken before the first await, so requests arriving together each count
-        # the others (for the cap and for the places they are shown).
-        helper = self._helper_for(request)
-        estimate = estimate_cost(request.options, len(request.sources), len(request.prompt))
-        if helper is not None:
-            # The rewrite is paid for too: reserved with the image, against the same rules.
-            estimate += helper.estimate_cost(request.prompt)
-        ticket = self._slots.join(key)
         try:
-            job = await self.store.admit(request, scopes=standing.counted, estimated_cost=estimate)
-        except BaseException:
-            self._slots.leave(ticket)
+            request = await self.validate(request)
+            requester = request.requester
+            standing = await self.policy.standing(requester)
+            refuse_blocked(standing, requester)
+            # Bigger than a whole limit or budget: say what would fit, not when to retry.
+            check_never_fits(standing, request)
+            key = requester.key
+            waiting = self._slots.waiting_for(key)
+            if waiting >= self.settings.imagine_user_queue:
+                raise QueueFull(waiting)
+            # The place is taken before the first await, so requests arriving together each
+            # count the others (for the cap and for the places they are shown).
+            helper = self._helper_for(request)
+            estimate = estimate_cost(request.options, len(request.sources), len(request.prompt))
+            if helper is not None:
+                # The rewrite is paid for too: reserved with the image, against the same rules.
+                estimate += helper.estimate_cost(request.prompt)
+            ticket = self._slots.join(key)
+            try:
+                job = await self.store.admit(
+                    request, scopes=standing.counted, estimated_cost=estimate
+                )
+            except BaseException:
+                self._slots.leave(ticket)
+                raise
+        except UserFacingError:
+            metrics.job_refused(request)
             raise
+        metrics.job_admitted(request)
+        metrics.queue_depth(self._slots.waiting)
         started = self._clock()
         emit = _SafeEmitter(progress, job.id)
         audit = JobAudit(job.id, request, started, self._clock)
@@ -294,6 +302,7 @@ class ImageService:
             live.ending = True  # Cancel can't interrupt recording how it ended
             cost = billed_cost(exc, request) + live.spent
             audit.log("failed", reason=type(exc).__name__, cost=cost)
+            metrics.job_finished(request, "failed", self._clock() - started, cost)
             await asyncio.shield(self._fail(job.id, exc.user_message, emit, cost_usd=cost or None))
             raise
         except asyncio.CancelledError:
@@ -309,6 +318,7 @@ class ImageService:
                     billed = live.spent + estimate_cost(
                         request.options, len(request.sources), len(request.prompt)
                     )
+                metrics.job_finished(request, "cancelled", self._clock() - started, billed)
                 await asyncio.shield(
                     self._fail(
                         job.id, f"cancelled by {by.key}", emit, cost_usd=billed, cancelled_by=by
@@ -316,18 +326,22 @@ class ImageService:
                 )
                 raise JobCancelled(job.id, by.user_id) from None
             audit.log("cancelled")
+            metrics.job_finished(request, "interrupted", self._clock() - started, live.spent)
             await asyncio.shield(self._fail(job.id, "cancelled", emit, cost_usd=live.spent or None))
             raise
         except Exception as exc:
             live.ending = True
             logger.exception("job %s failed unexpectedly", job.id)
             audit.log("failed", reason=type(exc).__name__)
+            metrics.job_finished(request, "failed", self._clock() - started)
             error = f"internal error: {type(exc).__name__}"
             await asyncio.shield(self._fail(job.id, error, emit))
             raise InternalError(job.id) from exc
         finally:
             self._live.pop(job.id, None)
+            metrics.queue_depth(self._slots.waiting)
         audit.log("succeeded", result=result)
+        metrics.job_finished(request, "succeeded", self._clock() - started, result.cost_usd)
         await emit(Finished(job.id, "succeeded"))
         original = written if request.prompt != written else None
         return replace(result, elapsed_s=self._clock() - started, original_prompt=original)
@@ -404,6 +418,7 @@ class ImageService:
     ) -> JobResult:
         # Cancelled or failing while it waits, the ticket leaves the line by itself.
         await self._slots.wait(ticket, lambda position: emit(Queued(job.id, position)))
+        metrics.queue_depth(self._slots.waiting)
         try:
             await self.store.mark_running(job.id)
             # Before any money is spent: a folder that can't take the result refuses now.
@@ -415,9 +430,10 @@ class ImageService:
 
             wants_partials = request.options.partial_images > 0 and emit.listening
             live.calling = True
-            provided = await self.provider.create_images(
-                request, on_partial=on_partial if wants_partials else None
-            )
+            with metrics.provider_call():
+                provided = await self.provider.create_images(
+                    request, on_partial=on_partial if wants_partials else None
+                )
             # Made (and billed): from here on it is finished, not cancelled.
             live.calling, live.made = False, True
         finally:
