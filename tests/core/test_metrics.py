@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
+import socket
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,6 +19,8 @@ from bot.models import ImageRequest, JobRecord, Requester, SourceImage
 from bot.pricing import estimate_cost
 from tests.core.test_service import png, request
 from tests.fakes.app_fixtures import AppFactory, ProviderGate
+from tests.fakes.cli_process import start_cli
+from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI
 
 ALICE = Requester(platform="discord", user_id="111", team_id="g1", channel_id="c1")
@@ -237,3 +243,60 @@ async def test_watching_the_real_store_makes_it_ready_and_a_closed_one_not(
     finally:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_run_serves_metrics_and_health_while_it_runs_and_logs_json(
+    openai_fake: FakeOpenAI, discord_fake: FakeDiscord, tmp_path: Path
+) -> None:
+    port = _free_port()
+    process = await start_cli(
+        "run",
+        "discord",
+        cwd=tmp_path,
+        OPENAI_API_KEY=openai_fake.api_key,
+        OPENAI_BASE_URL=openai_fake.base_url,
+        IMAGINE_PARTIAL_IMAGES="0",
+        IMAGINE_LOG_FORMAT="json",
+        IMAGINE_METRICS_PORT=str(port),
+        DISCORD_TOKEN=discord_fake.token,
+        DISCORD_API_BASE_URL=discord_fake.api_url,
+        DISCORD_GATEWAY_URL=discord_fake.gateway_url,
+    )
+    try:
+        await discord_fake.wait_until(lambda: discord_fake.connected, timeout=30)
+        interaction = await discord_fake.slash(discord_fake.alice, prompt="a kite")
+        assert (await discord_fake.result_of(interaction))["attachments"]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            assert (await http.get("/healthz")).status_code == 200
+            ready = await http.get("/readyz")
+            for _ in range(300):
+                if ready.status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+                ready = await http.get("/readyz")
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["checks"]["store"] is True
+            samples = await scrape(http)
+        generate = {"platform": "discord", "kind": "generate"}
+        assert moved({}, samples, "imagine_jobs_started_total", **generate) == 1
+        succeeded = {**generate, "outcome": "succeeded"}
+        assert moved({}, samples, "imagine_jobs_finished_total", **succeeded) == 1
+        process.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(process.communicate(), timeout=30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    log = err.decode()
+    assert process.returncode == 0, log[-2000:]
+    entries = [json.loads(line) for line in log.splitlines()]
+    assert any(entry["message"] == "starting: discord" for entry in entries)
+    assert any(entry["message"].startswith(f"metrics on port {port}") for entry in entries)
+    for secret in (openai_fake.api_key, discord_fake.token):
+        assert secret not in log
