@@ -43,7 +43,18 @@ class JobAudit:
         }
         if reason:
             fields["reason"] = reason
-        logger.info("job finished %s", " ".join(f"{k}={_value(v)}" for k, v in fields.items()))
+        # The context fields also reach a JSON log line as fields of their own.
+        context = {
+            "job_id": self._job_id,
+            "platform": who.platform,
+            "team": who.team_id,
+            "channel": who.channel_id,
+        }
+        logger.info(
+            "job finished %s",
+            " ".join(f"{k}={_value(v)}" for k, v in fields.items()),
+            extra=context,
+        )
 
 
 def _value(value: object) -> str:

@@ -9,12 +9,15 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bot.commands import Generate
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError
 from bot.log_format import JsonFormatter
+from bot.models import Requester
 
 # A configured key no token pattern knows: only the exact-value redaction can hide it.
 SECRET = "plain-configured-secret-4242"
@@ -136,3 +139,17 @@ def test_log_format_and_metrics_port_settings(tmp_path: Path) -> None:
         settings(imagine_log_format="xml")
     with pytest.raises(ConfigError, match="IMAGINE_METRICS_PORT"):
         settings(imagine_metrics_port="0")
+
+
+async def test_a_finished_jobs_audit_line_carries_its_context_as_fields(
+    make_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = await make_app()
+    who = Requester("discord", "111", "g1", "c1")
+    with caplog.at_level(logging.INFO, logger="bot.service"):
+        request = await app.service.prepare(Generate(who, "a red fox"))
+        result = await app.service.run(request)
+    [record] = [r for r in caplog.records if r.getMessage().startswith("job finished")]
+    line = json.loads(JsonFormatter().format(record))
+    assert line["job_id"] == result.job_id
+    assert (line["platform"], line["team"], line["channel"]) == ("discord", "g1", "c1")
