@@ -3,9 +3,13 @@ keys kept out of the logs."""
 
 from __future__ import annotations
 
+import random
+
 import httpx
+from tenacity import RetryCallState
 
 from bot.errors import ConfigError
+from bot.openai_errors import MAX_RETRY_AFTER, RetryableError
 from bot.redact import HTTP_LOGGERS, LOG_FILTER, protect_loggers
 
 
@@ -50,3 +54,18 @@ def openai_client(
         raise ConfigError(
             variable, "holds a non-ASCII character, which an HTTP header cannot carry"
         ) from None
+
+
+def retry_wait(state: RetryCallState, backoff_scale: float = 1.0) -> float:
+    """The wait before the next attempt, like OpenAI's SDK: the server's ``retry-after`` when it
+    gives a reasonable one, else 0.5 s doubling to 8 s, less up to a quarter of jitter."""
+    exc = state.outcome.exception() if state.outcome else None
+    if (
+        isinstance(exc, RetryableError)
+        and exc.retry_after is not None
+        and exc.retry_after <= MAX_RETRY_AFTER
+    ):
+        return exc.retry_after
+    retries_done = state.attempt_number - 1
+    delay = min(0.5 * 2.0**retries_done, 8.0) * (1 - 0.25 * random.random())
+    return delay * backoff_scale

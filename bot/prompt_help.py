@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,8 +21,8 @@ from bot.errors import (
     ProviderMisconfigured,
     ProviderUnavailable,
 )
-from bot.openai_errors import MAX_RETRY_AFTER, RetryableError, error_fields, map_error, redact
-from bot.openai_http import openai_client
+from bot.openai_errors import RetryableError, error_fields, map_error, redact
+from bot.openai_http import openai_client, retry_wait
 
 __all__ = [
     "MAX_OUTPUT_TOKENS",
@@ -268,16 +267,7 @@ class PromptHelper:
         )
 
     def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if (
-            isinstance(exc, RetryableError)
-            and exc.retry_after is not None
-            and exc.retry_after <= MAX_RETRY_AFTER
-        ):
-            return exc.retry_after
-        retries_done = state.attempt_number - 1
-        delay = min(0.5 * 2.0**retries_done, 8.0) * (1 - 0.25 * random.random())
-        return delay * self._backoff_scale
+        return retry_wait(state, self._backoff_scale)
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

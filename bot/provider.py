@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -20,14 +19,13 @@ from bot.models import (
     ProviderResult,
 )
 from bot.openai_errors import (
-    MAX_RETRY_AFTER,
     RetryableError,
     UnreadableAnswer,
     logger,
     map_error,
     redact,
 )
-from bot.openai_http import openai_client
+from bot.openai_http import openai_client, retry_wait
 from bot.sse import read_stream, result_from_json
 
 # The gpt-image rules live in bot.image_rules; the service and adapters import these here.
@@ -129,16 +127,7 @@ class OpenAIImages(ImageProvider):
         return self._max_retries + 1
 
     def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if (
-            isinstance(exc, RetryableError)
-            and exc.retry_after is not None
-            and exc.retry_after <= MAX_RETRY_AFTER
-        ):
-            return exc.retry_after
-        retries_done = state.attempt_number - 1
-        delay = min(0.5 * 2.0**retries_done, 8.0) * (1 - 0.25 * random.random())
-        return delay * self._backoff_scale
+        return retry_wait(state, self._backoff_scale)
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
