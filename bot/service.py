@@ -404,6 +404,7 @@ class ImageService:
             await asyncio.shield(record_failure(self.store, suggestion.id, "cancelled"))
             raise
         await self.store.settle_text(suggestion.id, enhanced.prompt, enhanced.cost_usd)
+        metrics.spent(requester, enhanced.cost_usd)
         found = await self.store.get_job(suggestion.id)
         assert found is not None
         return found
