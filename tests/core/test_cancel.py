@@ -20,8 +20,8 @@ from bot.policy import Counted, Rules
 from bot.presenting import run_job
 from bot.pricing import estimate_cost
 from tests.core.presenter_kit import Recording
+from tests.core.service_kit import Recorder, Stepped
 from tests.core.store_kit import raw_rows
-from tests.core.test_policy_service import Recorder, Stepped
 from tests.fakes.app_fixtures import AppFactory
 from tests.fakes.openai_server import FakeOpenAI
 

@@ -14,21 +14,17 @@ from bot.app import App
 from bot.commands import Edit, Generate, Overrides, Regenerate
 from bot.errors import Blocked, BudgetExceeded, LimitExceeded, QueueFull
 from bot.models import (
-    ImageRequest,
     JobRecord,
-    PartialCallback,
     PartialImage,
-    ProgressEvent,
-    ProviderResult,
     Queued,
     Requester,
     Started,
 )
 from bot.policy import Entry, Scope, parse_entry
 from bot.presenting import CantPost
-from bot.provider import ImageProvider
 from bot.store import Store
 from tests.core.presenter_kit import PlainMarkup
+from tests.core.service_kit import Recorder, Stepped
 from tests.core.store_kit import raw_rows
 from tests.fakes.app_fixtures import AppFactory
 from tests.fakes.openai_checks import RecordedRequest
@@ -57,26 +53,6 @@ def generations(fake: FakeOpenAI) -> list[dict[str, Any]]:
 
 def job_rows(app: App) -> list[tuple[object, ...]]:
     return raw_rows(app.store.path, "SELECT user_key, charged_images, charged_cost FROM jobs")
-
-
-class Recorder:
-    """A progress callback that keeps what it heard."""
-
-    def __init__(self) -> None:
-        self.events: list[ProgressEvent] = []
-        self._changed = asyncio.Event()
-
-    async def __call__(self, event: ProgressEvent) -> None:
-        self.events.append(event)
-        self._changed.set()
-
-    async def heard(self, kind: type[ProgressEvent]) -> ProgressEvent:
-        while True:
-            found = [event for event in self.events if isinstance(event, kind)]
-            if found:
-                return found[0]
-            self._changed.clear()
-            await asyncio.wait_for(self._changed.wait(), timeout=10)
 
 
 # --- shared budgets and limits ----------------------------------------------------------------
@@ -329,34 +305,6 @@ async def test_admins_count_against_the_servers_budget(make_app: AppFactory) -> 
 
 
 # --- the per-user waiting cap -----------------------------------------------------------------
-
-
-class Stepped:
-    """The real provider, each call held until the test lets that one call through."""
-
-    def __init__(self, inner: ImageProvider) -> None:
-        self.inner = inner
-        self.gates: list[asyncio.Event] = []
-        self.prompts: list[str] = []
-        self._changed = asyncio.Event()
-
-    async def create_images(
-        self, request: ImageRequest, *, on_partial: PartialCallback | None = None
-    ) -> ProviderResult:
-        gate = asyncio.Event()
-        self.gates.append(gate)
-        self.prompts.append(request.prompt)
-        self._changed.set()
-        await gate.wait()
-        return await self.inner.create_images(request, on_partial=on_partial)
-
-    async def calls(self, count: int) -> None:
-        while len(self.gates) < count:
-            self._changed.clear()
-            await asyncio.wait_for(self._changed.wait(), timeout=10)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 async def test_a_user_with_a_full_line_is_refused_and_charged_nothing_while_others_get_in(

@@ -34,6 +34,7 @@ from bot.models import (
 )
 from bot.pricing import cost_from_usage, estimate_cost
 from bot.service import ImageService
+from tests.core.service_kit import Recorder
 from tests.fakes.app_fixtures import AppFactory
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -51,30 +52,6 @@ def request(
     service: ImageService, prompt: str = "a red fox", who: Requester = ALICE, **options: Any
 ) -> ImageRequest:
     return ImageRequest(requester=who, prompt=prompt, options=service.options(Overrides(**options)))
-
-
-class Recorder:
-    """A progress callback that keeps what it heard."""
-
-    def __init__(self) -> None:
-        self.events: list[ProgressEvent] = []
-        self._changed = asyncio.Event()
-
-    async def __call__(self, event: ProgressEvent) -> None:
-        self.events.append(event)
-        self._changed.set()
-
-    async def heard(self, kind: type[ProgressEvent]) -> ProgressEvent:
-        """Wait for the first event of ``kind``."""
-        while True:
-            found = [event for event in self.events if isinstance(event, kind)]
-            if found:
-                return found[0]
-            self._changed.clear()
-            await self._changed.wait()
-
-    def kinds(self) -> list[str]:
-        return [type(event).__name__ for event in self.events]
 
 
 async def test_generation_delivers_real_images_and_records_the_job(
