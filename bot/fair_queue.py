@@ -33,6 +33,7 @@ class Ticket:
     granted: bool = False
     start: _Start | None = None
     left: bool = False
+    ready: bool = False  # waiting for its slot (not still busy before its turn)
 
 
 class FairQueue:
@@ -68,6 +69,11 @@ class FairQueue:
         line = self._lines.get(key)
         return len(line) if line is not None else 0
 
+    def queued_for(self, key: str) -> int:
+        """How many of ``key``'s callers will really wait (not those a free slot is there for)."""
+        line = self._lines.get(key)
+        return sum(1 for ticket in line if self._place(ticket) > 0) if line else 0
+
     def started_recently(self, key: str) -> int:
         """How many of ``key``'s jobs this queue started within the recent window."""
         self._expire()
@@ -81,28 +87,24 @@ class FairQueue:
         # The simulated order is sorted by (starts so far, arrival); a newcomer is picked once
         # its key has had all its earlier jobs, and loses every tie as the latest arrival.
         behind = self._started.get(key, 0) + self.waiting_for(key)
-        return bisect_right(self._order_counts, behind) + 1
+        return max(0, bisect_right(self._order_counts, behind) + 1 - self._free)
 
     def join(self, key: str) -> Ticket:
-        """Take a place for ``key`` now: a free slot at once, else the line (no waiting yet).
+        """Take a place in line for ``key`` now (no slot yet, no waiting yet).
 
         The caller then ``wait``s for the slot, or ``leave``s; a place is counted (in
         ``waiting_for`` and everyone's places) from this moment, so requests arriving together
-        each see the others.
+        each see the others. Slots go only to tickets that are waiting, so a job still busy
+        before its turn (a prompt being rewritten) holds no slot meanwhile.
         """
         ticket = Ticket(key, next(self._arrivals))
-        if self._free > 0 and not self._waiting:
-            self._free -= 1
-            ticket.start = self._record_start(key)
-            ticket.granted = True
-            return ticket
         self._lines.setdefault(key, deque()).append(ticket)
         self._waiting += 1
         self._changed()
         return ticket
 
     def position(self, ticket: Ticket) -> int:
-        """The ticket's place in line now (0: it holds a slot)."""
+        """The ticket's place in line now (0: it holds a slot, or a free one is there for it)."""
         return 0 if ticket.granted else self._place(ticket)
 
     async def wait(self, ticket: Ticket, report: Report) -> None:
@@ -112,6 +114,8 @@ class FairQueue:
         """
         last = 0
         try:
+            ticket.ready = True
+            self._dispatch()
             if ticket.granted:
                 await report(0)
                 return
@@ -146,24 +150,32 @@ class FairQueue:
 
     def release(self) -> None:
         """Give the slot to the waiter with the fewest recent starts, or back to the pool."""
-        if not self._waiting:
-            self._free += 1
-            return
-        self._build()
-        waiter = self._order[0]
-        line = self._lines[waiter.key]
-        line.popleft()
-        if not line:
-            del self._lines[waiter.key]
-        self._waiting -= 1
-        waiter.start = self._record_start(waiter.key)
-        waiter.granted = True
-        waiter.wake.set()
-        self._changed()
+        self._free += 1
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Hand free slots out in the fair order, to waiting tickets at the head of their line."""
+        while self._free > 0 and self._waiting:
+            self._build()
+            # A requester's own jobs keep their order: only the head of a line may start.
+            waiter = next((w for w in self._order if w.ready and self._lines[w.key][0] is w), None)
+            if waiter is None:
+                return
+            line = self._lines[waiter.key]
+            line.popleft()
+            if not line:
+                del self._lines[waiter.key]
+            self._waiting -= 1
+            self._free -= 1
+            waiter.start = self._record_start(waiter.key)
+            waiter.granted = True
+            waiter.wake.set()
+            self._changed()
 
     def _place(self, waiter: Ticket) -> int:
         self._build()
-        return self._places[waiter] + 1
+        # Slots free now go to those ahead (once they wait): behind them, a free slot is a turn.
+        return max(0, self._places[waiter] + 1 - self._free)
 
     def _build(self) -> None:
         """Simulate the grants from now on, counting each as a start for its key."""

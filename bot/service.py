@@ -259,7 +259,7 @@ class ImageService:
             # Bigger than a whole limit or budget: say what would fit, not when to retry.
             check_never_fits(standing, request)
             key = requester.key
-            waiting = self._slots.waiting_for(key)
+            waiting = self._slots.queued_for(key)
             if waiting >= self.settings.imagine_user_queue:
                 raise QueueFull(waiting)
             # The place is taken before the first await, so requests arriving together each

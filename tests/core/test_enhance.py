@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -133,3 +134,19 @@ async def test_after_a_block_the_rewrite_is_only_a_suggestion_until_it_is_confir
     # A suggestion of another job can't be used to retry this one.
     with pytest.raises(Exception, match="can't find"):
         await app.service.prepare(Retry(ALICE, retried.job_id, suggestion_id=suggestion.id))
+
+
+async def test_a_prompt_being_rewritten_holds_no_slot_meanwhile(
+    make_app: AppFactory, openai_fake: FakeOpenAI
+) -> None:
+    app = await make_app(**HELP, imagine_max_concurrency=1)
+    openai_fake.chat_gate = asyncio.Event()  # the rewrite takes its time
+    slow = asyncio.create_task(run(app.service, Generate(ALICE, "a fox", enhance=True), []))
+    await openai_fake.wait_for(lambda r: True, chat=True)
+    # The only slot is free for Bob while Alice's prompt is still being rewritten.
+    quick = await asyncio.wait_for(run(app.service, Generate(BOB, "a boat"), []), timeout=10)
+    assert image_prompts(openai_fake) == ["a boat"]
+    openai_fake.chat_gate.set()
+    await slow
+    assert image_prompts(openai_fake) == ["a boat", chat_reply("a fox")]
+    assert quick.request.requester == BOB
