@@ -33,7 +33,7 @@ class Ticket:
     granted: bool = False
     start: _Start | None = None
     left: bool = False
-    ready: bool = False  # waiting for its slot (not still busy before its turn)
+    ready: bool = True  # may take a slot (False while busy with work before its turn)
 
 
 class FairQueue:
@@ -89,18 +89,19 @@ class FairQueue:
         behind = self._started.get(key, 0) + self.waiting_for(key)
         return max(0, bisect_right(self._order_counts, behind) + 1 - self._free)
 
-    def join(self, key: str) -> Ticket:
-        """Take a place in line for ``key`` now (no slot yet, no waiting yet).
+    def join(self, key: str, *, ready: bool = True) -> Ticket:
+        """Take a place for ``key`` now: a free slot at once, else the line (no waiting yet).
 
         The caller then ``wait``s for the slot, or ``leave``s; a place is counted (in
         ``waiting_for`` and everyone's places) from this moment, so requests arriving together
-        each see the others. Slots go only to tickets that are waiting, so a job still busy
-        before its turn (a prompt being rewritten) holds no slot meanwhile.
+        each see the others. A ticket not ``ready`` (a job with slow work before its turn, such
+        as a prompt rewrite) gets no slot until it waits, so it holds none meanwhile.
         """
-        ticket = Ticket(key, next(self._arrivals))
+        ticket = Ticket(key, next(self._arrivals), ready=ready)
         self._lines.setdefault(key, deque()).append(ticket)
         self._waiting += 1
         self._changed()
+        self._dispatch()
         return ticket
 
     def position(self, ticket: Ticket) -> int:
@@ -154,7 +155,7 @@ class FairQueue:
         self._dispatch()
 
     def _dispatch(self) -> None:
-        """Hand free slots out in the fair order, to waiting tickets at the head of their line."""
+        """Hand free slots out in the fair order, to ready tickets at the head of their line."""
         while self._free > 0 and self._waiting:
             self._build()
             # A requester's own jobs keep their order: only the head of a line may start.

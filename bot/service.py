@@ -269,7 +269,8 @@ class ImageService:
             if helper is not None:
                 # The rewrite is paid for too: reserved with the image, against the same rules.
                 estimate += helper.estimate_cost(request.prompt)
-            ticket = self._slots.join(key)
+            # A prompt to rewrite first takes its place in line, but no slot until it is rewritten.
+            ticket = self._slots.join(key, ready=not request.enhance)
             try:
                 job = await self.store.admit(
                     request, scopes=standing.counted, estimated_cost=estimate
