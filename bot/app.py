@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from bot import metrics
 from bot.config import Settings
 from bot.errors import ConfigError
 from bot.pricing import Prices, unpriced_problem, use_prices
@@ -23,6 +24,8 @@ class App:
     provider: ImageProvider
     service: ImageService
     prompt_help: PromptHelper | None = None
+    # /readyz: the launcher checks the store; each adapter sets its platform's connection.
+    readiness: metrics.Readiness = field(default_factory=metrics.Readiness)
     closed: bool = False
 
     async def aclose(self) -> None:

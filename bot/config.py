@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     Field,
@@ -213,6 +213,10 @@ class Settings(BaseSettings):
     imagine_http_port: int = Field(3000, ge=1, le=65535)
     imagine_metrics_port: int | None = Field(None, ge=1, le=65535)
     imagine_log_format: Literal["text", "json"] = "text"
+    # postgresql://user:password@host:port/database; unset: the SQLite file in the data folder.
+    imagine_database_url: SecretStr | None = None
+    # How often a running bot looks for jobs another instance left unfinished (it died).
+    imagine_recovery_check_s: float = Field(15.0, gt=0, le=3600)
 
     # --- Discord ------------------------------------------------------------------------
     discord_token: SecretStr | None = None
@@ -221,6 +225,9 @@ class Settings(BaseSettings):
     discord_message_content_intent: bool = False
     discord_guild_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     discord_allowed_channels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Sharding: the total number of shards, and which of them this process runs (all if unset).
+    discord_shard_count: int | None = Field(None, ge=1, le=4096)
+    discord_shard_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
 
     # --- Slack --------------------------------------------------------------------------
     slack_bot_token: SecretStr | None = None
@@ -232,6 +239,7 @@ class Settings(BaseSettings):
     @field_validator(
         "imagine_admin_users",
         "discord_guild_ids",
+        "discord_shard_ids",
         "discord_allowed_channels",
         "slack_allowed_channels",
         mode="before",
@@ -321,6 +329,49 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("imagine_database_url", mode="before")
+    @classmethod
+    def _database_url(cls, value: object) -> object:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        if not value:
+            return None  # "IMAGINE_DATABASE_URL=" keeps the SQLite file
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if scheme not in ("postgresql", "postgres"):
+            raise ValueError(
+                "must be a PostgreSQL URL (postgresql://user:password@host:5432/database); "
+                "leave it unset to keep the SQLite file in IMAGINE_DATA_DIR"
+            )
+        return value
+
+    @field_validator("discord_shard_count", mode="before")
+    @classmethod
+    def _blank_shards(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _shards_fit(self) -> Settings:
+        ids = self.discord_shard_ids
+        if ids and self.discord_shard_count is None:
+            raise ValueError(
+                "DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT (the total number of shards)"
+            )
+        count = self.discord_shard_count
+        bad = [i for i in ids if count is not None and not 0 <= i < count]
+        if bad:
+            raise ValueError(
+                f"DISCORD_SHARD_IDS: shard {bad[0]} is outside 0..{(count or 1) - 1} "
+                f"(DISCORD_SHARD_COUNT={count})"
+            )
+        if len(set(ids)) != len(ids):
+            raise ValueError("DISCORD_SHARD_IDS lists a shard twice")
+        return self
 
     @field_validator("imagine_log_format", mode="before")
     @classmethod
@@ -479,13 +530,28 @@ class Settings(BaseSettings):
             self.slack_app_token,
             self.slack_signing_secret,
         )
-        return tuple(field.get_secret_value() for field in fields if field is not None)
+        values = [field.get_secret_value() for field in fields if field is not None]
+        password = database_password(self.imagine_database_url)
+        if password:
+            values.append(password)
+        return tuple(values)
 
     def require_openai_key(self) -> str:
         """The API key, or a ConfigError naming the variable."""
         if self.openai_api_key is None:
             raise ConfigError("OPENAI_API_KEY", "not set; put your OpenAI API key in .env")
         return self.openai_api_key.get_secret_value()
+
+
+def database_password(url: SecretStr | None) -> str | None:
+    """The password inside a database URL, if it has one (redacted from logs like a key)."""
+    if url is None:
+        return None
+    try:
+        password = urlsplit(url.get_secret_value()).password
+    except ValueError:
+        return None
+    return unquote(password) if password else None
 
 
 def load_settings(**overrides: object) -> Settings:

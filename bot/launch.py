@@ -61,7 +61,10 @@ async def run(settings: Settings, platform: str | None) -> int:
     watchers: list[asyncio.Task[None]] = [sweeper]
     server: metrics.MetricsServer | None = None
     if settings.imagine_metrics_port is not None:
-        readiness = metrics.Readiness()
+        readiness = app.readiness
+        for name in chosen:
+            # Not ready until the adapter says its platform is connected.
+            readiness.set(name, False)
         watchers.append(
             asyncio.create_task(
                 metrics.watch_store(lambda: app.store.get_job(""), readiness), name="store-check"

@@ -80,6 +80,38 @@ PROVIDER_ERRORS = Counter(
     registry=REGISTRY,
 )
 
+PLATFORM_API_ERRORS = Counter(
+    "imagine_platform_api_errors",
+    "Failed calls to a chat platform's API (Discord REST, Slack Web API), by platform, method "
+    "and error.",
+    ["platform", "method", "error"],
+    registry=REGISTRY,
+)
+RATE_LIMIT_WAITS = Counter(
+    "imagine_rate_limit_waits",
+    "Times the bot waited before a platform call because of a rate limit (a 429 answered with "
+    "Retry-After, or its own pacing of a rate tier), by platform and method.",
+    ["platform", "method"],
+    registry=REGISTRY,
+)
+RATE_LIMIT_WAIT_SECONDS = Counter(
+    "imagine_rate_limit_wait_seconds",
+    "Seconds spent waiting on platform rate limits, by platform.",
+    ["platform"],
+    registry=REGISTRY,
+)
+PROMPT_HELP_CALLS = Counter(
+    "imagine_prompt_help_calls",
+    "Calls to the chat model that rewrites or rephrases prompts, by outcome (ok or the error).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+SLOT_WAITS = Counter(
+    "imagine_shared_slot_waits",
+    "Times a job waited for a provider slot held by another instance (IMAGINE_DATABASE_URL).",
+    registry=REGISTRY,
+)
+
 OUTCOMES = ("succeeded", "failed", "refused", "cancelled", "interrupted")
 
 
@@ -118,6 +150,22 @@ def spent(requester: Requester, dollars: float) -> None:
 def queue_depth(waiting: int) -> None:
     """Set how many admitted jobs wait for a slot."""
     QUEUE_DEPTH.set(waiting)
+
+
+def platform_error(platform: str, method: str, exc: BaseException) -> None:
+    """Count a failed platform API call (``method``: the REST route or Web API method)."""
+    PLATFORM_API_ERRORS.labels(platform, method, error_label(exc)).inc()
+
+
+def rate_limit_wait(platform: str, method: str, seconds: float) -> None:
+    """Count one wait imposed by a platform's rate limit, and how long it was."""
+    RATE_LIMIT_WAITS.labels(platform, method).inc()
+    RATE_LIMIT_WAIT_SECONDS.labels(platform).inc(max(seconds, 0.0))
+
+
+def prompt_help_call(outcome: str) -> None:
+    """Count one chat-model call of prompt help: ``ok`` or the error's label."""
+    PROMPT_HELP_CALLS.labels(outcome).inc()
 
 
 def error_label(exc: BaseException) -> str:

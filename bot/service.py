@@ -592,6 +592,15 @@ class ImageService:
                 self._recovered = await self.store.claim_interrupted(self._announcing())
             return list(self._recovered)
 
+    async def newly_interrupted(self, platform: str) -> list[JobRecord]:
+        """Jobs of ``platform`` interrupted since the last look, claimed for telling, once each.
+
+        For an adapter that runs beside other instances on one database: a job whose instance
+        died is ended here (refunded) and handed to exactly one surviving adapter to announce.
+        """
+        await self.store.recover_interrupted()
+        return await self.store.claim_interrupted({platform})
+
     def _announcing(self) -> set[str] | None:
         # Jobs of a platform this process doesn't run wait for one that does.
         settings = self.settings
