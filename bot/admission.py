@@ -11,12 +11,11 @@ import functools
 import math
 from collections.abc import Sequence
 
-import aiosqlite
-
 from bot.config import WindowRule
+from bot.db import Conn
 from bot.errors import BudgetExceeded, LimitExceeded
 from bot.fit import COST_EPSILON, raise_if_never_fits
-from bot.job_rows import JOB_COLUMNS, JOB_VALUES
+from bot.job_rows import JOB_CASTS, JOB_COLUMNS
 from bot.migrations import BUCKET_SPANS
 from bot.policy import Counted, Counting, split_key, whose
 
@@ -74,7 +73,7 @@ def sums_sql(windows: int, scope: Counting = "user") -> str:
         f"COALESCE(SUM(CASE WHEN w = {i} THEN cost END), 0) AS cost_{i}"
         for i in range(windows)
     )
-    return f"SELECT {columns} FROM ({parts})"
+    return f"SELECT {columns} FROM ({parts}) AS charges"
 
 
 def sums_params(counted: Counted, now: float) -> list[object]:
@@ -99,7 +98,7 @@ def _guarded_insert_sql(shape: tuple[tuple[Counting, int, tuple[str, ...]], ...]
     where = " AND ".join(
         f"s{i}.{column} + ? <= ?" for i, (_, _, checks) in enumerate(shape) for column in checks
     )
-    return f"INSERT INTO jobs ({JOB_COLUMNS}) SELECT {JOB_VALUES} FROM {sources} WHERE {where}"
+    return f"INSERT INTO jobs ({JOB_COLUMNS}) SELECT {JOB_CASTS} FROM {sources} WHERE {where}"
 
 
 def guarded_insert(
@@ -138,7 +137,7 @@ def wait_for_room(
 
 
 async def scope_sums(
-    db: aiosqlite.Connection, counted: Counted, now: float
+    db: Conn, counted: Counted, now: float
 ) -> tuple[dict[int, int], dict[int, float]]:
     """Images and dollars charged to a scope within each of its windows (by seconds)."""
     windows = windows_of(counted)
@@ -151,7 +150,7 @@ async def scope_sums(
 
 
 async def scope_charges(
-    db: aiosqlite.Connection, counted: Counted, since: float
+    db: Conn, counted: Counted, since: float
 ) -> list[tuple[float, float, float]]:
     """(created_at, images, dollars) of a scope's charges since ``since``, oldest first."""
     return [
@@ -166,7 +165,7 @@ async def scope_charges(
 
 
 async def check_rules(
-    db: aiosqlite.Connection,
+    db: Conn,
     scopes: Sequence[Counted],
     n: int,
     cost: float,

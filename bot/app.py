@@ -57,7 +57,7 @@ async def build(
     if problem is not None:
         raise ConfigError("IMAGINE_MODEL", problem)
     use_prices(prices)
-    store = await Store.open(settings.database_path)
+    store = await Store.open_settings(settings)
     try:
         chosen = provider if provider is not None else OpenAIImages.from_settings(settings)
         if prompt_help is None and prompt_help_enabled(settings):

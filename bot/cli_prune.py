@@ -12,7 +12,7 @@ async def prune(settings: Settings, *, dry_run: bool) -> int:
     """Remove (or, dry, list) the job image folders retention no longer keeps; exit 0."""
     from bot.store import Store
 
-    store = await Store.open(settings.database_path)
+    store = await Store.open_settings(settings)
     try:
         report = await sweep(store, settings, dry_run=dry_run)
     finally:

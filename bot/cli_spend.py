@@ -593,7 +593,7 @@ def _actor() -> str:
 async def _open(settings: Settings) -> Store:
     from bot.store import Store
 
-    return await Store.open(settings.database_path)
+    return await Store.open_settings(settings)
 
 
 def _when(at: float) -> str:

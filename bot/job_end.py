@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from typing import TYPE_CHECKING
 
 from bot.data_dir import DataDirFull
+from bot.db import ERRORS as DB_ERRORS
 from bot.errors import UserFacingError
 from bot.models import ImageRequest
 from bot.openai_errors import UnreadableAnswer
@@ -15,6 +15,7 @@ from bot.pricing import estimate_cost
 if TYPE_CHECKING:
     from bot.store import Store
 
+_END_ERRORS: tuple[type[Exception], ...] = (*DB_ERRORS, DataDirFull)
 logger = logging.getLogger("bot.service")
 
 
@@ -37,6 +38,6 @@ async def record_failure(
     """End the job failed and refunded; a store that can't write it now retries it later."""
     try:
         await store.fail(job_id, error, cost_usd=cost_usd, cancelled_by=cancelled_by)
-    except (sqlite3.Error, OSError, DataDirFull) as exc:
+    except _END_ERRORS as exc:
         # The user still hears why; the store writes the ending again until it lands.
         logger.warning("could not record job %s as failed: %s", job_id, exc)

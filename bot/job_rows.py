@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import sqlite3
 
+from bot.db import Row
 from bot.models import ImageOptions, ImageRequest, JobRecord, Requester, Usage
 
 JOB_COLUMNS = (
@@ -15,6 +15,13 @@ JOB_COLUMNS = (
     "owner_id"
 )
 JOB_VALUES = ", ".join("?" * len(JOB_COLUMNS.split(",")))
+# The same values typed, for INSERT ... SELECT: PostgreSQL can't tell a bare ``?``'s type there.
+_JOB_TYPES = (
+    *("TEXT",) * 9,
+    *("INTEGER", "TEXT", "INTEGER", "TEXT", "DOUBLE PRECISION", "INTEGER", "DOUBLE PRECISION"),
+    "TEXT",
+)
+JOB_CASTS = ", ".join(f"CAST(? AS {name})" for name in _JOB_TYPES)
 INSERT_JOB = f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({JOB_VALUES})"
 INSERT_IMAGE = (
     "INSERT INTO job_images (job_id, kind, idx, path, mime, filename, width, height) "
@@ -43,7 +50,7 @@ def job_row(
     )
 
 
-def job_from_row(row: sqlite3.Row) -> JobRecord:
+def job_from_row(row: Row) -> JobRecord:
     """A JobRecord from a ``SELECT * FROM jobs`` row (unknown JSON keys are ignored)."""
     requester = Requester(
         row["platform"], row["user_id"], row["team_id"], row["channel_id"], row["display_name"]

@@ -249,6 +249,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # The IMAGINE_KEEP_IMAGES_DAYS that removed them; NULL: removed to fit IMAGINE_MAX_DATA_GB.
         "ALTER TABLE jobs ADD COLUMN images_kept_days REAL",
     ),
+    (
+        # Provider slots held across instances sharing one database (IMAGINE_MAX_CONCURRENCY
+        # counted over all of them); a lease its instance stops renewing runs out.
+        """
+        CREATE TABLE slot_leases (
+            job_id      TEXT PRIMARY KEY,
+            owner_id    TEXT NOT NULL,
+            expires_at  REAL NOT NULL
+        ) WITHOUT ROWID
+        """,
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

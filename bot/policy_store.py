@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import aiosqlite
-
+from bot.db import Conn
 from bot.policy import Entry, Scope
 from bot.store_base import StoreBase
 
@@ -49,8 +48,9 @@ class PolicyStore(StoreBase):
         async with self._write() as db:
             old = await _value(db, entry.scope, entry.target, entry.name)
             await db.execute(
-                "INSERT OR REPLACE INTO policy (scope, target, name, value, set_by, set_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO policy (scope, target, name, value, set_by, set_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (scope, target, name) DO UPDATE SET "
+                "value = excluded.value, set_by = excluded.set_by, set_at = excluded.set_at",
                 (entry.scope, entry.target, entry.name, entry.value, actor, now),
             )
             await _audit(db, now, actor, entry.scope, entry.target, entry.name, old, entry.value)
@@ -84,7 +84,7 @@ class PolicyStore(StoreBase):
         return [Change(*tuple(row)) for row in rows]
 
 
-async def _value(db: aiosqlite.Connection, scope: str, target: str, name: str) -> str | None:
+async def _value(db: Conn, scope: str, target: str, name: str) -> str | None:
     rows = list(
         await db.execute_fetchall(
             "SELECT value FROM policy WHERE scope = ? AND target = ? AND name = ?",
@@ -95,7 +95,7 @@ async def _value(db: aiosqlite.Connection, scope: str, target: str, name: str) -
 
 
 async def _audit(
-    db: aiosqlite.Connection,
+    db: Conn,
     now: float,
     actor: str,
     scope: str,

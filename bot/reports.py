@@ -81,12 +81,12 @@ class ReportStore(PolicyStore):
         """Every rule of ``scopes`` with what is used of it now."""
         now = time.time() if now is None else now
         uses: list[RuleUse] = []
-        async with self._lock:
+        async with self._database.read() as db:
             for counted in scopes:
                 if not counted.rules:
                     continue
-                images, cost = await scope_sums(self._db, counted, now)
-                charges = await scope_charges(self._db, counted, now - windows_of(counted)[-1])
+                images, cost = await scope_sums(db, counted, now)
+                charges = await scope_charges(db, counted, now - windows_of(counted)[-1])
                 for rule in counted.rules.limits:
                     uses.append(_use(counted, rule, False, images[rule.seconds], charges, now))
                 for rule in counted.rules.budgets:
@@ -126,13 +126,14 @@ class ReportStore(PolicyStore):
         users = await self._fetch(
             "SELECT user_key, MAX(display_name), SUM(charged_images) AS images, "
             f"SUM(charged_cost) AS cost, COUNT(*) FROM jobs WHERE {where} GROUP BY user_key "
-            "HAVING images > 0 OR cost > 0 ORDER BY cost DESC, images DESC, user_key LIMIT ?",
+            "HAVING SUM(charged_images) > 0 OR SUM(charged_cost) > 0 "
+            "ORDER BY cost DESC, images DESC, user_key LIMIT ?",
             [*params, top],
         )
         channels = await self._fetch(
             "SELECT platform || ':' || channel_id, SUM(charged_images) AS images, "
             f"SUM(charged_cost) AS cost, COUNT(*) FROM jobs WHERE {where} AND channel_id <> '' "
-            "GROUP BY platform, channel_id HAVING images > 0 OR cost > 0 "
+            "GROUP BY platform, channel_id HAVING SUM(charged_images) > 0 OR SUM(charged_cost) > 0 "
             "ORDER BY cost DESC, images DESC",
             params,
         )

@@ -14,7 +14,6 @@ import asyncio
 import logging
 import os
 import shutil
-import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +22,10 @@ from typing import Protocol
 
 from bot.config import Settings
 from bot.data_dir import DataDirFull
+from bot.db import ERRORS as DB_ERRORS
+from bot.db import Row
+
+_SWEEP_ERRORS: tuple[type[Exception], ...] = (*DB_ERRORS, DataDirFull)
 
 logger = logging.getLogger("bot.retention")
 
@@ -46,7 +49,7 @@ class RetentionStore(Protocol):
 
     data_dir: Path
 
-    async def retention_rows(self, job_ids: Sequence[str]) -> dict[str, sqlite3.Row]:
+    async def retention_rows(self, job_ids: Sequence[str]) -> dict[str, Row]:
         """Status, times and prune mark of the jobs that have a row."""
         ...
 
@@ -135,7 +138,7 @@ def scan(images: Path) -> list[Folder]:
 
 def _decide(
     folders: Sequence[Folder],
-    rows: dict[str, sqlite3.Row],
+    rows: dict[str, Row],
     keep_days: float,
     max_bytes: int | None,
     now: float,
@@ -288,7 +291,7 @@ async def keep_sweeping(
     while True:
         try:
             await sweep(store, settings)
-        except (OSError, sqlite3.Error, DataDirFull) as exc:
+        except _SWEEP_ERRORS as exc:
             logger.warning("image sweep failed (tried again in %.0f s): %s", every_s, exc)
         except Exception:
             logger.exception("image sweep failed")

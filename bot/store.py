@@ -16,10 +16,12 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot import data_dir, recovery
+from bot import data_dir, pg_schema, recovery
 from bot.admission import check_rules, guarded_insert
-from bot.config import WindowRule
-from bot.errors import JobNotFound
+from bot.config import Settings, WindowRule
+from bot.db import ERRORS as DB_ERRORS
+from bot.db import Conn, Database, PgDatabase, SqliteDatabase
+from bot.errors import ConfigError, JobNotFound
 from bot.job_files import input_files, output_path, remove_files, write_files
 from bot.job_owners import HEARTBEAT_S, OwnerLock, lock_held, new_owner
 from bot.job_rows import INSERT_IMAGE, INSERT_JOB, job_from_row, job_row, queued_record
@@ -31,6 +33,11 @@ from bot.reports import ReportStore
 logger = logging.getLogger("bot.store")
 
 BUSY_TIMEOUT_MS = 10_000
+# A provider slot held in a shared database lasts this long unless its instance renews it
+# (every heartbeat); an instance that died frees its slots by then at the latest.
+SLOT_LEASE_S = 90.0
+_DB_OR_DISK: tuple[type[Exception], ...] = (*DB_ERRORS, data_dir.DataDirFull)
+_DB_DISK_VALUE: tuple[type[Exception], ...] = (*_DB_OR_DISK, ValueError)
 _ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 _REFUND = "charged_images = 0, charged_cost = 0"
 
@@ -48,8 +55,8 @@ def new_job_id(now: float) -> str:
 class Store(ReportStore):
     """The bot's SQLite file; every method is safe to call from many coroutines at once."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
-        super().__init__(db, path)
+    def __init__(self, database: Database, path: Path) -> None:
+        super().__init__(database, path)
         self.owner = new_owner()
         self._owner_lock: OwnerLock | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -58,21 +65,35 @@ class Store(ReportStore):
         self._unended: dict[str, tuple[str, tuple[object, ...]]] = {}
 
     @classmethod
-    async def open(cls, path: Path, *, heartbeat_s: float = HEARTBEAT_S) -> Store:
+    async def open_settings(cls, settings: Settings) -> Store:
+        """The store the settings name: IMAGINE_DATABASE_URL, else the data folder's file."""
+        url = settings.imagine_database_url
+        return await cls.open(
+            settings.database_path, database_url=None if url is None else url.get_secret_value()
+        )
+
+    @classmethod
+    async def open(
+        cls, path: Path, *, database_url: str | None = None, heartbeat_s: float = HEARTBEAT_S
+    ) -> Store:
         """Open (creating if needed) the database at ``path`` and bring its schema up to date.
 
-        Jobs left unfinished by processes that are gone are ended (refunded) here, and again
-        every ``heartbeat_s`` while the store is open; ConfigError says what's wrong otherwise.
+        With ``database_url`` the tables live in that PostgreSQL database instead, shared with
+        other instances, and ``path``'s folder holds only the images. Jobs left unfinished by
+        processes that are gone are ended (refunded) here, and again every ``heartbeat_s``
+        while the store is open; ConfigError says what's wrong otherwise.
         """
         path = Path(path)
         await asyncio.to_thread(data_dir.prepare_folder, path.parent)
+        if database_url is not None:
+            return await cls._open_pg(path, database_url, heartbeat_s)
         try:
             db = await aiosqlite.connect(
                 str(path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
             )
         except sqlite3.Error as exc:
             raise data_dir.database_error(path, exc) from None
-        store = cls(db, path)
+        store = cls(SqliteDatabase(db), path)
         try:
             db.row_factory = sqlite3.Row
             await configure(db, BUSY_TIMEOUT_MS)
@@ -95,6 +116,30 @@ class Store(ReportStore):
         store._heartbeat = asyncio.create_task(store._keep_alive(heartbeat_s))
         return store
 
+    @classmethod
+    async def _open_pg(cls, path: Path, url: str, heartbeat_s: float) -> Store:
+        database = await PgDatabase.open(url)
+        store = cls(database, path)
+        try:
+            async with database.pool.acquire() as conn:
+                await pg_schema.migrate(conn)
+            # Held before the owner row exists, so nobody can find it without its lock.
+            await database.hold_owner_lock(store.owner.id)
+            await store._register()
+            await store.recover_interrupted()
+        except BaseException as exc:
+            await database.close()
+            if isinstance(exc, ForeignDatabase):
+                raise ConfigError(
+                    "IMAGINE_DATABASE_URL",
+                    "that database's schema holds another application's tables "
+                    f"({', '.join(exc.tables[:5])}); give imagine-bot a database or schema "
+                    "of its own",
+                ) from None
+            raise
+        store._heartbeat = asyncio.create_task(store._keep_alive(heartbeat_s))
+        return store
+
     async def close(self) -> None:
         """Close the connection; the store can't be used afterwards."""
         if self._heartbeat is not None:
@@ -103,17 +148,21 @@ class Store(ReportStore):
                 await self._heartbeat
             self._heartbeat = None
         await self.end_unrecorded()
-        async with self._lock:
-            with contextlib.suppress(sqlite3.Error, ValueError):
-                await recovery.release(self._db, self.owner.id)
-            await self._db.close()
+        with contextlib.suppress(*DB_ERRORS, ValueError):
+            async with self._database.connection() as db:
+                await recovery.release(db, self.owner.id)
+                await db.execute("DELETE FROM slot_leases WHERE owner_id = ?", (self.owner.id,))
+        await self._database.close()
         if self._owner_lock is not None:
             await asyncio.to_thread(self._owner_lock.release)
             self._owner_lock = None
 
     async def _register(self) -> None:
+        if isinstance(self._database, PgDatabase):
+            # Lost with its connection (the server restarted): take it again first.
+            await self._database.hold_owner_lock(self.owner.id)
         async with self._write() as db:
-            locked = self._owner_lock is not None
+            locked = self._owner_lock is not None or self._database.shared
             await recovery.register(db, self.owner, time.time(), locked=locked)
 
     async def _keep_alive(self, every_s: float) -> None:
@@ -126,8 +175,9 @@ class Store(ReportStore):
         await self.end_unrecorded()
         try:
             await self._register()
+            await self.renew_slots()
             await self.recover_interrupted()
-        except (sqlite3.Error, OSError, data_dir.DataDirFull) as exc:
+        except _DB_OR_DISK as exc:
             logger.warning("could not renew the job lease or recover jobs: %s", exc)
 
     async def end_unrecorded(self) -> list[str]:
@@ -136,7 +186,7 @@ class Store(ReportStore):
         for job_id, (sql, params) in list(self._unended.items()):
             try:
                 changed = await self._run(sql, params)
-            except (sqlite3.Error, ValueError, data_dir.DataDirFull) as exc:
+            except _DB_DISK_VALUE as exc:
                 logger.warning("still could not record job %s as ended: %s", job_id, exc)
                 continue
             del self._unended[job_id]
@@ -144,14 +194,14 @@ class Store(ReportStore):
                 ended.append(job_id)
         if ended:
             logger.warning("%d job(s) recorded as failed and refunded on retry", len(ended))
-            with contextlib.suppress(sqlite3.Error, OSError):
+            with contextlib.suppress(*DB_ERRORS):
                 await self._remove_orphans(ended)
         return ended
 
     async def _end(self, job_id: str, sql: str, params: tuple[object, ...]) -> int:
         try:
             changed = await self._run(sql, params)
-        except (sqlite3.Error, data_dir.DataDirFull):
+        except _DB_OR_DISK:
             self._unended[job_id] = (sql, params)
             raise
         self._unended.pop(job_id, None)
@@ -204,13 +254,13 @@ class Store(ReportStore):
         job_id = new_job_id(now)
         files = input_files(job_id, request)
 
-        async def check(db: aiosqlite.Connection) -> None:
+        async def check(db: Conn) -> None:
             await check_rules(db, scopes, n, estimated_cost, now, platform)
 
         if files and scopes:
             # Refuse before writing what may be megabytes of attachments for nothing.
-            async with self._lock:
-                await check(self._db)
+            async with self._database.connection() as db:
+                await check(db)
         if files:
             writes = [(self._absolute(f.path), f.image.data) for f in files]
             try:
@@ -222,17 +272,18 @@ class Store(ReportStore):
         if not files:
             # Fast path: one INSERT ... SELECT that adds the row only if every rule allows it.
             # A write statement takes SQLite's write lock before its SELECT reads, so it is
-            # as atomic across processes as BEGIN IMMEDIATE, in one trip to the db thread.
+            # as atomic across processes as BEGIN IMMEDIATE, in one trip to the db thread;
+            # on PostgreSQL the statement runs inside a write transaction for the same effect.
             sql, params = INSERT_JOB, list(row)
             if scopes:
                 sql, params = guarded_insert(row, n, estimated_cost, scopes, now)
-            async with self._lock:
-                cursor = await self._db.execute(sql, params)
-                if cursor.rowcount == 1:
+            guarded = self._database.write() if self._database.shared and scopes else None
+            async with guarded or self._database.connection() as db:
+                if await db.execute(sql, params) == 1:
                     return queued_record(job_id, request, now)
                 # Refused: name the rule with a plain read; it raises unless charges moved
                 # meanwhile, and then the transaction below decides.
-                await check(self._db)
+                await check(db)
         try:
             # The slow path names the broken rule, or admits if charges moved meanwhile.
             async with self._write() as db:
@@ -303,8 +354,9 @@ class Store(ReportStore):
                     (now, usage, cost_usd, len(outputs), cost_usd, result.request_id, job_id),
                 )
                 await db.executemany(
-                    "INSERT OR REPLACE INTO job_images (job_id, kind, idx, path, mime) "
-                    "VALUES (?, 'output', ?, ?, ?)",
+                    "INSERT INTO job_images (job_id, kind, idx, path, mime) "
+                    "VALUES (?, 'output', ?, ?, ?) ON CONFLICT (job_id, kind, idx) "
+                    "DO UPDATE SET path = excluded.path, mime = excluded.mime",
                     [(job_id, i, path, image.mime) for i, path, image in outputs],
                 )
         except BaseException as exc:
@@ -337,7 +389,7 @@ class Store(ReportStore):
                 "usage = ?, cost_usd = ?, request_id = ? WHERE id = ? AND status <> 'succeeded'",
                 (error, now, usage, cost_usd, result.request_id, job_id),
             )
-        except (sqlite3.Error, data_dir.DataDirFull) as exc:
+        except _DB_OR_DISK as exc:
             logger.warning("could not record job %s as unsaved (retried later): %s", job_id, exc)
 
     async def fail(
@@ -379,8 +431,13 @@ class Store(ReportStore):
         """
         now = time.time() if now is None else now
         async with self._write() as db:
-            dead = await recovery.dead_owners(db, self.data_dir, now)
+            held = None
+            if isinstance(self._database, PgDatabase):
+                owners = await db.execute_fetchall("SELECT id FROM owners")
+                held = await self._database.held_owners(db, (str(r[0]) for r in owners))
+            dead = await recovery.dead_owners(db, self.data_dir, now, held)
             rows = await recovery.interrupt(db, dead, now)
+            await recovery.free_slots(db, dead)
             forgotten = await recovery.forget_owners(db, now)
         for owner_id in forgotten:
             # A killed owner's lock file stays behind; testing the lock removes it if free.
@@ -402,7 +459,49 @@ class Store(ReportStore):
             rows = await recovery.claim_unannounced(db, platforms)
         return sorted((job_from_row(row) for row in rows), key=lambda job: job.created_at)
 
+    # --- provider slots shared by instances -------------------------------------------------
+
+    async def take_slot(self, job_id: str, cap: int, now: float | None = None) -> bool:
+        """Lease one of ``cap`` provider slots shared by every instance; False if all are held.
+
+        Only on a shared database; the caller already holds one of this process's own slots.
+        """
+        now = time.time() if now is None else now
+        async with self._write() as db:
+            await db.execute("DELETE FROM slot_leases WHERE expires_at < ?", (now,))
+            taken = await db.execute(
+                "INSERT INTO slot_leases (job_id, owner_id, expires_at) "
+                "SELECT CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION) "
+                "WHERE (SELECT COUNT(*) FROM slot_leases) < ? "
+                "ON CONFLICT (job_id) DO NOTHING",
+                (job_id, self.owner.id, now + SLOT_LEASE_S, cap),
+            )
+            if taken:
+                return True
+            # Already holding one (a retried call) counts as having it.
+            rows = await db.execute_fetchall(
+                "SELECT 1 FROM slot_leases WHERE job_id = ? AND owner_id = ?",
+                (job_id, self.owner.id),
+            )
+            return bool(rows)
+
+    async def give_slot(self, job_id: str) -> None:
+        """Free the shared provider slot the job held, if any."""
+        await self._run(
+            "DELETE FROM slot_leases WHERE job_id = ? AND owner_id = ?", (job_id, self.owner.id)
+        )
+
+    async def renew_slots(self, now: float | None = None) -> None:
+        """Extend every shared slot this store holds by another lease."""
+        if not self._database.shared:
+            return
+        now = time.time() if now is None else now
+        await self._run(
+            "UPDATE slot_leases SET expires_at = ? WHERE owner_id = ?",
+            (now + SLOT_LEASE_S, self.owner.id),
+        )
+
     async def _remove_orphans(self, job_ids: Sequence[str]) -> int:
-        async with self._lock:
-            kept = await recovery.kept_files(self._db, job_ids)
+        async with self._database.connection() as db:
+            kept = await recovery.kept_files(db, job_ids)
         return await asyncio.to_thread(recovery.remove_orphans, self.data_dir, kept)

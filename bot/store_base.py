@@ -13,9 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
 from bot import data_dir
+from bot.db import INTEGRITY_ERRORS, Conn, Database, Row
 from bot.errors import ImagePruned, JobNotFound
 from bot.job_rows import job_from_row
 from bot.models import JobRecord, SourceImage, StoredImage
@@ -36,16 +35,18 @@ class UsageRow:
 
 
 class StoreBase:
-    """The connection, its lock, and every read and small write that isn't a job's lifecycle."""
+    """The database, and every read and small write that isn't a job's lifecycle."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
-        self._db = db
+    def __init__(self, database: Database, path: Path) -> None:
+        self._database = database
         self.path = path
         self.data_dir = path.parent
-        # One connection carries every coroutine's statements, so a transaction must not let
-        # another coroutine's statement slip into it; BEGIN IMMEDIATE orders processes.
-        self._lock = asyncio.Lock()
         self._last_prune = float("-inf")
+
+    @property
+    def database(self) -> Database:
+        """The SQLite file or the shared PostgreSQL database the tables live in."""
+        return self._database
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -60,32 +61,18 @@ class StoreBase:
             raise
 
     @contextlib.asynccontextmanager
-    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _write(self) -> AsyncIterator[Conn]:
         with self._full_disk_named():
-            async with self._lock:
-                db = self._db
-                try:
-                    # Inside the try: if we are cancelled while BEGIN is queued, it still runs.
-                    await db.execute("BEGIN IMMEDIATE")
-                    yield db
-                    await db.execute("COMMIT")
-                except BaseException:
-                    # Also on cancellation: the connection's worker runs queued statements in
-                    # order, so this ROLLBACK lands before the next coroutine's BEGIN.
-                    with contextlib.suppress(sqlite3.Error, ValueError):
-                        await db.execute("ROLLBACK")
-                    raise
+            async with self._database.write() as db:
+                yield db
 
-    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         with self._full_disk_named():
-            async with self._lock:
-                return list(await self._db.execute_fetchall(sql, params))
+            return await self._database.fetch(sql, params)
 
     async def _run(self, sql: str, params: Sequence[Any] = ()) -> int:
         with self._full_disk_named():
-            async with self._lock:
-                cursor = await self._db.execute(sql, params)
-                return cursor.rowcount
+            return await self._database.run(sql, params)
 
     def _absolute(self, relative: str) -> Path:
         return self.data_dir / relative
@@ -152,25 +139,20 @@ class StoreBase:
         if rows and rows[0][0] is not None and (not inputs or rows[0][2]):
             raise ImagePruned(job_id, rows[0][1])
 
-    async def retention_rows(self, job_ids: Sequence[str]) -> dict[str, sqlite3.Row]:
+    async def retention_rows(self, job_ids: Sequence[str]) -> dict[str, Row]:
         """Status, times and prune mark of those of ``job_ids`` that have a row, read at once."""
-        found: dict[str, sqlite3.Row] = {}
+        found: dict[str, Row] = {}
         with self._full_disk_named():
-            async with self._lock:
-                # One read transaction: every chunk sees the same snapshot.
-                await self._db.execute("BEGIN")
-                try:
-                    for start in range(0, len(job_ids), 500):
-                        chunk = job_ids[start : start + 500]
-                        rows = await self._db.execute_fetchall(
-                            "SELECT id, status, created_at, finished_at, images_pruned_at "
-                            f"FROM jobs WHERE id IN ({', '.join('?' * len(chunk))})",
-                            chunk,
-                        )
-                        found.update((str(row[0]), row) for row in rows)
-                finally:
-                    with contextlib.suppress(sqlite3.Error, ValueError):
-                        await self._db.execute("COMMIT")
+            # One read transaction: every chunk sees the same snapshot.
+            async with self._database.read() as db:
+                for start in range(0, len(job_ids), 500):
+                    chunk = job_ids[start : start + 500]
+                    rows = await db.execute_fetchall(
+                        "SELECT id, status, created_at, finished_at, images_pruned_at "
+                        f"FROM jobs WHERE id IN ({', '.join('?' * len(chunk))})",
+                        chunk,
+                    )
+                    found.update((str(row[0]), row) for row in rows)
         return found
 
     async def mark_pruned(
@@ -204,11 +186,11 @@ class StoreBase:
         """Remember that a platform message shows this job (for replies and buttons)."""
         try:
             await self._run(
-                "INSERT OR REPLACE INTO message_links (platform, message_id, job_id) "
-                "VALUES (?, ?, ?)",
+                "INSERT INTO message_links (platform, message_id, job_id) VALUES (?, ?, ?) "
+                "ON CONFLICT (platform, message_id) DO UPDATE SET job_id = excluded.job_id",
                 (platform, message_id, job_id),
             )
-        except sqlite3.IntegrityError:
+        except INTEGRITY_ERRORS:
             raise JobNotFound(job_id) from None
 
     async def job_for_message(self, platform: str, message_id: str) -> JobRecord | None:
@@ -255,14 +237,15 @@ class StoreBase:
             return await self._claim_event(key, now)
 
     async def _claim_event(self, key: str, now: float) -> bool:
-        async with self._lock:
+        async with self._database.connection() as db:
             if now - self._last_prune >= _PRUNE_EVERY_S:
                 self._last_prune = now
-                await self._db.execute("DELETE FROM events WHERE seen_at < ?", (now - EVENT_TTL_S,))
-            cursor = await self._db.execute(
-                "INSERT OR IGNORE INTO events (key, seen_at) VALUES (?, ?)", (key, now)
+                await db.execute("DELETE FROM events WHERE seen_at < ?", (now - EVENT_TTL_S,))
+            added = await db.execute(
+                "INSERT INTO events (key, seen_at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                (key, now),
             )
-            return cursor.rowcount == 1
+            return added == 1
 
     async def usage_summary(
         self, user_key: str | None = None, now: float | None = None
@@ -283,7 +266,8 @@ class StoreBase:
             "SUM(CASE WHEN created_at >= ? THEN charged_images ELSE 0 END), "
             "SUM(CASE WHEN created_at >= ? THEN charged_cost ELSE 0 END), "
             "SUM(charged_images) AS images, SUM(charged_cost) AS cost "
-            f"FROM jobs WHERE {where} GROUP BY user_key HAVING images > 0 OR cost > 0 "
+            f"FROM jobs WHERE {where} GROUP BY user_key "
+            "HAVING SUM(charged_images) > 0 OR SUM(charged_cost) > 0 "
             "ORDER BY cost DESC, images DESC, user_key",
             params,
         )

@@ -11,6 +11,7 @@ import pytest
 
 from bot import data_dir
 from bot.app import App
+from bot.db import SqliteDatabase
 from bot.data_dir import DataDirFull
 from bot.errors import ContentBlocked, ProviderUnavailable
 from bot.models import ImageRequest, Requester
@@ -28,7 +29,9 @@ def ask(app: App, prompt: str = "a red fox") -> ImageRequest:
 
 def refuse_once(app: App, monkeypatch: pytest.MonkeyPatch, starts: str) -> list[str]:
     """Make the store's first statement starting with ``starts`` fail as on a full disk."""
-    db = app.store._db
+    database = app.store.database
+    assert isinstance(database, SqliteDatabase)
+    db = database.db
     real: Callable[..., Any] = db.execute
     refused: list[str] = []
 
