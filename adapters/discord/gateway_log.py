@@ -17,8 +17,11 @@ VOICE_WARNINGS = frozenset(
     }
 )
 # discord.client logs this with a traceback whenever the gateway connection ends in an error it
-# retries (a close with code 1000, a refused or reset connection): routine, not a bug.
-RECONNECT_ATTEMPT = "Attempting a reconnect in %.2fs"
+# retries (a close with code 1000, a refused or reset connection): routine, not a bug. A sharded
+# client logs the second, as an ERROR, from discord.shard.
+RECONNECT_ATTEMPTS = frozenset(
+    {"Attempting a reconnect in %.2fs", "Attempting a reconnect for shard ID %s in %.2fs"}
+)
 
 
 def describe(error: BaseException | None) -> str:
@@ -41,9 +44,9 @@ class GatewayLogFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg in VOICE_WARNINGS:
             return False
-        if record.msg == RECONNECT_ATTEMPT:
+        if record.msg in RECONNECT_ATTEMPTS:
             error = record.exc_info[1] if record.exc_info else None
-            retry = record.args[0] if isinstance(record.args, tuple) and record.args else None
+            retry = record.args[-1] if isinstance(record.args, tuple) and record.args else None
             wait = f"; retrying in {retry:.1f} s" if isinstance(retry, int | float) else ""
             self._reasons.append(describe(error) + wait)
             return False
@@ -58,10 +61,11 @@ GATEWAY_LOG = GatewayLogFilter()
 
 
 def install() -> None:
-    """Put the filter on discord.client (once per process; discord.py's loggers are global)."""
-    client_logger = logging.getLogger("discord.client")
-    if GATEWAY_LOG not in client_logger.filters:
-        client_logger.addFilter(GATEWAY_LOG)
+    """Filter discord.client and discord.shard (once: discord.py's loggers are global)."""
+    for name in ("discord.client", "discord.shard"):
+        client_logger = logging.getLogger(name)
+        if GATEWAY_LOG not in client_logger.filters:
+            client_logger.addFilter(GATEWAY_LOG)
 
 
 def command_name(interaction: discord.Interaction) -> str:

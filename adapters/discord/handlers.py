@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 
 import discord
 
-from adapters.discord import render
+from adapters.discord import api_calls, render
 from adapters.discord.files import downloader, remote_all
 from adapters.discord.presenter import DiscordPresenter, progress_budget
 from adapters.discord.render import MARKUP, REQUESTED_BY, status, warning
@@ -84,7 +83,7 @@ class DiscordImagine:
                 command,
                 presenter,
                 files=self.files,
-                pacer=self.budget.channel(presenter.channel_id),
+                pacer=api_calls.MeteredPacer(self.budget.channel(presenter.channel_id)),
             )
 
     def channel_allowed(self, channel: object) -> bool:
@@ -114,6 +113,7 @@ class DiscordImagine:
         try:
             callback = await interaction.response.defer(thinking=True)
         except discord.NotFound as exc:
+            api_calls.failed_call(exc, "interaction_response")
             # 10062: the 3 seconds passed (a stalled event loop or network). Discord has already
             # told the user the app did not respond; nothing was started, so nothing is lost.
             logger.warning("interaction %s could not be acknowledged: %s", interaction.id, exc)
@@ -157,6 +157,7 @@ class DiscordImagine:
             try:
                 await interaction.response.defer(ephemeral=True, thinking=True)
             except discord.NotFound as exc:  # 10062: too late to answer; nothing was asked
+                api_calls.failed_call(exc, "interaction_response")
                 logger.warning("interaction %s could not be acknowledged: %s", interaction.id, exc)
                 return
             clicker = requester_of(interaction.user, interaction.channel_id)
@@ -221,8 +222,10 @@ class DiscordImagine:
         await interaction.response.defer()
         if interaction.message is not None:
             # Two clicks at once, or a moderator was quicker: either way it is gone.
-            with contextlib.suppress(discord.NotFound):
+            try:
                 await interaction.message.delete()
+            except discord.NotFound as exc:
+                api_calls.failed_call(exc, "delete_message")
 
     async def cancel(self, interaction: discord.Interaction, job_id: str) -> None:
         """✖: the requester or an admin stops a job still waiting or being made.
@@ -256,6 +259,7 @@ class DiscordImagine:
             try:
                 attachments = (await channel.fetch_message(message_id)).attachments
             except discord.HTTPException as exc:
+                api_calls.failed_call(exc, "get_message")
                 logger.info("could not fetch message %s to edit: %s", message_id, exc)
                 attachments = []
         theirs, mask = split_mask(remote_all(attachments))
@@ -303,6 +307,7 @@ class DiscordImagine:
             preparing = status(JobView(prompt=prompt, requester=requester))
             reply = await message.reply(preparing, mention_author=False)
         except (discord.Forbidden, discord.NotFound) as exc:
+            api_calls.failed_call(exc, "send_message")
             # No job was admitted yet; without access to the channel there is nobody to tell.
             logger.warning("could not answer message %s: %s", message.id, exc)
             return
@@ -327,7 +332,8 @@ class DiscordImagine:
             return reference.resolved
         try:
             return await message.channel.fetch_message(reference.message_id or 0)
-        except discord.HTTPException:
+        except discord.HTTPException as exc:
+            api_calls.failed_call(exc, "get_message")
             logger.info("could not fetch the message %s was replying to", message.id)
             return None
 

@@ -19,10 +19,10 @@ from typing import TypeVar
 
 import discord
 
-from adapters.discord import render
+from adapters.discord import api_calls, render
 from adapters.discord.files import preview_file, result_files
 from adapters.discord.targets import Display, Target, ViewFactory
-from bot import texts
+from bot import metrics, texts
 from bot.commands import MessageRef
 from bot.errors import ContentBlocked
 from bot.models import JobResult
@@ -66,8 +66,12 @@ async def until_landed(send: Callable[[], Awaitable[T]]) -> T:
         except discord.HTTPException as exc:
             if exc.status != 429:
                 raise
+            api_calls.failed_call(exc, "edit_message")
             logger.warning("Discord is still rate limiting; trying again: %s", exc)
-            await asyncio.sleep(retry_after(exc))
+            wait = retry_after(exc)
+            name = api_calls.call_name(exc, "edit_message")
+            metrics.rate_limit_wait(api_calls.PLATFORM, name, wait)
+            await asyncio.sleep(wait)
     return await send()
 
 
@@ -122,6 +126,7 @@ class DiscordPresenter:
         try:
             await until_landed(lambda: self.target.show(display))
         except (discord.Forbidden, discord.NotFound) as exc:
+            api_calls.failed_call(exc, "edit_message")
             raise NotShown("lost_access", exc.text or f"HTTP {exc.status}") from exc
 
     async def show_failure(self, failure: Failure, view: JobView) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import discord
 
+from adapters.discord import api_calls
 from adapters.discord.files import DEFAULT_UPLOAD_LIMIT, Upload, to_files
 from adapters.discord.render import sentence
 from bot import texts
@@ -104,9 +104,11 @@ class Target:
         """
         addressed = display.addressed_to(self.user)
         if self.posted is not None:
-            with contextlib.suppress(discord.NotFound):  # deleted meanwhile: post another
+            try:
                 self.posted = await self.posted.edit(**addressed.edit_args())
                 return self.posted.id
+            except discord.NotFound as exc:  # deleted meanwhile: post another
+                api_calls.failed_call(exc, "edit_message")
         link = self.on_posted
         first = addressed
         if link is not None and (display.files or display.embed):
@@ -147,6 +149,7 @@ class InteractionTarget(Target):
                 # deleted the message. Either way the channel is where the user can still look.
                 if exc.status not in (401, 404) or self.interaction.channel_id is None:
                     raise
+                api_calls.failed_call(exc, "edit_webhook_message")
             else:
                 self.message_id = message.id
                 return message.id
@@ -156,8 +159,10 @@ class InteractionTarget(Target):
         """Privately: the public "thinking" message goes, an ephemeral one replaces it."""
         if self.posted is None:
             try:
-                with contextlib.suppress(discord.NotFound):
+                try:
                     await self.interaction.delete_original_response()
+                except discord.NotFound as exc:  # someone deleted it already
+                    api_calls.failed_call(exc, "delete_webhook_message")
                 await self.interaction.followup.send(
                     text, ephemeral=True, view=view or discord.utils.MISSING
                 )
@@ -165,6 +170,7 @@ class InteractionTarget(Target):
             except discord.HTTPException as exc:
                 if exc.status != 401:
                     raise
+                api_calls.failed_call(exc, "followup")
         await self.show(Display(text, view=view))  # the token expired: say it in the channel
 
     def platform_ref(self) -> dict[str, object]:
@@ -194,9 +200,11 @@ class MessageTarget(Target):
     async def show(self, display: Display) -> int:
         """Edit the reply; if someone deleted it, post again, naming the user."""
         if self.posted is None:
-            with contextlib.suppress(discord.NotFound):
+            try:
                 self.status = await self.status.edit(**display.edit_args())
                 return self.status.id
+            except discord.NotFound as exc:  # someone deleted the reply
+                api_calls.failed_call(exc, "edit_message")
         return await self.repost(display)
 
     def platform_ref(self) -> dict[str, object]:

@@ -362,6 +362,9 @@ class DiscordGateway(DiscordState):
                 await self._members_chunk(frame["d"])
         if self._ws is ws:
             self._ws = None
+        for key in [k for k, open_ws in self.sockets.items() if open_ws is ws]:
+            del self.sockets[key]
+        await self._notify()
         return ws
 
     async def _members_chunk(self, data: dict[str, Any]) -> None:
@@ -400,12 +403,18 @@ class DiscordGateway(DiscordState):
     async def _resume(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> None:
         # Discord docs (Gateway, Resuming): a RESUME with the token, session id and last sequence
         # gets the missed events replayed, then RESUMED; a bad one gets op 9 INVALID_SESSION.
-        if data.get("token") != self.token or data.get("session_id") != "s1":
+        session = str(data.get("session_id"))
+        if data.get("token") != self.token or session not in self._sessions:
             await ws.send_str(json.dumps({"op": 9, "d": False}))
             return
-        self._ws = ws
+        shard_id = self._sessions[session]
+        self.sockets[shard_id] = ws
+        shard = None if shard_id is None else [shard_id, self._shard_counts[session]]
+        if self.guild_shard(shard):
+            self._ws = ws
         self.resumes += 1
-        await self.dispatch("RESUMED", {})
+        self._seq += 1
+        await ws.send_str(json.dumps({"op": 0, "t": "RESUMED", "s": self._seq, "d": {}}))
         await self._notify()
 
     async def _identify(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> None:
@@ -415,17 +424,46 @@ class DiscordGateway(DiscordState):
         if data.get("intents", 0) & MESSAGE_CONTENT_INTENT and not self.allow_message_content:
             await ws.close(code=4014, message=b"Disallowed intent(s).")
             return
-        self.identify, self._ws, self._seq = data, ws, 0
-        await self.dispatch(
-            "READY",
-            {
-                "v": 10,
-                "user": {**self.bot.payload(), "bot": True},
-                "session_id": "s1",
-                "guilds": [{"id": self.guild_id, "unavailable": True}],
-                "resume_gateway_url": self.gateway_url,
-                "application": {"id": self.app_id, "flags": 0},
-            },
-        )
+        shard = data.get("shard")
+        self.identified_shards.append(shard)
+        # Discord docs (Gateway, Sharding; close codes): shard is [shard_id, num_shards] with
+        # shard_id < num_shards, else 4010 Invalid shard; a bot in too many guilds for the shards
+        # it asks for gets 4011 Sharding required.
+        if shard is not None and not (
+            isinstance(shard, list)
+            and len(shard) == 2
+            and all(isinstance(n, int) for n in shard)
+            and shard[1] >= 1
+            and 0 <= shard[0] < shard[1]
+        ):
+            await ws.close(code=4010, message=b"Invalid shard.")
+            return
+        if self.min_shards is not None and (shard is None or shard[1] < self.min_shards):
+            await ws.close(code=4011, message=b"Sharding required.")
+            return
+        shard_id = None if shard is None else shard[0]
+        session = "s1" if shard is None else f"s1-{shard[0]}"
+        self._sessions[session] = shard_id
+        self._shard_counts[session] = 1 if shard is None else shard[1]
+        self.sockets[shard_id] = ws
+        ours = self.guild_shard(shard)
+        self.identify = data
+        ready: dict[str, Any] = {
+            "v": 10,
+            "user": {**self.bot.payload(), "bot": True},
+            "session_id": session,
+            "guilds": [{"id": self.guild_id, "unavailable": True}] if ours else [],
+            "resume_gateway_url": self.gateway_url,
+            "application": {"id": self.app_id, "flags": 0},
+        }
+        if shard is not None:
+            ready["shard"] = shard
+        if not ours:
+            self._seq += 1
+            await ws.send_str(json.dumps({"op": 0, "t": "READY", "s": self._seq, "d": ready}))
+            await self._notify()
+            return
+        self._ws = ws
+        await self.dispatch("READY", ready)
         await self.dispatch("GUILD_CREATE", self._guild())
         await self._notify()

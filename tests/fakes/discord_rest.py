@@ -172,6 +172,21 @@ class DiscordRest(DiscordState):
                     "flags": 0,
                 }
             )
+        if parts == ["gateway", "bot"]:
+            # Discord docs (Gateway, Get Gateway Bot): the URL, the recommended shard count and
+            # the session start limit (max_concurrency: shards that may identify at once).
+            return ok_response(
+                {
+                    "url": self.gateway_url,
+                    "shards": self.min_shards or 1,
+                    "session_start_limit": {
+                        "total": 1000,
+                        "remaining": 999,
+                        "reset_after": 86_400_000,
+                        "max_concurrency": 1,
+                    },
+                }
+            )
         if parts[0] == "applications" and parts[-1] == "commands":
             return self._commands(parts, method, call)
         if parts[0] == "interactions" and len(parts) == 4 and parts[3] == "callback":

@@ -20,7 +20,7 @@ from aiohttp import web
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from adapters.discord.bot import ImagineDiscordBot
+from adapters.discord.bot import ImagineDiscordBot, discord_bot_for
 from bot.app import App
 from tests.fakes.app_fixtures import ProviderGate
 from tests.fakes.discord_gateway import DiscordGateway
@@ -58,8 +58,8 @@ class FakeDiscord(DiscordGateway, DiscordRest):
 
     async def close(self) -> None:
         """Drop the gateway connection and stop the server."""
-        if self._ws is not None:
-            await self._ws.close()
+        for ws in {*self.sockets.values(), *([self._ws] if self._ws is not None else [])}:
+            await ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -100,7 +100,7 @@ async def discord_bot(
             **overrides,
         }
         app = await make_app(**values)
-        bot = ImagineDiscordBot(app, guild_ready_timeout=0.05)
+        bot = discord_bot_for(app, guild_ready_timeout=0.05)
         bots.append(bot)
         await bot.start_bot(timeout=10)
         await discord_fake.wait_connected()

@@ -61,6 +61,15 @@ class DiscordState:
         self.interactions: dict[str, FakeInteraction] = {}
         self.commands: dict[str, list[dict[str, Any]]] = {}
         self.identify: dict[str, Any] | None = None
+        # Every IDENTIFY's ``shard`` ([id, count], None when it sent none), in order.
+        self.identified_shards: list[list[int] | None] = []
+        # Discord refuses (4011) a connection without at least this many shards: a big bot.
+        self.min_shards: int | None = None
+        # The open identified connections by shard id (None: an unsharded one). ``_ws`` is the one
+        # that carries the guild's events: Discord sends them on the guild's shard only.
+        self.sockets: dict[int | None, web.WebSocketResponse] = {}
+        self._sessions: dict[str, int | None] = {}
+        self._shard_counts: dict[str, int] = {}
         self.resumes = 0
         # How many of the next gateway connection attempts fail (an outage).
         self.refuse_connections = 0
@@ -269,6 +278,22 @@ class DiscordState:
         message = self._message(self.bot.payload(), content=content)
         self.messages[message["id"]] = message
         return message
+
+    def put_guild_on_shard(self, shard_id: int, shard_count: int) -> None:
+        """Give the guild an id Discord would route to ``shard_id`` (before the bot connects).
+
+        Discord docs (Gateway, Sharding): shard_id = (guild_id >> 22) % num_shards.
+        """
+        value = int(self.guild_id)
+        stamp = value >> 22
+        stamp -= (stamp - shard_id) % shard_count
+        self.guild_id = str((stamp << 22) | (value & 0x3FFFFF))
+
+    def guild_shard(self, shard: list[int] | None) -> bool:
+        """Whether a connection identified with ``shard`` receives the guild's events."""
+        if shard is None:
+            return True
+        return (int(self.guild_id) >> 22) % shard[1] == shard[0]
 
     @property
     def connected(self) -> bool:
