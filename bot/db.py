@@ -39,6 +39,7 @@ ERRORS: tuple[type[Exception], ...] = (
     ConnectionError,
     OSError,
 )
+_CLOSE_ERRORS: tuple[type[Exception], ...] = (*ERRORS, asyncio.TimeoutError)
 INTEGRITY_ERRORS: tuple[type[Exception], ...] = (
     sqlite3.IntegrityError,
     asyncpg.IntegrityConstraintViolationError,
@@ -333,9 +334,11 @@ class PgDatabase(Database):
     async def release_owner_lock(self) -> None:
         """Give the session lock up (the store closed)."""
         conn, self._owner_conn = self._owner_conn, None
-        if conn is not None:
-            with contextlib.suppress(*ERRORS, asyncio.TimeoutError):
-                await asyncio.wait_for(conn.close(), 10)
+        if conn is None or conn.is_closed():
+            return
+        try:
+            await asyncio.wait_for(conn.close(), 10)
+        except _CLOSE_ERRORS:
             conn.terminate()
 
     @staticmethod
@@ -352,9 +355,10 @@ class PgDatabase(Database):
 
     async def close(self) -> None:
         await self.release_owner_lock()
-        with contextlib.suppress(*ERRORS, asyncio.TimeoutError):
+        try:
             await asyncio.wait_for(self.pool.close(), 10)
-        self.pool.terminate()
+        except _CLOSE_ERRORS:
+            self.pool.terminate()
 
 
 def owner_lock_key(owner_id: str) -> int:

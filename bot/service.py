@@ -63,6 +63,9 @@ if TYPE_CHECKING:
     from bot.prompt_help import PromptHelper
     from bot.store import Store
 
+# How soon a job waiting for a slot another instance holds asks again (then less often).
+SHARED_SLOT_POLL_S = 0.2
+
 logger = logging.getLogger("bot.service")
 
 # Called once a job is admitted, with its place in line (0: a slot is free). What it raises
@@ -421,7 +424,10 @@ class ImageService:
         # Cancelled or failing while it waits, the ticket leaves the line by itself.
         await self._slots.wait(ticket, lambda position: emit(Queued(job.id, position)))
         metrics.queue_depth(self._slots.waiting)
+        shared = self.store.database.shared
         try:
+            if shared:
+                await self._take_shared_slot(job.id, emit)
             await self.store.mark_running(job.id)
             # Before any money is spent: a folder that can't take the result refuses now.
             await self.store.check_writable(job.id)
@@ -440,6 +446,8 @@ class ImageService:
             live.calling, live.made = False, True
         finally:
             self._slots.release()
+            if shared:
+                await asyncio.shield(self._give_shared_slot(job.id))
         if not provided.images:
             # Not the user's fault: an answer without images is a failed call (and refunded).
             raise ProviderUnavailable("the answer held no image")
@@ -461,6 +469,27 @@ class ImageService:
             size=provided.size,
             quality=provided.quality,
         )
+
+    async def _take_shared_slot(self, job_id: str, emit: _SafeEmitter) -> None:
+        """Wait for one of IMAGINE_MAX_CONCURRENCY slots counted over every instance."""
+        cap = self.settings.imagine_max_concurrency
+        pause = SHARED_SLOT_POLL_S
+        told = False
+        while not await self.store.take_slot(job_id, cap):
+            if not told:
+                # Its own turn came, but other instances hold every slot: it is next.
+                metrics.SLOT_WAITS.inc()
+                await emit(Queued(job_id, 1))
+                told = True
+            await asyncio.sleep(pause)
+            pause = min(pause * 1.5, 2.0)
+
+    async def _give_shared_slot(self, job_id: str) -> None:
+        try:
+            await self.store.give_slot(job_id)
+        except Exception as exc:
+            # The lease runs out by itself; until then it holds one slot too many.
+            logger.warning("could not free the shared slot of job %s: %s", job_id, exc)
 
     async def _fail(
         self,

@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.fakes.app_fixtures",
     "tests.fakes.discord_server",
     "tests.fakes.slack_server",
+    "tests.fakes.postgres",
 ]
 
 _WATCHED = ("discord", "slack_bolt", "slack_sdk", "bot", "adapters")
@@ -50,6 +51,9 @@ def fail_on_library_errors(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sqlite_only: a store test of the SQLite file itself (not run on PostgreSQL)"
+    )
     config.addinivalue_line(
         "markers", "allow_error_logs: the test expects ERROR records from the bot's own code"
     )

@@ -81,3 +81,8 @@ def raw_rows(path: Path, sql: str, params: Sequence[object] = ()) -> list[tuple[
         return list(db.execute(sql, params))
     finally:
         db.close()
+
+
+async def query(store: Store, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+    """Rows of ``sql`` (``?`` placeholders) read from the store's own database, either engine."""
+    return [tuple(row) for row in await store.database.fetch(sql, params)]
