@@ -344,6 +344,8 @@ class DiscordGateway(DiscordState):
         if self.refuse_connections > 0:
             # A gateway outage as clients meet it: the websocket upgrade is answered 503.
             self.refuse_connections -= 1
+            self.refused += 1
+            await self._notify()
             return web.Response(status=503, text="Service Unavailable")
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)
@@ -398,6 +400,13 @@ class DiscordGateway(DiscordState):
         if self._ws is None:
             raise RuntimeError("no bot is connected to the fake gateway")
         ws, self._ws = self._ws, None
+        await ws.close(code=code)
+
+    async def drop_shard(self, shard_id: int | None, code: int) -> None:
+        """Close one shard's connection (None: the unsharded one) with ``code``."""
+        ws = self.sockets.pop(shard_id)
+        if self._ws is ws:
+            self._ws = None
         await ws.close(code=code)
 
     async def _resume(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> None:

@@ -73,6 +73,7 @@ class DiscordState:
         self.resumes = 0
         # How many of the next gateway connection attempts fail (an outage).
         self.refuse_connections = 0
+        self.refused = 0  # connection attempts refused so far
         # Requests per window (seconds) for the buckets the bot's messages draw on. Discord does
         # not publish these (its docs: read the X-RateLimit-* headers); observed figures: about
         # 5 per 5 s for a channel's message create and edit (each its own bucket), 5 per 2 s per
