@@ -34,6 +34,7 @@ ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
         ("PATCH", rf"/webhooks/{_ID}/{_ID}/messages/{_ID}", "edit_webhook_message"),
         ("DELETE", rf"/webhooks/{_ID}/{_ID}/messages/{_ID}", "delete_webhook_message"),
         ("GET", rf"/webhooks/{_ID}/{_ID}/messages/{_ID}", "get_webhook_message"),
+        ("GET", rf"/guilds/{_ID}/members/{_ID}", "get_member"),
         ("PUT", r"/commands", "sync_commands"),
         ("GET", r"/users/@me", "login"),
         ("GET", r"/oauth2/applications/@me", "application_info"),

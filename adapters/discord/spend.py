@@ -14,6 +14,7 @@ from typing import Any, Literal
 import discord
 from discord import app_commands
 
+from adapters.discord import api_calls
 from adapters.discord.handlers import DiscordImagine
 from adapters.discord.render import MARKUP, warning
 from adapters.discord.targets import requester_of
@@ -68,7 +69,8 @@ class DiscordDirectory:
             if member is None:
                 try:
                     member = await guild.fetch_member(member_id)
-                except discord.NotFound:  # 10007 Unknown Member (or 10013 Unknown User)
+                except discord.NotFound as exc:  # 10007 Unknown Member (or 10013 Unknown User)
+                    api_calls.failed_call(exc, "get_member")
                     return None
         else:
             member = await self._member_named(guild, text.strip().removeprefix("@"))

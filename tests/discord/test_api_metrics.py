@@ -17,6 +17,13 @@ def sample(name: str, **labels: str) -> float:
     return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+def sample_sum(name: str) -> float:
+    """The total of a counter over all its labels."""
+    return sum(
+        s.value for family in metrics.REGISTRY.collect() for s in family.samples if s.name == name
+    )
+
+
 def waits(method: str) -> float:
     return sample("imagine_rate_limit_waits_total", platform="discord", method=method)
 
@@ -54,6 +61,25 @@ async def test_each_429_waited_out_is_counted_under_its_route(
     assert waits("edit_webhook_message") - before[0] == 8
     assert errors("edit_webhook_message", "HTTPException:429") - before[1] == 1
     assert waited_s() - before[2] == pytest.approx(7 * 0.01 + 1.0)
+
+
+async def test_a_500_discord_py_retries_is_neither_an_error_nor_a_rate_limit(
+    discord_fake: FakeDiscord, discord_bot: BotFactory
+) -> None:
+    await discord_bot()
+
+    def final_edit(call: Call) -> bool:
+        return call.method == "PATCH" and bool((call.json or {}).get("embeds"))
+
+    discord_fake.reject_next(final_edit, 500, 0, "500: Internal Server Error")
+    before = waits("edit_webhook_message"), waited_s()
+    failures = sample_sum("imagine_platform_api_errors_total")
+    it = await discord_fake.slash(discord_fake.alice, prompt="a teapot")
+    await discord_fake.result_of(it)
+
+    assert [c.status for c in discord_fake.calls if final_edit(c)] == [500, 200]
+    assert (waits("edit_webhook_message"), waited_s()) == before
+    assert sample_sum("imagine_platform_api_errors_total") == failures
 
 
 async def test_a_refused_edit_the_bot_works_around_is_counted(
@@ -114,4 +140,5 @@ def test_route_names() -> None:
     )
     assert route_name("POST", "/api/v10/webhooks/1/tok") == "followup"
     assert route_name("POST", "/api/v10/interactions/1/tok/callback") == "interaction_response"
-    assert route_name("GET", "/api/v10/guilds/1/members/2") == "get_members"
+    assert route_name("GET", "/api/v10/guilds/1/members/2") == "get_member"
+    assert route_name("GET", "/api/v10/guilds/1/roles") == "get_roles"
