@@ -120,6 +120,38 @@ def guarded_insert(
     return _guarded_insert_sql(tuple(shape)), [*row, *sums, *bounds]
 
 
+# The call of PostgreSQL's ``imagine_admit`` (bot.pg_schema): the job's values, then one array
+# element per (scope, window) check.
+ADMIT_CALL = "SELECT imagine_admit(" + ", ".join("?" * (len(JOB_COLUMNS.split(",")) + 11)) + ")"
+
+
+def admit_call(
+    row: tuple[object, ...], scopes: Sequence[Counted], now: float
+) -> tuple[str, list[object]]:
+    """``ADMIT_CALL`` and its parameters for a ``job_row`` under every rule of ``scopes``."""
+    columns: list[list[object]] = [[] for _ in range(11)]
+    for counted in scopes:
+        key, matching = bucket_key(counted), filter_params(counted)
+        a, b = [*matching, "", ""][:2]
+        rules = counted.rules
+        for seconds in windows_of(counted):
+            start = now - seconds
+            first_day = math.floor(start / DAY_SPAN)
+            first_hour = math.floor(start / HOUR_SPAN)
+            limits = [r.amount for r in rules.limits if r.seconds == seconds]
+            budgets = [r.amount + COST_EPSILON for r in rules.budgets if r.seconds == seconds]
+            values: tuple[object, ...] = (
+                *(key, counted.scope, str(a), str(b), first_day, first_hour),
+                (first_day + 1) * (DAY_SPAN // HOUR_SPAN),
+                *(start, float((first_hour + 1) * HOUR_SPAN)),
+                float(min(limits)) if limits else None,
+                float(min(budgets)) if budgets else None,
+            )
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+    return ADMIT_CALL, [*row, *columns]
+
+
 def wait_for_room(
     charges: Sequence[tuple[float, float]],
     used: float,

@@ -281,9 +281,20 @@ class PgDatabase(Database):
     async def open(cls, url: str, *, max_size: int = 10) -> PgDatabase:
         """Connect, or a ConfigError naming the server (never the password) and the reason."""
         dsn = "postgresql://" + url.split("://", 1)[1]
+        # Like the SQLite file's synchronous=NORMAL: a commit doesn't wait for its WAL to
+        # reach the disk, so a crash of the server (not of the bot) may forget the last
+        # fraction of a second of writes, never corrupt them. "?synchronous_commit=on" in the
+        # URL waits for every commit instead.
+        settings = {} if "synchronous_commit=" in dsn else {"synchronous_commit": "off"}
         try:
             pool = await asyncpg.create_pool(
-                dsn, min_size=1, max_size=max_size, command_timeout=60, timeout=10
+                dsn,
+                server_settings=settings,
+                min_size=1,
+                max_size=max_size,
+                command_timeout=60,
+                timeout=10,
+                reset=_keep_session,
             )
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             reason = str(exc).strip() or type(exc).__name__
@@ -304,10 +315,18 @@ class PgDatabase(Database):
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[Conn]:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn:
             # Held until COMMIT: writers of every instance take turns, as on one SQLite file.
-            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_NAMESPACE, WRITE_LOCK)
-            yield PgConn(conn, self._types)
+            # BEGIN and the lock go in one trip (a simple query of two statements).
+            await conn.execute(_BEGIN_LOCKED)
+            try:
+                yield PgConn(conn, self._types)
+            except BaseException:
+                if not conn.is_closed():
+                    with contextlib.suppress(*_CLOSE_ERRORS):
+                        await asyncio.shield(conn.execute("ROLLBACK"))
+                raise
+            await conn.execute("COMMIT")
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[Conn]:
@@ -359,6 +378,18 @@ class PgDatabase(Database):
             await asyncio.wait_for(self.pool.close(), 10)
         except _CLOSE_ERRORS:
             self.pool.terminate()
+
+
+_BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({LOCK_NAMESPACE}, {WRITE_LOCK})"
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Hand a connection back to the pool as it is.
+
+    asyncpg's default reset costs a round trip per use; the store's pooled connections keep no
+    session state (no session locks, LISTEN, cursors or SET), and a transaction left open is
+    rolled back by the pool itself.
+    """
 
 
 def owner_lock_key(owner_id: str) -> int:

@@ -7,8 +7,9 @@ tables in the schema without it belong to another application and are left alone
 
 from __future__ import annotations
 
-from bot.db import LOCK_NAMESPACE, MIGRATE_LOCK, PgConnection
+from bot.db import LOCK_NAMESPACE, MIGRATE_LOCK, WRITE_LOCK, PgConnection
 from bot.errors import ConfigError
+from bot.job_rows import JOB_COLUMNS
 from bot.migrations import BUCKET_SPANS, SCHEMA_VERSION, ForeignDatabase
 
 _SPANS = ", ".join(f"({span})" for span in BUCKET_SPANS)
@@ -71,6 +72,69 @@ _CHARGES = " UNION ALL ".join(
         ("'c:' || platform || ':' || channel_id", " AND channel_id <> ''"),
     )
 )
+
+# Admission in one call: take the writers' lock, sum every checked scope and window from the
+# running totals (whole days, the hours of the day a window starts in, the jobs of the hour it
+# starts in), and add the job only if nothing would break. Each statement of a VOLATILE
+# function reads a fresh snapshot, so the sums see every admission committed before the lock
+# was granted; the lock is held only while the server works, never across a round trip.
+# One row per (scope, window) check: ``max_images`` / ``max_cost`` NULL where not limited.
+_EDGE = " UNION ALL ".join(
+    "SELECT charged_images AS images, charged_cost AS cost FROM jobs "
+    f"WHERE c.kind = '{kind}'{where} AND created_at > c.start_at AND created_at < c.hour_end"
+    for kind, where in (
+        ("user", " AND user_key = c.a"),
+        ("channel", " AND platform = c.a AND channel_id = c.b"),
+        ("team", " AND platform = c.a AND team_id = c.b"),
+        ("total", ""),
+    )
+)
+_ADMIT = f"""
+CREATE FUNCTION imagine_admit(
+    j_id TEXT, j_user_key TEXT, j_platform TEXT, j_user_id TEXT, j_team_id TEXT,
+    j_channel_id TEXT, j_display_name TEXT, j_prompt TEXT, j_options TEXT, j_is_edit INTEGER,
+    j_parent_job_id TEXT, j_source_count INTEGER, j_status TEXT, j_created_at DOUBLE PRECISION,
+    j_charged_images INTEGER, j_charged_cost DOUBLE PRECISION, j_owner_id TEXT,
+    c_key TEXT[], c_kind TEXT[], c_a TEXT[], c_b TEXT[], c_first_day INTEGER[],
+    c_first_hour INTEGER[], c_day_end_hour INTEGER[], c_start_at DOUBLE PRECISION[],
+    c_hour_end DOUBLE PRECISION[], c_max_images DOUBLE PRECISION[],
+    c_max_cost DOUBLE PRECISION[]
+) RETURNS BOOLEAN LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock({LOCK_NAMESPACE}, {WRITE_LOCK});
+    IF EXISTS (
+        SELECT 1
+        FROM unnest(c_key, c_kind, c_a, c_b, c_first_day, c_first_hour, c_day_end_hour,
+                    c_start_at, c_hour_end, c_max_images, c_max_cost)
+             AS c (key, kind, a, b, first_day, first_hour, day_end_hour, start_at, hour_end,
+                   max_images, max_cost)
+        CROSS JOIN LATERAL (
+            SELECT COALESCE(SUM(u.images), 0) AS images, COALESCE(SUM(u.cost), 0) AS cost
+            FROM usage_buckets AS u
+            WHERE u.scope = c.key AND (
+                (u.span = {BUCKET_SPANS[0]} AND u.bucket > c.first_day)
+                OR (u.span = {BUCKET_SPANS[1]} AND u.bucket > c.first_hour
+                    AND u.bucket < c.day_end_hour))
+        ) AS totals
+        CROSS JOIN LATERAL (
+            SELECT COALESCE(SUM(e.images), 0) AS images, COALESCE(SUM(e.cost), 0) AS cost
+            FROM ({_EDGE}) AS e
+        ) AS edge
+        WHERE (c.max_images IS NOT NULL
+               AND totals.images + edge.images + j_charged_images > c.max_images)
+           OR (c.max_cost IS NOT NULL
+               AND totals.cost + edge.cost + j_charged_cost > c.max_cost)
+    ) THEN
+        RETURN FALSE;
+    END IF;
+    INSERT INTO jobs ({JOB_COLUMNS}) VALUES (
+        j_id, j_user_key, j_platform, j_user_id, j_team_id, j_channel_id, j_display_name,
+        j_prompt, j_options, j_is_edit, j_parent_job_id, j_source_count, j_status,
+        j_created_at, j_charged_images, j_charged_cost, j_owner_id);
+    RETURN TRUE;
+END
+$$
+"""
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -216,6 +280,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             expires_at  DOUBLE PRECISION NOT NULL
         )
         """,
+        _ADMIT,
     ),
 )
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import aiosqlite
 
 from bot import data_dir, pg_schema, recovery
-from bot.admission import check_rules, guarded_insert
+from bot.admission import ADMIT_CALL, admit_call, check_rules, guarded_insert
 from bot.config import Settings, WindowRule
 from bot.db import ERRORS as DB_ERRORS
 from bot.db import Conn, Database, PgDatabase, SqliteDatabase
@@ -272,14 +272,19 @@ class Store(ReportStore):
         if not files:
             # Fast path: one INSERT ... SELECT that adds the row only if every rule allows it.
             # A write statement takes SQLite's write lock before its SELECT reads, so it is
-            # as atomic across processes as BEGIN IMMEDIATE, in one trip to the db thread;
-            # on PostgreSQL the statement runs inside a write transaction for the same effect.
+            # as atomic across processes as BEGIN IMMEDIATE, in one trip to the db thread.
+            # On PostgreSQL one call of imagine_admit does the same under the writers' lock.
             sql, params = INSERT_JOB, list(row)
-            if scopes:
+            if scopes and isinstance(self._database, PgDatabase):
+                sql, params = admit_call(row, scopes, now)
+            elif scopes:
                 sql, params = guarded_insert(row, n, estimated_cost, scopes, now)
-            guarded = self._database.write() if self._database.shared and scopes else None
-            async with guarded or self._database.connection() as db:
-                if await db.execute(sql, params) == 1:
+            async with self._database.connection() as db:
+                if sql is ADMIT_CALL:
+                    admitted = bool((await db.execute_fetchall(sql, params))[0][0])
+                else:
+                    admitted = await db.execute(sql, params) == 1
+                if admitted:
                     return queued_record(job_id, request, now)
                 # Refused: name the rule with a plain read; it raises unless charges moved
                 # meanwhile, and then the transaction below decides.
