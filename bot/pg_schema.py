@@ -280,6 +280,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             expires_at  DOUBLE PRECISION NOT NULL
         )
         """,
+        # imagine_admit's plans are generic (made once per connection, for any window), so
+        # each scope's jobs of a window's first hour need an index of their own to be found
+        # without reading the whole table.
+        "CREATE INDEX jobs_channel_created ON jobs (platform, channel_id, created_at)",
+        "CREATE INDEX jobs_team_created ON jobs (platform, team_id, created_at)",
+        # Each admission rewrites the same few running-total rows (today's, this hour's for
+        # the total, the team, the channel). Room on each page keeps those updates on the
+        # page (HOT: no new index entries, old versions pruned as the page is read), and
+        # vacuum comes often instead of after a fifth of the table changed.
+        """
+        ALTER TABLE usage_buckets SET (
+            fillfactor = 50,
+            autovacuum_vacuum_scale_factor = 0,
+            autovacuum_vacuum_threshold = 2000,
+            autovacuum_analyze_scale_factor = 0.05
+        )
+        """,
         _ADMIT,
     ),
 )
