@@ -1,4 +1,4 @@
-"""What the store tests share: a clock, requests, results and raw reads of the file."""
+"""What the store tests share: a clock, requests, results and raw reads of the database."""
 
 from __future__ import annotations
 
@@ -86,3 +86,26 @@ def raw_rows(path: Path, sql: str, params: Sequence[object] = ()) -> list[tuple[
 async def query(store: Store, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
     """Rows of ``sql`` (``?`` placeholders) read from the store's own database, either engine."""
     return [tuple(row) for row in await store.database.fetch(sql, params)]
+
+
+async def table_names(store: Store) -> set[str]:
+    """The names of the tables in the store's database (its schema, on PostgreSQL)."""
+    if store.database.kind == "sqlite":
+        sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+    else:
+        sql = (
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        )
+    return {str(row[0]) for row in await query(store, sql)}
+
+
+async def schema_version(store: Store) -> int:
+    """The schema version the store's database records (user_version, or imagine_schema)."""
+    sql = (
+        "PRAGMA user_version"
+        if store.database.kind == "sqlite"
+        else ("SELECT version FROM imagine_schema")
+    )
+    [(version,)] = await query(store, sql)
+    assert isinstance(version, int)
+    return version

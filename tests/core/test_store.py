@@ -1,4 +1,4 @@
-"""The SQLite store against real files: schema, lifecycle, recovery, links and lookups."""
+"""The store on either engine: schema, lifecycle, recovery, links and lookups."""
 
 from __future__ import annotations
 
@@ -23,10 +23,13 @@ from tests.core.store_kit import (
     admit,
     limits,
     png,
+    query,
     raw_rows,
     request,
     result,
+    schema_version,
     source,
+    table_names,
 )
 
 # --- schema ---------------------------------------------------------------------------------
@@ -50,16 +53,14 @@ async def test_open_creates_schema_and_reopening_keeps_data(
     )
     detailed = await admit(store, replace(request(), options=options), T0 + 1)
     await store.finish(detailed.id, result(png(b"a"), png(b"b"), png(b"c")), 0.3, now=T0 + 2)
+    tables = await table_names(store)
+    assert {"jobs", "job_images", "message_links", "events", "owners"} <= tables
+    assert await schema_version(store) == SCHEMA_VERSION
     await store.close()
 
-    tables = {row[0] for row in raw_rows(db_path, "SELECT name FROM sqlite_master")}
-    assert {"jobs", "job_images", "message_links", "events", "owners"} <= tables
-    assert raw_rows(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert raw_rows(db_path, "PRAGMA application_id") == [(APPLICATION_ID,)]
-    assert raw_rows(db_path, "PRAGMA journal_mode") == [("wal",)]
-
     again = await open_store(db_path)
-    assert raw_rows(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert await table_names(again) == tables
+    assert await schema_version(again) == SCHEMA_VERSION
     stored = await again.get_job(job.id)
     assert stored is not None
     assert stored.prompt == "a lighthouse in fog"
@@ -72,6 +73,24 @@ async def test_open_creates_schema_and_reopening_keeps_data(
     assert reread.options == options
     assert (reread.requester.team_id, reread.requester.channel_id) == ("guild1", "chan1")
     assert (reread.status, reread.charged_images) == ("succeeded", 3)
+
+
+@pytest.mark.sqlite_only
+async def test_the_file_is_marked_as_the_bots_and_kept_in_wal_mode(
+    open_store: OpenStore, db_path: Path
+) -> None:
+    store = await open_store(db_path)
+    await admit(store, request(), T0)
+    await store.close()
+
+    tables = {row[0] for row in raw_rows(db_path, "SELECT name FROM sqlite_master")}
+    assert {"jobs", "job_images", "message_links", "events", "owners"} <= tables
+    assert raw_rows(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert raw_rows(db_path, "PRAGMA application_id") == [(APPLICATION_ID,)]
+    assert raw_rows(db_path, "PRAGMA journal_mode") == [("wal",)]
+
+    await open_store(db_path)
+    assert raw_rows(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
 async def test_a_file_from_a_newer_version_is_refused(db_path: Path) -> None:
@@ -106,7 +125,9 @@ async def test_admit_run_finish_saves_images_and_settles_cost(store: Store, db_p
     assert done.usage == Usage(50, 4000, 4050)
     assert done.cost_usd == pytest.approx(0.07)
     assert done.charged_images == 2
-    paths = raw_rows(db_path, "SELECT path FROM job_images WHERE job_id = ?", (job.id,))
+    paths = await query(
+        store, "SELECT path FROM job_images WHERE job_id = ? ORDER BY idx", (job.id,)
+    )
     assert paths == [(f"images/{job.id}/out_0.png",), (f"images/{job.id}/out_1.png",)]
     # Calling finish again does not write a second set.
     assert await store.finish(job.id, result(png(b"c")), 0.01, now=T0 + 31) == saved

@@ -20,7 +20,7 @@ from tests.core.store_kit import (
     budgets,
     limits,
     png,
-    raw_rows,
+    query,
     request,
     result,
 )
@@ -28,7 +28,7 @@ from tests.core.store_kit import (
 # --- limits ---------------------------------------------------------------------------------
 
 
-async def test_200_concurrent_requests_admit_exactly_the_limit(store: Store, db_path: Path) -> None:
+async def test_200_concurrent_requests_admit_exactly_the_limit(store: Store) -> None:
     rule = limits("10/hour")
     outcomes = await asyncio.gather(
         *(admit(store, request(), T0, limit=rule) for _ in range(200)), return_exceptions=True
@@ -43,14 +43,14 @@ async def test_200_concurrent_requests_admit_exactly_the_limit(store: Store, db_
     assert all(e.retry_after == pytest.approx(HOUR) for e in refused)
     assert refused[0].resets_at == pytest.approx(T0 + HOUR)
     assert "10 images per hour" in refused[0].user_message
-    rows = raw_rows(db_path, "SELECT COUNT(*), SUM(charged_images) FROM jobs")
+    rows = await query(store, "SELECT COUNT(*), SUM(charged_images) FROM jobs")
     assert rows == [(10, 10)]
 
 
-async def test_two_stores_on_one_file_never_over_admit(
+async def test_two_stores_on_one_database_never_over_admit(
     open_store: OpenStore, db_path: Path
 ) -> None:
-    # Opening a fresh file from two connections at once migrates it once.
+    # Opening a fresh database from two connections at once migrates it once.
     first, second = await asyncio.gather(open_store(db_path), open_store(db_path))
     rule = limits("10/hour")
     attempts = [admit(s, request(), T0, limit=rule) for _ in range(60) for s in (first, second)]
@@ -62,7 +62,7 @@ async def test_two_stores_on_one_file_never_over_admit(
     unexpected = [o for o in unexpected if not isinstance(o, LimitExceeded)]
     assert unexpected == []
     assert len(admitted) == 10
-    assert raw_rows(db_path, "SELECT COUNT(*) FROM jobs") == [(10,)]
+    assert await query(first, "SELECT COUNT(*) FROM jobs") == [(10,)]
 
 
 _CHILD = """
@@ -74,7 +74,8 @@ from bot.models import ImageRequest, Requester
 from bot.store import Store
 
 async def main() -> None:
-    store = await Store.open(Path(sys.argv[1]))
+    url = sys.argv[3] if len(sys.argv) > 3 else None
+    store = await Store.open(Path(sys.argv[1]), database_url=url)
     rule = parse_rules("10/hour", whole=True)
     req = ImageRequest(Requester("discord", "1"), "from the other process")
     print("ready", flush=True)
@@ -94,8 +95,8 @@ asyncio.run(main())
 """
 
 
-async def test_another_process_on_the_same_file_never_over_admits(
-    store: Store, db_path: Path
+async def test_another_process_on_the_same_database_never_over_admits(
+    store: Store, db_path: Path, database_url: str | None
 ) -> None:
     child = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -103,6 +104,7 @@ async def test_another_process_on_the_same_file_never_over_admits(
         _CHILD,
         str(db_path),
         str(T0),
+        *([] if database_url is None else [database_url]),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         cwd=Path(__file__).resolve().parents[2],
@@ -126,7 +128,7 @@ async def test_another_process_on_the_same_file_never_over_admits(
     assert all(isinstance(o, JobRecord | LimitExceeded) for o in here)
     admitted_there = int(out.split()[-1])
     assert admitted_here + admitted_there == 10
-    assert raw_rows(db_path, "SELECT COUNT(*) FROM jobs") == [(10,)]
+    assert await query(store, "SELECT COUNT(*) FROM jobs") == [(10,)]
 
 
 async def test_a_limit_survives_a_restart(open_store: OpenStore, db_path: Path) -> None:
@@ -257,7 +259,7 @@ async def test_limits_and_budgets_together(store: Store) -> None:
     await admit(store, request(), T0 + 2, limit=image_rule, budget=dollar_rule, cost=0.02)
 
 
-async def test_cancelled_admissions_leave_the_store_usable(store: Store, db_path: Path) -> None:
+async def test_cancelled_admissions_leave_the_store_usable(store: Store) -> None:
     rule = limits("10/hour")
     tasks = [asyncio.create_task(admit(store, request(), T0, limit=rule)) for _ in range(40)]
     for _ in range(5):
@@ -267,7 +269,7 @@ async def test_cancelled_admissions_leave_the_store_usable(store: Store, db_path
     outcomes = await asyncio.gather(*tasks, return_exceptions=True)
 
     admitted = [o for o in outcomes if isinstance(o, JobRecord)]
-    [(rows,)] = raw_rows(db_path, "SELECT COUNT(*) FROM jobs")
+    [(rows,)] = await query(store, "SELECT COUNT(*) FROM jobs")
     assert isinstance(rows, int)
     assert len(admitted) <= rows <= 10
     later = await admit(store, request("2"), T0, limit=rule)
