@@ -116,6 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="only print what would be deleted and freed"
     )
 
+    health = commands.add_parser(
+        "health",
+        help="exit 0 if the running bot's /healthz (IMAGINE_METRICS_PORT) answers, else 1",
+    )
+    health.add_argument(
+        "--ready",
+        action="store_true",
+        help="ask /readyz instead: the database answers and every platform is connected",
+    )
+
     commands.add_parser("discord-invite", help="print the link that adds the bot to a server")
     commands.add_parser("slack-manifest", help="print the Slack app manifest (YAML)")
     return parser
@@ -129,7 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         secrets = settings.secret_values()
         _setup_logging(
-            settings, quiet=args.command in {"imagine", "edit", "usage", "policy", "prune"}
+            settings,
+            quiet=args.command in {"imagine", "edit", "usage", "policy", "prune", "health"},
         )
         return asyncio.run(_dispatch(args, settings))
     except ConfigError as exc:
@@ -188,6 +199,10 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await cli_spend.policy(settings, args)
     if command == "run":
         return await launch.run(settings, args.platform)
+    if command == "health":
+        from bot.cli_health import health
+
+        return await health(settings, ready=args.ready)
     if command == "prune":
         from bot.cli_prune import prune
 
