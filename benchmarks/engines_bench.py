@@ -241,6 +241,39 @@ async def burst(engine: str, server: str) -> tuple[Counter[str], float, float]:
     return Counter(outcomes), float(rows[0][0]), float(rows[0][1])
 
 
+async def image_storage(server: str, count: int, size: int) -> dict[str, tuple[float, float]]:
+    """Milliseconds to save and to read back one image of ``size`` bytes: files, large objects."""
+    data = random.Random(2).randbytes(size)  # incompressible, like a PNG
+    timings: dict[str, tuple[float, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        started = time.perf_counter()
+        for i in range(count):
+            path = folder / f"{i}.png"
+            await asyncio.to_thread(path.write_bytes, data)
+        saved = time.perf_counter()
+        for i in range(count):
+            assert len(await asyncio.to_thread((folder / f"{i}.png").read_bytes)) == size
+        read = time.perf_counter()
+        timings["files (shared volume)"] = ((saved - started) / count, (read - saved) / count)
+    async with database("postgresql", server) as (_, url):
+        assert url is not None
+        conn = await asyncpg.connect(url)
+        try:
+            started = time.perf_counter()
+            oids = [await conn.fetchval("SELECT lo_from_bytea(0, $1)", data) for _ in range(count)]
+            saved = time.perf_counter()
+            for oid in oids:
+                assert len(await conn.fetchval("SELECT lo_get($1)", oid)) == size
+            read = time.perf_counter()
+            for oid in oids:
+                await conn.execute("SELECT lo_unlink($1)", oid)
+        finally:
+            await conn.close()
+        timings["PostgreSQL large objects"] = ((saved - started) / count, (read - saved) / count)
+    return {name: (a * 1000, b * 1000) for name, (a, b) in timings.items()}
+
+
 async def main(args: argparse.Namespace) -> None:
     began = time.perf_counter()
     engines = ["sqlite", "postgresql"]
@@ -292,6 +325,11 @@ async def main(args: argparse.Namespace) -> None:
             f"{engine:<12}{outcomes['admitted']:>9}{refused:>9}{team:>9.2f}{total:>9.2f}"
             f"{over:>11.4f}"
         )
+    print()
+    size = 1_600_000
+    print(f"(d) where images live: ms to save / read one {size / 1e6:.1f} MB image")
+    for name, (save, read) in (await image_storage(args.url, 30, size)).items():
+        print(f"{name:<28}{save:>8.1f}{read:>8.1f}")
     print(f"\ntotal runtime: {time.perf_counter() - began:.1f} s")
 
 
