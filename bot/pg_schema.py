@@ -311,6 +311,13 @@ async def migrate(conn: PgConnection) -> int:
     """
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_NAMESPACE, MIGRATE_LOCK)
+        if await conn.fetchval("SELECT current_schema()") is None:
+            path = await conn.fetchval("SHOW search_path")
+            raise ConfigError(
+                "IMAGINE_DATABASE_URL",
+                f"no schema of its search_path ({path}) exists in that database; create it "
+                "(CREATE SCHEMA ...) or leave search_path out",
+            )
         tables = {
             str(row[0])
             for row in await conn.fetch(
