@@ -241,6 +241,9 @@ class FakeOpenAI:
         # when set, every valid chat completion waits for it (or the server closing); latency
         # and answer_gate are for images only
         self.chat_gate: asyncio.Event | None = None
+        # image requests received and not yet answered, and the most there ever were at once
+        self.in_flight = 0
+        self.most_in_flight = 0
         self._faults: list[tuple[str, dict[str, Any]]] = []
         self._chat_faults: list[tuple[str, dict[str, Any]]] = []
         self._runner: web.AppRunner | None = None
@@ -298,6 +301,20 @@ class FakeOpenAI:
 
         return await asyncio.wait_for(matching(), timeout)
 
+    async def wait_until(
+        self,
+        condition: Callable[[], bool],
+        timeout: float = 5.0,  # noqa: ASYNC109 - like wait_for
+    ) -> None:
+        """Wait until ``condition()`` holds (checked whenever a request arrives or is answered)."""
+
+        async def met() -> None:
+            while not condition():
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(met(), timeout)
+
     async def start(self) -> None:
         """Listen on 127.0.0.1, a free port."""
         app = web.Application(client_max_size=200 * 1024 * 1024)
@@ -344,8 +361,13 @@ class FakeOpenAI:
             rec.problems.append(str(exc))
         # recorded once its body is read, so wait_for predicates can look at it
         self.requests.append(rec)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
         self._changed.set()
-        response = await self._answer(request, rec, body, is_edit)
+        try:
+            response = await self._answer(request, rec, body, is_edit)
+        finally:
+            self.in_flight -= 1
         rec.status = response.status
         self._changed.set()
         return response

@@ -32,26 +32,32 @@ class SlackTransport(SlackWorkspace):
         """Wait for the bot's Socket Mode connection."""
         await asyncio.wait_for(self._connected.wait(), timeout)
 
-    async def send_command(self, payload: dict[str, str], *, retry_num: int = 0) -> Any:
-        """Deliver a slash command through the current transport."""
+    async def send_command(
+        self, payload: dict[str, str], *, retry_num: int = 0, url: str | None = None
+    ) -> Any:
+        """Deliver a slash command through the current transport (HTTP: to ``url`` if given)."""
         if self.mode == "socket":
             return await self._envelope("slash_commands", payload, accepts_response=True)
         return await self.post_signed(
-            urlencode(payload), "application/x-www-form-urlencoded", retry_num=retry_num
+            urlencode(payload), "application/x-www-form-urlencoded", retry_num=retry_num, url=url
         )
 
-    async def send_event(self, payload: dict[str, Any], *, retry_num: int = 0) -> Any:
-        """Deliver an Events API callback through the current transport."""
+    async def send_event(
+        self, payload: dict[str, Any], *, retry_num: int = 0, url: str | None = None
+    ) -> Any:
+        """Deliver an Events API callback through the current transport (HTTP: to ``url``)."""
         if self.mode == "socket":
             return await self._envelope("events_api", payload, retry_num=retry_num)
-        return await self.post_signed(json.dumps(payload), "application/json", retry_num=retry_num)
+        return await self.post_signed(
+            json.dumps(payload), "application/json", retry_num=retry_num, url=url
+        )
 
-    async def send_interactive(self, payload: dict[str, Any]) -> Any:
+    async def send_interactive(self, payload: dict[str, Any], *, url: str | None = None) -> Any:
         """Deliver a block action, shortcut or view submission through the current transport."""
         if self.mode == "socket":
             return await self._envelope("interactive", payload, accepts_response=True)
         body = urlencode({"payload": json.dumps(payload)})
-        return await self.post_signed(body, "application/x-www-form-urlencoded")
+        return await self.post_signed(body, "application/x-www-form-urlencoded", url=url)
 
     async def post_signed(
         self,
@@ -61,9 +67,12 @@ class SlackTransport(SlackWorkspace):
         retry_num: int = 0,
         secret: str = SIGNING_SECRET,
         timestamp: int | None = None,
+        url: str | None = None,
     ) -> tuple[int, str]:
-        """POST ``body`` to the bot's events URL, signed as Slack signs it; (status, text)."""
-        assert self.events_url and self._session is not None
+        """POST ``body`` to the bot's events URL (or ``url``: one of several instances behind a
+        load balancer), signed as Slack signs it; (status, text)."""
+        url = url or self.events_url
+        assert url and self._session is not None
         ts = str(int(time.time()) if timestamp is None else timestamp)
         signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
         headers = {
@@ -74,7 +83,7 @@ class SlackTransport(SlackWorkspace):
         if retry_num:
             headers["X-Slack-Retry-Num"] = str(retry_num)
             headers["X-Slack-Retry-Reason"] = "http_timeout"
-        async with self._session.post(self.events_url, data=body.encode(), headers=headers) as r:
+        async with self._session.post(url, data=body.encode(), headers=headers) as r:
             text = await r.text()
             self.http_statuses.append(r.status)
             return r.status, text

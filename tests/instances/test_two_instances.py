@@ -1,0 +1,51 @@
+"""Two ``imagine-bot run slack`` processes on one database, each Slack request sent to one of them.
+
+The test plays the load balancer: it posts every signed Slack request to instance A or B.
+"""
+
+from __future__ import annotations
+
+from adapters.slack.blocks import REGENERATE
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.slack_server import FakeSlack
+from tests.fakes.slack_steps import CHANNEL, posted, text_of
+from tests.instances.harness import (
+    Cluster,
+    button_job,
+    done_updates,
+    finished_job,
+    prompts,
+)
+
+WAIT = 30.0
+
+
+async def test_a_button_on_a_result_of_one_instance_is_handled_by_the_other(
+    cluster: Cluster, slack_fake: FakeSlack, openai_fake: FakeOpenAI
+) -> None:
+    a, b = await cluster.start("a", "b")
+    prompt = "a lighthouse in fog"
+    await slack_fake.send_command(slack_fake.command_payload(prompt), url=a.url)
+    first = await slack_fake.wait_for(
+        "chat.update", lambda c: "done in" in text_of(c), timeout=WAIT
+    )
+    root, first_job = str(first[-1].args["ts"]), button_job(first[-1])
+
+    click = slack_fake.block_action_payload(
+        "UALICE", CHANNEL, posted(slack_fake, root), REGENERATE, first_job
+    )
+    status, _ = await slack_fake.send_interactive(click, url=b.url)
+    assert status == 200
+    await slack_fake.wait_until(lambda: len(done_updates(slack_fake, prompt)) >= 2, timeout=WAIT)
+    again = done_updates(slack_fake, prompt)[-1]
+    second_job = button_job(again)
+    assert second_job != first_job
+    # The user sees the new image, in the thread of the first result.
+    uploads = await slack_fake.wait_for("files.completeUploadExternal", count=2, timeout=WAIT)
+    assert uploads[-1].args["thread_ts"] == root
+    assert prompts(openai_fake) == [prompt, prompt]
+    # B ran the new job (A never heard of the click), A the first one.
+    assert finished_job(b, second_job) and not finished_job(a, second_job)
+    assert finished_job(a, first_job) and not finished_job(b, first_job)
+
+    cluster.assert_clean(await cluster.stop_all())
