@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,9 +142,7 @@ class Instance:
 class Cluster:
     """Instances of the bot on one fake Slack, one fake OpenAI and one shared database."""
 
-    def __init__(
-        self, tmp_path: Path, slack: FakeSlack, openai: FakeOpenAI, db: SharedDb
-    ) -> None:
+    def __init__(self, tmp_path: Path, slack: FakeSlack, openai: FakeOpenAI, db: SharedDb) -> None:
         self.tmp_path = tmp_path
         self.slack = slack
         self.openai = openai
@@ -192,8 +190,9 @@ class Cluster:
     def assert_clean(self, codes: dict[str, int], *, killed: tuple[str, ...] = ()) -> None:
         """Each instance not killed exited 0, and none logged a Traceback."""
         for instance in self.instances:
+            code = codes[instance.name]
             if instance.name not in killed:
-                assert codes[instance.name] == 0, f"{instance.name} exited {codes[instance.name]}:\n{instance.stderr}"
+                assert code == 0, f"{instance.name} exited {code}:\n{instance.stderr}"
             assert "Traceback" not in instance.stderr, f"{instance.name}:\n{instance.stderr}"
 
     async def aclose(self) -> None:
@@ -226,9 +225,7 @@ def finished_job(instance: Instance, job_id: str) -> bool:
 def done_updates(slack: FakeSlack, prompt: str) -> list[SlackCall]:
     """The chat.update calls that showed a finished result of ``prompt``."""
     return [
-        c
-        for c in slack.calls_to("chat.update")
-        if "done in" in text_of(c) and prompt in text_of(c)
+        c for c in slack.calls_to("chat.update") if "done in" in text_of(c) and prompt in text_of(c)
     ]
 
 
@@ -246,8 +243,3 @@ def button_job(call: SlackCall) -> str:
 def prompts(openai: FakeOpenAI) -> list[Any]:
     """The prompt of every image request the provider fake got, in order."""
     return [(r.json or {}).get("prompt") or (r.form or {}).get("prompt") for r in openai.requests]
-
-
-def matching(predicate: Callable[[SlackCall], bool]) -> Callable[[SlackCall], bool]:
-    """A wait_for predicate (for readability at the call site)."""
-    return predicate

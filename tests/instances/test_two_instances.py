@@ -5,15 +5,20 @@ The test plays the load balancer: it posts every signed Slack request to instanc
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from adapters.slack.blocks import REGENERATE
 from tests.fakes.openai_server import FakeOpenAI
-from tests.fakes.slack_server import FakeSlack
+from tests.fakes.slack_server import BOT_USER_ID, FakeSlack
 from tests.fakes.slack_steps import CHANNEL, posted, text_of
 from tests.instances.harness import (
     Cluster,
     button_job,
     done_updates,
     finished_job,
+    placeholders,
     prompts,
 )
 
@@ -49,3 +54,41 @@ async def test_a_button_on_a_result_of_one_instance_is_handled_by_the_other(
     assert finished_job(a, first_job) and not finished_job(b, first_job)
 
     cluster.assert_clean(await cluster.stop_all())
+
+
+@pytest.mark.parametrize("kind", ["event", "command"])
+async def test_a_retry_delivered_to_the_other_instance_starts_nothing(
+    kind: str, cluster: Cluster, slack_fake: FakeSlack, openai_fake: FakeOpenAI
+) -> None:
+    a, b = await cluster.start("a", "b")
+    prompt, later = "a fox in the snow", "a second, unrelated fox"
+    if kind == "event":
+        said = slack_fake.add_message(CHANNEL, f"<@{BOT_USER_ID}> {prompt}")
+        event = slack_fake.message_event(CHANNEL, said, kind="app_mention")
+        # Slack re-sends the same event (same event_id) when it saw no ack in time; the load
+        # balancer may hand the retry to the other instance, even while the first is at work.
+        await asyncio.gather(
+            slack_fake.send_event(event, url=a.url),
+            slack_fake.send_event(event, retry_num=1, url=b.url),
+        )
+        other = slack_fake.add_message(CHANNEL, f"<@{BOT_USER_ID}> {later}")
+        await slack_fake.send_event(slack_fake.message_event(CHANNEL, other), url=b.url)
+    else:
+        command = slack_fake.command_payload(prompt)
+        await asyncio.gather(
+            slack_fake.send_command(command, url=a.url),
+            slack_fake.send_command(command, retry_num=1, url=b.url),
+        )
+        await slack_fake.send_command(slack_fake.command_payload(later), url=b.url)
+    # B answers a later request; had it taken the retry, that would have started as well.
+    await slack_fake.wait_until(
+        lambda: bool(done_updates(slack_fake, prompt) and done_updates(slack_fake, later)),
+        timeout=WAIT,
+    )
+    codes = await cluster.stop_all()  # whatever either still had in hand is over now
+
+    assert sorted(prompts(openai_fake)) == sorted([prompt, later])
+    assert len(placeholders(slack_fake, prompt)) == 1
+    assert len(done_updates(slack_fake, prompt)) == 1
+    assert len(slack_fake.calls_to("files.completeUploadExternal")) == 2
+    cluster.assert_clean(codes)
