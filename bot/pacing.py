@@ -155,11 +155,12 @@ class CallBudget:
             window = self._windows[key] = Window(limit, seconds)
         return window
 
-    async def acquire(self, method: str, channel: str | None = None) -> None:
-        """Wait for this call's turn (first come, first served)."""
+    async def acquire(self, method: str, channel: str | None = None) -> float:
+        """Wait for this call's turn (first come, first served); returns the seconds waited."""
         window = self._window(method, channel)
         if window is None:
-            return
+            return 0.0
+        began = self._clock()
         window.waiting += 1
         try:
             async with window.lock:
@@ -168,7 +169,7 @@ class CallBudget:
                     at = window.free_at(now)
                     if at <= now:
                         window.sent.append(now)
-                        return
+                        return now - began
                     await asyncio.sleep(at - now)
         finally:
             window.waiting -= 1

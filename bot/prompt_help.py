@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
+from bot import metrics
 from bot.config import Settings, parse_prompt_price
 from bot.errors import (
     ConfigError,
@@ -244,17 +245,23 @@ class PromptHelper:
             reraise=True,
         )
         try:
-            async for attempt in retrying:
-                with attempt:
-                    answer = await self._attempt(body)
-        except RetryableError as exc:
-            logger.warning(
-                "prompt help failed after %d attempts: %s",
-                self._max_retries + 1,
-                self._redact(exc.detail),
-            )
-            raise PromptHelpUnavailable(exc.detail, retry_after=exc.retry_after) from exc
-        return self._enhanced(answer, prompt, after_block)
+            try:
+                async for attempt in retrying:
+                    with attempt:
+                        answer = await self._attempt(body)
+            except RetryableError as exc:
+                logger.warning(
+                    "prompt help failed after %d attempts: %s",
+                    self._max_retries + 1,
+                    self._redact(exc.detail),
+                )
+                raise PromptHelpUnavailable(exc.detail, retry_after=exc.retry_after) from exc
+            enhanced = self._enhanced(answer, prompt, after_block)
+        except Exception as exc:
+            metrics.prompt_help_call(metrics.error_label(exc))
+            raise
+        metrics.prompt_help_call("ok")
+        return enhanced
 
     # --- one attempt ---------------------------------------------------------------------
     def _input_tokens(self, prompt: str, after_block: bool) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -13,6 +15,7 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.errors import SlackApiError
+from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
@@ -25,6 +28,7 @@ from bot.errors import ConfigError, unreachable
 
 if TYPE_CHECKING:
     from bot.app import App
+    from bot.models import JobRecord
 
 logger = logging.getLogger("adapters.slack")
 
@@ -34,6 +38,43 @@ EVENTS_PATH = "/slack/events"
 def api_base_url(url: str) -> str:
     """The Web API base with a trailing slash: slack_sdk joins method names with urljoin."""
     return url if url.endswith("/") else url + "/"
+
+
+class WatchedSocketModeClient(SocketModeClient):
+    """The Socket Mode client, telling ``on_up`` when Slack said hello and when the link dropped."""
+
+    def __init__(self, like: SocketModeClient, on_up: Callable[[bool], None]) -> None:
+        super().__init__(
+            app_token=like.app_token,
+            logger=like.logger,
+            web_client=like.web_client,
+            proxy=like.proxy,
+            ping_interval=like.ping_interval,
+        )
+        self._on_up = on_up
+        on_up(False)
+        self.on_message_listeners.append(self._saw_message)
+
+    async def _saw_message(self, message: aiohttp.WSMessage) -> None:
+        try:
+            kind = json.loads(message.data).get("type")
+        except (ValueError, TypeError, AttributeError):
+            return
+        if kind == "hello":
+            self._on_up(True)
+        elif kind == "disconnect":  # Slack asks for a fresh connection
+            self._on_up(False)
+
+    async def connect_to_new_endpoint(self, force: bool = False) -> None:
+        """Not ready from the moment the link is found down until the next hello."""
+        if force or not await self.is_connected():
+            self._on_up(False)
+        await super().connect_to_new_endpoint(force)
+
+    async def close(self) -> None:
+        """Closed on purpose: not ready either."""
+        self._on_up(False)
+        await super().close()  # type: ignore[no-untyped-call]
 
 
 class SlackBot:
@@ -69,6 +110,7 @@ class SlackBot:
         self.handlers.register(self.bolt)
         self._socket: AsyncSocketModeHandler | None = None
         self._runner: web.AppRunner | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     async def prepare(self) -> None:
         """Check the token (auth.test) and repair placeholders of jobs a restart interrupted."""
@@ -99,7 +141,26 @@ class SlackBot:
         return authorize
 
     async def _mark_interrupted(self) -> None:
-        for job in await self.app.service.recover_interrupted():
+        await self._announce(await self.app.service.recover_interrupted())
+
+    async def watch_interrupted(self) -> None:
+        """Every IMAGINE_RECOVERY_CHECK_S, tell the users of jobs another instance left behind.
+
+        With several instances on one database, one that dies leaves its jobs running; the
+        store ends them and hands each to exactly one surviving instance to announce.
+        """
+        every = self.app.settings.imagine_recovery_check_s
+        while True:
+            await asyncio.sleep(every)
+            try:
+                jobs = await self.app.service.newly_interrupted("slack")
+            except Exception as exc:
+                logger.warning("could not look for interrupted jobs: %s", type(exc).__name__)
+                continue
+            await self._announce(jobs)
+
+    async def _announce(self, jobs: list[JobRecord]) -> None:
+        for job in jobs:
             ref = job.platform_ref
             channel, ts = ref.get("channel"), ref.get("ts")
             if job.requester.platform != "slack" or not channel or not ts:
@@ -116,6 +177,8 @@ class SlackBot:
                 logger.warning(
                     "couldn't mark job %s interrupted: %s", job.id, exc.response.get("error")
                 )
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                logger.warning("couldn't mark job %s interrupted: %s", job.id, type(exc).__name__)
 
     async def start_socket_mode(self, app_token: str | None = None) -> None:
         """Connect over Socket Mode (``SLACK_APP_TOKEN``); no public URL needed."""
@@ -126,7 +189,12 @@ class SlackBot:
             raise ConfigError("SLACK_APP_TOKEN", "not set; create an app-level token (xapp-…)")
         await self.prepare()
         self._socket = AsyncSocketModeHandler(self.bolt, app_token)
+        client = self._socket.client = WatchedSocketModeClient(
+            self._socket.client, lambda up: self.app.readiness.set("slack", up)
+        )
+        client.socket_mode_request_listeners.append(self._socket.handle)  # type: ignore[arg-type]
         await self._socket.connect_async()  # type: ignore[no-untyped-call]
+        self._start_watching()
         logger.info("Slack: connected over Socket Mode")
 
     async def start_http(self, host: str = "0.0.0.0", port: int | None = None) -> int:
@@ -144,6 +212,8 @@ class SlackBot:
         site = web.TCPSite(self._runner, host, chosen)
         await site.start()
         bound = int(self._runner.addresses[0][1])
+        self.app.readiness.set("slack", True)  # auth.test passed in prepare()
+        self._start_watching()
         logger.info("Slack: listening for events on port %d at %s", bound, EVENTS_PATH)
         return bound
 
@@ -154,8 +224,18 @@ class SlackBot:
         else:
             await self.start_http()
 
+    def _start_watching(self) -> None:
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self.watch_interrupted(), name="slack-recovery")
+
     async def stop(self) -> None:
         """Disconnect, stop jobs in flight and close connections."""
+        self.app.readiness.set("slack", False)
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watcher
+            self._watcher = None
         if self._socket is not None:
             await self._socket.close_async()  # type: ignore[no-untyped-call]
             self._socket = None

@@ -13,6 +13,7 @@ edits run under ``best_effort()``: they take only spare capacity and never wait.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import logging
@@ -20,14 +21,18 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import aiohttp
 from aiohttp import FormData
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from bot import metrics
 from bot.pacing import CallBudget
 
 logger = logging.getLogger("adapters.slack")
+
+PLATFORM = "slack"
 
 TIER_1, TIER_2, TIER_3, TIER_4 = 1, 20, 50, 100
 MINUTE = 60.0
@@ -145,7 +150,9 @@ class PacedWebClient(AsyncWebClient):
         retries = 0
         while True:
             if keep is None:
-                await self.budget.acquire(api_method, channel)
+                waited = await self.budget.acquire(api_method, channel)
+                if waited > 0:
+                    metrics.rate_limit_wait(PLATFORM, api_method, waited)
             elif not self.budget.try_acquire(api_method, channel, keep=keep):
                 raise Deferred(api_method)
             try:
@@ -160,11 +167,27 @@ class PacedWebClient(AsyncWebClient):
                     auth=auth,
                 )
             except SlackApiError as exc:
-                if exc.response.status_code != 429:
+                limited = exc.response.status_code == 429
+                if not limited or keep is not None or retries >= MAX_RATE_LIMIT_RETRIES:
+                    _count_error(api_method, exc)
                     raise
                 wait = retry_after(exc.response)
                 self.budget.pause(api_method, channel, wait)
                 retries += 1
-                if keep is not None or retries > MAX_RATE_LIMIT_RETRIES:
-                    raise
                 logger.info("Slack rate-limited %s; retrying in %.1f s", api_method, wait)
+                if self.budget.limit_of(api_method, channel) is None:
+                    # No window of ours to hold the retry back: wait Retry-After here.
+                    metrics.rate_limit_wait(PLATFORM, api_method, wait)
+                    await asyncio.sleep(wait)
+            except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+                metrics.platform_error(PLATFORM, api_method, exc)
+                raise
+
+
+def _count_error(method: str, exc: SlackApiError) -> None:
+    """Count a refused call, labelled with Slack's error (``SlackApiError:channel_not_found``)."""
+    error = exc.response.get("error") if isinstance(exc.response.data, dict) else None
+    if isinstance(error, str) and error:
+        # error_label reads ``code``: Slack's error names are a short documented list.
+        exc.code = error  # type: ignore[attr-defined]
+    metrics.platform_error(PLATFORM, method, exc)
