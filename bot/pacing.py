@@ -160,7 +160,7 @@ class CallBudget:
         window = self._window(method, channel)
         if window is None:
             return 0.0
-        began = self._clock()
+        began, slept = self._clock(), False
         window.waiting += 1
         try:
             async with window.lock:
@@ -169,7 +169,8 @@ class CallBudget:
                     at = window.free_at(now)
                     if at <= now:
                         window.sent.append(now)
-                        return now - began
+                        return now - began if slept else 0.0
+                    slept = True
                     await asyncio.sleep(at - now)
         finally:
             window.waiting -= 1

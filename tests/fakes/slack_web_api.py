@@ -83,7 +83,9 @@ class SlackWebApi(SlackWorkspace):
             await self.on_answered(call, answer)
         if answer.get("error") == "ratelimited":
             return web.json_response(
-                answer, status=429, headers={"Retry-After": self._retry_after(wait or 0.0)}
+                answer,
+                status=429,
+                headers={"Retry-After": self._retry_after(wait or self.failure_retry_after)},
             )
         return web.json_response(answer)
 

@@ -107,6 +107,8 @@ class SlackWorkspace:
     # window and Retry-After by one factor, so a test sees a minute's limit in a fraction of it.
     rate_limits: bool = True
     rate_scale: float = 1.0
+    # The Retry-After (seconds) of a ``ratelimited`` answer made by ``fail_next``/``fail_when``.
+    failure_retry_after: float = 0.0
     # Called with each Web API call after it is answered but before the answer is sent: a test
     # can act at the moment something becomes visible, before the bot's next call.
     on_answered: Callable[[SlackCall, dict[str, Any]], Awaitable[None]] | None = None
