@@ -434,3 +434,28 @@ async def test_image_faults_and_chat_faults_wait_for_their_own_endpoint(
         openai_fake.fail_next_chat("bad_image")
     with pytest.raises(ValueError, match="unknown fault"):
         openai_fake.fail_next("empty_content")
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+
+async def test_each_call_is_counted_by_its_outcome(
+    openai_fake: FakeOpenAI, helper: PromptHelper, sleeps: Sleeps
+) -> None:
+    from bot import metrics
+
+    def count(outcome: str) -> float:
+        value = metrics.REGISTRY.get_sample_value(
+            "imagine_prompt_help_calls_total", {"outcome": outcome}
+        )
+        return value or 0.0
+
+    ok, unavailable = count("ok"), count("PromptHelpUnavailable")
+    await helper.enhance(PROMPT)
+    openai_fake.fail_next_chat("server_error", times=3)
+    with pytest.raises(PromptHelpUnavailable):
+        await helper.enhance(PROMPT)
+    with pytest.raises(InvalidRequest):
+        await helper.enhance("   ")  # refused before any call: not counted
+    assert count("ok") - ok == 1
+    assert count("PromptHelpUnavailable") - unavailable == 1

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from bot import metrics
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import FakeSlack
@@ -88,10 +90,8 @@ async def test_a_refused_call_and_a_429_are_counted(
     from tests.fakes.slack_server import BOT_TOKEN
 
     client = PacedWebClient(token=BOT_TOKEN, base_url=slack_fake.api_url, budget=RateBudget())
-    try:
+    with pytest.raises(SlackApiError):
         await client.users_info(user="UALICE")
-    except SlackApiError:
-        pass
     assert (
         value(
             "imagine_platform_api_errors_total",
