@@ -12,6 +12,7 @@ pytest loads as a plugin.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -63,7 +64,7 @@ class FakeSlack(SlackTransport, SlackPayloads, SlackWebApi, SlackFilesHost):
         """Serve on 127.0.0.1, port 0."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/api/{method}", self._web_api)
-        app.router.add_get("/link", self._socket)
+        app.router.add_get("/link", self._gated_socket)
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_get("/files-pri/{file_id}/{name}", self._file)
         app.router.add_post("/response/{rid}", self._response_url)
@@ -73,8 +74,18 @@ class FakeSlack(SlackTransport, SlackPayloads, SlackWebApi, SlackFilesHost):
         self.port = int(self._runner.addresses[0][1])
         self._session = aiohttp.ClientSession()
 
+    # Set to an unset Event to hold Socket Mode connections until it is set.
+    socket_gate: asyncio.Event | None = None
+
+    async def _gated_socket(self, request: web.Request) -> web.WebSocketResponse:
+        if self.socket_gate is not None:
+            await self.socket_gate.wait()
+        return await self._socket(request)
+
     async def stop(self) -> None:
         """Close sockets and the server."""
+        if self.socket_gate is not None:
+            self.socket_gate.set()
         for ws in list(self._sockets):
             await ws.close()
         if self._session is not None:
