@@ -138,8 +138,10 @@ def _wait_for(start: Path) -> None:
         time.sleep(0.0005)
 
 
-async def _main(db: Path, case: Case, share: int, shares: int, start: Path) -> None:
-    store = await Store.open(db)
+async def _main(
+    db: Path, case: Case, share: int, shares: int, start: Path, url: str | None
+) -> None:
+    store = await Store.open(db, database_url=url)
     try:
         asks = plan()[share::shares]
         print("ready", flush=True)
@@ -152,4 +154,5 @@ async def _main(db: Path, case: Case, share: int, shares: int, start: Path) -> N
 
 if __name__ == "__main__":
     db, name, share, shares, start = sys.argv[1:6]
-    asyncio.run(_main(Path(db), CASES[name], int(share), int(shares), Path(start)))
+    url = sys.argv[6] if len(sys.argv) > 6 and sys.argv[6] else None  # PostgreSQL, or the file
+    asyncio.run(_main(Path(db), CASES[name], int(share), int(shares), Path(start), url))

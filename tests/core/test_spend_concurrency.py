@@ -19,7 +19,7 @@ from bot.policy import Counted
 from bot.store import Store
 from tests.core import spend_child
 from tests.core.spend_child import CASES, PRIOR_COST, REQUESTS, T0, Ask, Case, plan, rules
-from tests.core.store_kit import OpenStore, png, raw_rows, result
+from tests.core.store_kit import OpenStore, png, query, result
 from tests.fakes.app_fixtures import AppFactory, ProviderGate
 
 EPSILON = 1e-9
@@ -33,11 +33,11 @@ REFUSAL = {
 }
 
 
-def _spent(db_path: Path) -> dict[tuple[str, str], tuple[int, float]]:
+async def _spent(store: Store) -> dict[tuple[str, str], tuple[int, float]]:
     """Charged images and dollars per scope and key, summed from the jobs table."""
     sums: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0.0])
-    rows = raw_rows(
-        db_path,
+    rows = await query(
+        store,
         "SELECT platform, user_key, channel_id, team_id, charged_images, charged_cost FROM jobs",
     )
     for platform, user, channel, team, images, cost in rows:
@@ -55,8 +55,8 @@ def _spent(db_path: Path) -> dict[tuple[str, str], tuple[int, float]]:
     return spent
 
 
-def check_outcomes(
-    case: Case, asks: Sequence[Ask], outcomes: Sequence[dict[str, object]], db_path: Path
+async def check_outcomes(
+    case: Case, asks: Sequence[Ask], outcomes: Sequence[dict[str, object]], store: Store
 ) -> None:
     """No scope's budget or limit is exceeded, refusals name the tight scope, little is left."""
     assert sorted(int(str(o["index"])) for o in outcomes) == list(range(REQUESTS))
@@ -68,10 +68,10 @@ def check_outcomes(
     assert admitted
 
     # The database holds exactly the admitted jobs (and the other server's earlier one).
-    ids = {str(row[0]) for row in raw_rows(db_path, "SELECT id FROM jobs WHERE team_id = 'g1'")}
+    ids = {str(row[0]) for row in await query(store, "SELECT id FROM jobs WHERE team_id = 'g1'")}
     assert ids == {str(o["job"]) for o in admitted}
 
-    spent = _spent(db_path)
+    spent = await _spent(store)
     largest = max(a.cost for a in asks)
     for ask in asks:
         for counted in spend_child.scopes(case, ask.requester):
@@ -124,11 +124,11 @@ async def test_200_admissions_at_once_never_overspend_any_scope(
 
     outcomes = await spend_child.fire(store, case, asks)
 
-    check_outcomes(case, asks, outcomes, db_path)
+    await check_outcomes(case, asks, outcomes, store)
 
 
 async def _start_child(
-    db_path: Path, name: str, share: int, start: Path
+    db_path: Path, name: str, share: int, start: Path, database_url: str | None
 ) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
@@ -139,6 +139,7 @@ async def _start_child(
         str(share),
         "2",
         str(start),
+        database_url or "",
         stdout=asyncio.subprocess.PIPE,
         cwd=ROOT,
     )
@@ -146,12 +147,12 @@ async def _start_child(
 
 @pytest.mark.parametrize("name", ["team", "total"])
 async def test_two_processes_firing_at_once_never_overspend_any_scope(
-    store: Store, db_path: Path, tmp_path: Path, name: str
+    store: Store, db_path: Path, tmp_path: Path, name: str, database_url: str | None
 ) -> None:
     case, asks = CASES[name], plan()
     await spend_child.add_prior(store)
     start = tmp_path / "go"
-    children = [await _start_child(db_path, name, share, start) for share in (0, 1)]
+    children = [await _start_child(db_path, name, share, start, database_url) for share in (0, 1)]
     try:
         for child in children:
             assert child.stdout is not None
@@ -170,7 +171,7 @@ async def test_two_processes_firing_at_once_never_overspend_any_scope(
     shares = [json.loads(out.decode().strip().splitlines()[-1]) for out, _ in outs]
     assert all(share for share in shares), "each process made its own admissions"
 
-    check_outcomes(case, asks, [o for share in shares for o in share], db_path)
+    await check_outcomes(case, asks, [o for share in shares for o in share], store)
 
 
 def _request(user: str, team: str, channel: str = "c1") -> ImageRequest:
@@ -208,7 +209,7 @@ async def test_settling_and_refunds_give_room_back_to_team_and_total_after_a_res
     await store.close()
 
     reopened = await open_store(db_path)
-    spent = _spent(db_path)
+    spent = await _spent(reopened)
     assert spent[("team", "discord:g1")][1] == pytest.approx(0.65)
     assert spent[("total", "")][1] == pytest.approx(1.05)
     # Exactly the room given back fits again, at each scope, and no more.
@@ -220,7 +221,7 @@ async def test_settling_and_refunds_give_room_back_to_team_and_total_after_a_res
     with pytest.raises(BudgetExceeded) as total_again:
         await admit(reopened, "g2", 0.01, T0 + 33)
     assert total_again.value.scope == "total"
-    spent = _spent(db_path)
+    spent = await _spent(reopened)
     assert spent[("team", "discord:g1")][1] == pytest.approx(1.0)
     assert spent[("total", "")][1] == pytest.approx(1.5)
 
