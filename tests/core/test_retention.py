@@ -21,7 +21,7 @@ from bot.errors import ImagePruned, JobNotFound
 from bot.models import Requester, SourceImage
 from bot.retention import sweep
 from bot.store import Store
-from tests.core.store_kit import DAY, HOUR, T0, admit, raw_rows, request, result
+from tests.core.store_kit import DAY, HOUR, T0, admit, query, raw_rows, request, result
 from tests.fakes.app_fixtures import AppFactory
 from tests.fakes.cli_process import start_cli
 
@@ -58,13 +58,20 @@ def folder(store: Store, job_id: str) -> Path:
     return store.data_dir / "images" / job_id
 
 
-def ledger(store: Store) -> list[tuple[object, ...]]:
-    """Every job row's charges and the usage totals: what a sweep must never change."""
+def _file_ledger(path: Path) -> list[tuple[object, ...]]:
+    """``ledger`` read from the SQLite file itself, with no store open."""
     jobs = raw_rows(
-        store.path,
-        "SELECT id, status, charged_images, charged_cost, cost_usd FROM jobs ORDER BY id",
+        path, "SELECT id, status, charged_images, charged_cost, cost_usd FROM jobs ORDER BY id"
     )
-    buckets = raw_rows(store.path, "SELECT * FROM usage_buckets ORDER BY scope, span, bucket")
+    return [*jobs, *raw_rows(path, "SELECT * FROM usage_buckets ORDER BY scope, span, bucket")]
+
+
+async def ledger(store: Store) -> list[tuple[object, ...]]:
+    """Every job row's charges and the usage totals: what a sweep must never change."""
+    jobs = await query(
+        store, "SELECT id, status, charged_images, charged_cost, cost_usd FROM jobs ORDER BY id"
+    )
+    buckets = await query(store, "SELECT * FROM usage_buckets ORDER BY scope, span, bucket")
     return [*jobs, *buckets]
 
 
@@ -86,7 +93,7 @@ async def test_the_age_bound_removes_old_folders_and_keeps_rows_and_charges(
 ) -> None:
     old = await finished(store, T0)
     young = await finished(store, T0 + 95 * DAY)
-    before = ledger(store)
+    before = await ledger(store)
     young_files = tree(folder(store, young))
 
     report = await sweep(store, settings(store.data_dir), now=T0 + 100 * DAY)
@@ -96,11 +103,9 @@ async def test_the_age_bound_removes_old_folders_and_keeps_rows_and_charges(
     assert (report.folders, report.orphans, report.failed) == (1, 0, 0)
     assert report.bytes_freed == 2000
     assert report.oldest_kept == T0 + 95 * DAY
-    assert ledger(store) == before
-    assert raw_rows(store.path, "SELECT job_id FROM job_images") == [(young,)] * 2
-    assert raw_rows(store.path, "SELECT id FROM jobs WHERE images_pruned_at IS NOT NULL") == [
-        (old,)
-    ]
+    assert await ledger(store) == before
+    assert await query(store, "SELECT job_id FROM job_images") == [(young,)] * 2
+    assert await query(store, "SELECT id FROM jobs WHERE images_pruned_at IS NOT NULL") == [(old,)]
     with pytest.raises(ImagePruned) as caught:
         await store.job_images(old)
     assert caught.value.user_message == KEPT_WORDS
@@ -113,7 +118,7 @@ async def test_the_size_bound_removes_the_oldest_folders_until_the_rest_fits(
     store: Store,
 ) -> None:
     jobs = [await finished(store, T0 + i * HOUR, size=100_000) for i in range(5)]
-    before = ledger(store)
+    before = await ledger(store)
     # Each folder holds 200,000 bytes: 450,000 leave room for the two newest only.
     report = await sweep(store, settings(store.data_dir, days=0, max_gb=0.00045), now=T0 + DAY)
 
@@ -121,7 +126,7 @@ async def test_the_size_bound_removes_the_oldest_folders_until_the_rest_fits(
     assert (report.folders, report.bytes_freed, report.bytes_kept) == (3, 600_000, 400_000)
     assert report.over_by == 0
     assert report.oldest_kept == T0 + 3 * HOUR
-    assert ledger(store) == before
+    assert await ledger(store) == before
     with pytest.raises(ImagePruned) as caught:
         await store.job_images(jobs[0])
     assert caught.value.user_message == ROOM_WORDS
@@ -171,15 +176,15 @@ async def test_a_dry_run_changes_nothing_and_says_what_would_go(store: Store) ->
     old = await finished(store, T0)
     await finished(store, T0 + 99 * DAY)
     files = tree(store.data_dir)
-    rows = raw_rows(store.path, "SELECT * FROM jobs ORDER BY id")
-    images = raw_rows(store.path, "SELECT * FROM job_images ORDER BY job_id, kind")
+    rows = await query(store, "SELECT * FROM jobs ORDER BY id")
+    images = await query(store, "SELECT * FROM job_images ORDER BY job_id, kind")
 
     report = await sweep(store, settings(store.data_dir), dry_run=True, now=T0 + 100 * DAY)
 
     assert (report.dry_run, report.folders, report.bytes_freed) == (True, 1, 2000)
     assert tree(store.data_dir) == files
-    assert raw_rows(store.path, "SELECT * FROM jobs ORDER BY id") == rows
-    assert raw_rows(store.path, "SELECT * FROM job_images ORDER BY job_id, kind") == images
+    assert await query(store, "SELECT * FROM jobs ORDER BY id") == rows
+    assert await query(store, "SELECT * FROM job_images ORDER BY job_id, kind") == images
     assert len(await store.job_images(old)) == 1
 
 
@@ -270,7 +275,7 @@ async def test_a_sweep_that_fails_half_way_is_finished_by_the_next(
     old = await finished(store, T0)
     young = await finished(store, T0 + 99 * DAY)
     young_files = tree(folder(store, young))
-    before = ledger(store)
+    before = await ledger(store)
     monkeypatch.setattr(retention, "_remove_tree", _half_then_fail)
 
     first = await sweep(store, settings(store.data_dir), now=T0 + 100 * DAY)
@@ -284,7 +289,7 @@ async def test_a_sweep_that_fails_half_way_is_finished_by_the_next(
     assert (second.folders, second.failed, second.bytes_freed) == (1, 0, 1000)
     assert not folder(store, old).exists()
     assert tree(folder(store, young)) == young_files
-    assert ledger(store) == before
+    assert await ledger(store) == before
 
 
 async def test_a_prune_killed_while_deleting_is_finished_by_the_next(db_path: Path) -> None:
@@ -302,7 +307,7 @@ async def test_a_prune_killed_while_deleting_is_finished_by_the_next(db_path: Pa
             (sub / f"{j}.bin").write_bytes(b"b")
         probes.append(sub / "0.bin")
     young_files = tree(folder(store, young))
-    before = ledger(store)
+    before = _file_ledger(db_path)
 
     process = await start_cli(
         "prune", cwd=db_path.parent.parent, IMAGINE_DATA_DIR=str(db_path.parent)
@@ -322,7 +327,7 @@ async def test_a_prune_killed_while_deleting_is_finished_by_the_next(db_path: Pa
     assert out.startswith("Removed 1 image folder, freed ")
     assert not folder(store, old).exists()
     assert tree(folder(store, young)) == young_files
-    assert ledger(store) == before
+    assert _file_ledger(db_path) == before
     marked = raw_rows(db_path, "SELECT id FROM jobs WHERE images_pruned_at IS NOT NULL")
     assert marked == [(old,)]
 
