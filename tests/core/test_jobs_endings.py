@@ -11,8 +11,8 @@ import pytest
 
 from bot import data_dir
 from bot.app import App
-from bot.db import SqliteDatabase
 from bot.data_dir import DataDirFull
+from bot.db import SqliteDatabase
 from bot.errors import ContentBlocked, ProviderUnavailable
 from bot.models import ImageRequest, Requester
 from bot.pricing import estimate_cost
