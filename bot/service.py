@@ -65,6 +65,9 @@ if TYPE_CHECKING:
 
 # How soon a job waiting for a slot another instance holds asks again (then less often).
 SHARED_SLOT_POLL_S = 0.2
+# While other instances hold every shared slot, the place in line ("next") is said again every
+# this many progress intervals: a presenter may skip the first saying as not worth an edit yet.
+SHARED_SLOT_REMIND_INTERVALS = 10
 
 logger = logging.getLogger("bot.service")
 
@@ -473,14 +476,17 @@ class ImageService:
     async def _take_shared_slot(self, job_id: str, emit: _SafeEmitter) -> None:
         """Wait for one of IMAGINE_MAX_CONCURRENCY slots counted over every instance."""
         cap = self.settings.imagine_max_concurrency
+        remind = SHARED_SLOT_REMIND_INTERVALS * self.settings.imagine_progress_interval
+        loop = asyncio.get_running_loop()
         pause = SHARED_SLOT_POLL_S
-        told = False
+        told: float | None = None
         while not await self.store.take_slot(job_id, cap):
-            if not told:
-                # Its own turn came, but other instances hold every slot: it is next.
+            if told is None:
                 metrics.SLOT_WAITS.inc()
+            if told is None or loop.time() - told >= remind:
+                # Its own turn came, but other instances hold every slot: it is next.
                 await emit(Queued(job_id, 1))
-                told = True
+                told = loop.time()
             await asyncio.sleep(pause)
             pause = min(pause * 1.5, 2.0)
 

@@ -88,6 +88,7 @@ class DiscordPresenter:
         self.result_view = result_view
         # Prompt help is on: results offer "Enhance & retry", safety blocks "Rephrase and retry".
         self.prompt_help = prompt_help
+        self._shown_status: str | None = None  # the progress line on show now
 
     @property
     def channel_id(self) -> str:
@@ -113,9 +114,13 @@ class DiscordPresenter:
         The first one goes out as soon as the channel's budget allows, which for a quiet channel
         is at once: an edit of its own on opening would spend that budget twice per job.
         """
+        status = render.status(view)
+        if view.preview is None and status == self._shown_status:
+            return True  # the same words again (a place in line said once more): no edit
         files = [await preview_file(view.preview)] if view.preview is not None else []
         buttons = render.progress_view(view.job_id) if view.job_id is not None else None
-        await self.target.show(Display(render.status(view), files=files, view=buttons))
+        await self.target.show(Display(status, files=files, view=buttons))
+        self._shown_status = status
         return True
 
     async def show_result(self, result: JobResult, links: Links) -> None:

@@ -92,3 +92,36 @@ async def test_a_retry_delivered_to_the_other_instance_starts_nothing(
     assert len(done_updates(slack_fake, prompt)) == 1
     assert len(slack_fake.calls_to("files.completeUploadExternal")) == 2
     cluster.assert_clean(codes)
+
+
+# On SQLite the cap is each process's own: only a shared database counts slots over instances.
+@pytest.mark.parametrize("shared_db", ["postgresql"], indirect=True)
+async def test_max_concurrency_counts_over_both_instances(
+    cluster: Cluster, slack_fake: FakeSlack, openai_fake: FakeOpenAI
+) -> None:
+    openai_fake.answer_gate = asyncio.Event()  # every image call waits until released
+    a, b = await cluster.start(
+        "a", "b", IMAGINE_MAX_CONCURRENCY="1", IMAGINE_PROGRESS_INTERVAL="0.05"
+    )
+    first, second = "a red kite over the dunes", "a blue kite over the sea"
+    await slack_fake.send_command(slack_fake.command_payload(first), url=a.url)
+    await openai_fake.wait_until(lambda: openai_fake.in_flight == 1, timeout=WAIT)
+    await slack_fake.send_command(slack_fake.command_payload(second, user="UBOB"), url=b.url)
+
+    # B has a free slot of its own; only the count in the database makes its job wait, and
+    # its user is told so while A's call is held.
+    await slack_fake.wait_for(
+        "chat.update",
+        lambda c: second in text_of(c) and "queued — next in line" in text_of(c),
+        timeout=WAIT,
+    )
+    assert openai_fake.in_flight == 1 and prompts(openai_fake) == [first]
+
+    openai_fake.answer_gate.set()
+    await slack_fake.wait_until(
+        lambda: bool(done_updates(slack_fake, first) and done_updates(slack_fake, second)),
+        timeout=WAIT,
+    )
+    assert prompts(openai_fake) == [first, second]
+    assert openai_fake.most_in_flight == 1
+    cluster.assert_clean(await cluster.stop_all())
