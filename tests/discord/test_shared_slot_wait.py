@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from bot.store import Store
 from tests.fakes.discord_server import BotFactory, FakeDiscord
@@ -43,4 +44,4 @@ async def test_a_job_behind_another_instance_says_next_in_line_once_then_runs(
     # The same words are never sent twice in a row: one edit said "next in line".
     assert len(said_next()) == 1
     contents = [e.get("content") for e in discord_fake.webhook_edits(it) if "content" in e]
-    assert all(a != b for a, b in zip(contents, contents[1:], strict=False)), contents
+    assert all(a != b for a, b in itertools.pairwise(contents)), contents
