@@ -22,7 +22,7 @@ async def test_a_job_behind_another_instance_says_next_in_line_once_then_runs(
         imagine_partial_images=0,
     )
     # Another instance, alive (its store is open), holds the one slot of the whole bot.
-    other = await Store.open(app.store.data_dir, database_url=pg_url)
+    other = await Store.open(app.store.path, database_url=pg_url)
     try:
         assert await other.take_slot("01otherinstance1", 1)
         it = await discord_fake.slash(discord_fake.alice, prompt="a heron in the reeds")

@@ -6,10 +6,12 @@ The test plays the load balancer: it posts every signed Slack request to instanc
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import pytest
 
 from adapters.slack.blocks import REGENERATE
+from bot.store import Store
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import BOT_USER_ID, FakeSlack
 from tests.fakes.slack_steps import CHANNEL, posted, text_of
@@ -125,3 +127,42 @@ async def test_max_concurrency_counts_over_both_instances(
     assert prompts(openai_fake) == [first, second]
     assert openai_fake.most_in_flight == 1
     cluster.assert_clean(await cluster.stop_all())
+
+
+async def test_a_job_of_an_instance_killed_mid_call_is_ended_by_the_other_and_refunded(
+    cluster: Cluster, slack_fake: FakeSlack, openai_fake: FakeOpenAI
+) -> None:
+    openai_fake.answer_gate = asyncio.Event()  # the call is on the wire when A dies
+    a, b = await cluster.start("a", "b", IMAGINE_RECOVERY_CHECK_S="1")
+    prompt = "a windmill in a storm"
+    await slack_fake.send_command(slack_fake.command_payload(prompt), url=a.url)
+    await openai_fake.wait_until(lambda: openai_fake.in_flight == 1, timeout=WAIT)
+    working = await slack_fake.wait_for(
+        "chat.update", lambda c: prompt in text_of(c) and "working" in text_of(c), timeout=WAIT
+    )
+    ts, job_id = working[0].args["ts"], button_job(working[0])
+
+    a.kill()
+    assert await a.wait() == -signal.SIGKILL
+    # B looks every second: the job's own message says it was interrupted, nothing charged.
+    notice = await slack_fake.wait_for(
+        "chat.update", lambda c: "interrupted" in text_of(c) and c.args["ts"] == ts, timeout=60
+    )
+    assert prompt in text_of(notice[0]) and "nothing was charged" in text_of(notice[0])
+    store = await Store.open(
+        cluster.db.data_dir / "imagine.sqlite3", database_url=cluster.db.database_url
+    )
+    try:
+        job = await store.get_job(job_id)
+        assert job is not None and job.status == "interrupted"
+        assert job.charged_images == 0 and not job.charged_cost
+    finally:
+        await store.close()
+
+    openai_fake.answer_gate.set()  # the dead call's answer reaches nobody; B never runs it again
+    codes = await cluster.stop_all()
+    cluster.assert_clean(codes, killed=("a",))
+    assert prompts(openai_fake) == [prompt]
+    told = [c for c in slack_fake.calls_to("chat.update") if "interrupted" in text_of(c)]
+    assert len(told) == 1  # told once, by one instance
+    assert "Traceback" not in b.stderr
