@@ -133,7 +133,9 @@ async def test_a_job_of_an_instance_killed_mid_call_is_ended_by_the_other_and_re
     cluster: Cluster, slack_fake: FakeSlack, openai_fake: FakeOpenAI
 ) -> None:
     openai_fake.answer_gate = asyncio.Event()  # the call is on the wire when A dies
-    a, b = await cluster.start("a", "b", IMAGINE_RECOVERY_CHECK_S="1")
+    a, b = await cluster.start(
+        "a", "b", IMAGINE_RECOVERY_CHECK_S="1", IMAGINE_MAX_CONCURRENCY="1"
+    )
     prompt = "a windmill in a storm"
     await slack_fake.send_command(slack_fake.command_payload(prompt), url=a.url)
     await openai_fake.wait_until(lambda: openai_fake.in_flight == 1, timeout=WAIT)
@@ -160,9 +162,13 @@ async def test_a_job_of_an_instance_killed_mid_call_is_ended_by_the_other_and_re
         await store.close()
 
     openai_fake.answer_gate.set()  # the dead call's answer reaches nobody; B never runs it again
+    # The one provider slot A leased is free again (not held for the 90 s of its lease).
+    after = "a windmill after the storm"
+    await slack_fake.send_command(slack_fake.command_payload(after), url=b.url)
+    await slack_fake.wait_until(lambda: bool(done_updates(slack_fake, after)), timeout=WAIT)
     codes = await cluster.stop_all()
     cluster.assert_clean(codes, killed=("a",))
-    assert prompts(openai_fake) == [prompt]
+    assert prompts(openai_fake) == [prompt, after]
     told = [c for c in slack_fake.calls_to("chat.update") if "interrupted" in text_of(c)]
     assert len(told) == 1  # told once, by one instance
     assert "Traceback" not in b.stderr
