@@ -133,9 +133,7 @@ async def test_a_job_of_an_instance_killed_mid_call_is_ended_by_the_other_and_re
     cluster: Cluster, slack_fake: FakeSlack, openai_fake: FakeOpenAI
 ) -> None:
     openai_fake.answer_gate = asyncio.Event()  # the call is on the wire when A dies
-    a, b = await cluster.start(
-        "a", "b", IMAGINE_RECOVERY_CHECK_S="1", IMAGINE_MAX_CONCURRENCY="1"
-    )
+    a, b = await cluster.start("a", "b", IMAGINE_RECOVERY_CHECK_S="1", IMAGINE_MAX_CONCURRENCY="1")
     prompt = "a windmill in a storm"
     await slack_fake.send_command(slack_fake.command_payload(prompt), url=a.url)
     await openai_fake.wait_until(lambda: openai_fake.in_flight == 1, timeout=WAIT)
