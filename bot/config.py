@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -55,6 +56,9 @@ class WindowRule:
     label: str
 
 
+# Every admission reads its scopes' rules from their text (the settings, an admin's rule):
+# the same few strings, parsed once each.
+@functools.lru_cache(maxsize=1024)
 def parse_rules(text: str | None, *, whole: bool) -> tuple[WindowRule, ...]:
     """Parse ``'5/minute,100/day'``; ``whole`` demands integer amounts (image counts)."""
     if text is None or not text.strip():

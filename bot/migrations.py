@@ -260,6 +260,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID
         """,
     ),
+    # 7: PostgreSQL's running totals and admission became faster (bot.pg_schema); the SQLite
+    # file keeps its schema, so one version still means one schema on either engine.
+    (),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -136,6 +136,79 @@ END
 $$
 """
 
+
+def _bucket_upsert(row: str, images: str, cost: str) -> str:
+    """One statement adding a charge to each of a row's scopes, per day and hour (plpgsql)."""
+    return f"""
+        INSERT INTO usage_buckets (scope, span, bucket, images, cost)
+        SELECT keys.scope, spans.span, floor({row}.created_at / spans.span)::INTEGER,
+               {images}, {cost}
+        FROM (VALUES
+                ('*'),
+                ('u:' || {row}.user_key),
+                (CASE WHEN {row}.team_id <> '' THEN 't:' || {row}.platform || ':' || {row}.team_id
+                 END),
+                (CASE WHEN {row}.channel_id <> ''
+                      THEN 'c:' || {row}.platform || ':' || {row}.channel_id END)
+             ) AS keys (scope)
+        CROSS JOIN (VALUES {_SPANS}) AS spans (span)
+        WHERE keys.scope IS NOT NULL
+        ON CONFLICT (scope, span, bucket) DO UPDATE SET
+            images = usage_buckets.images + excluded.images,
+            cost = usage_buckets.cost + excluded.cost;"""
+
+
+# Migration 7: the trigger adds the charge itself. A call of imagine_bucket_add from it cost
+# a third of a millisecond per admission, inside the writers' lock.
+_CHANGED_UPSERT = _bucket_upsert(
+    "NEW", "NEW.charged_images - OLD.charged_images", "NEW.charged_cost - OLD.charged_cost"
+)
+_JOBS_CHARGE_INLINE = f"""
+CREATE OR REPLACE FUNCTION imagine_jobs_charge() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        IF OLD.charged_images <> 0 OR OLD.charged_cost <> 0 THEN
+            {_bucket_upsert("OLD", "-OLD.charged_images", "-OLD.charged_cost")}
+        END IF;
+        RETURN OLD;
+    ELSIF TG_OP = 'UPDATE' THEN
+        IF NEW.charged_images <> OLD.charged_images OR NEW.charged_cost <> OLD.charged_cost THEN
+            {_CHANGED_UPSERT}
+        END IF;
+        RETURN NEW;
+    END IF;
+    IF NEW.charged_images <> 0 OR NEW.charged_cost <> 0 THEN
+        {_bucket_upsert("NEW", "NEW.charged_images", "NEW.charged_cost")}
+    END IF;
+    RETURN NEW;
+END
+$$
+"""
+# And the day and hour totals of a scope are read as two index ranges, not one bitmap scan.
+_DAY_HOUR_OR = f"""            FROM usage_buckets AS u
+            WHERE u.scope = c.key AND (
+                (u.span = {BUCKET_SPANS[0]} AND u.bucket > c.first_day)
+                OR (u.span = {BUCKET_SPANS[1]} AND u.bucket > c.first_hour
+                    AND u.bucket < c.day_end_hour))"""
+_DAY_HOUR_RANGES = f"""            FROM (
+                SELECT images, cost FROM usage_buckets
+                WHERE scope = c.key AND span = {BUCKET_SPANS[0]} AND bucket > c.first_day
+                UNION ALL
+                SELECT images, cost FROM usage_buckets
+                WHERE scope = c.key AND span = {BUCKET_SPANS[1]} AND bucket > c.first_hour
+                      AND bucket < c.day_end_hour
+            ) AS u"""
+assert _DAY_HOUR_OR in _ADMIT
+# Its statements get one generic plan each, made once per connection: a custom plan, made
+# again on every call for the values of the day, cost half a millisecond inside the lock.
+_ADMIT_RANGES = (
+    _ADMIT.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+    .replace(_DAY_HOUR_OR, _DAY_HOUR_RANGES)
+    .replace("VOLATILE AS $$", "VOLATILE SET plan_cache_mode = force_generic_plan AS $$", 1)
+)
+assert "force_generic_plan" in _ADMIT_RANGES
+
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         """
@@ -299,6 +372,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         _ADMIT,
     ),
+    (_JOBS_CHARGE_INLINE, "DROP FUNCTION imagine_bucket_add", _ADMIT_RANGES),
 )
 
 assert len(MIGRATIONS) == SCHEMA_VERSION, "every schema version needs its PostgreSQL entry"

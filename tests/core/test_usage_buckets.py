@@ -7,10 +7,13 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+import asyncpg
 import pytest
 
-from bot import migrations
+from bot import migrations, pg_schema
 from bot.config import WINDOW_SECONDS, WindowRule
+from bot.db import numbered
+from bot.migrations import SCHEMA_VERSION
 from bot.policy import Counted, Rules
 from bot.store import Store
 from tests.core.store_kit import DAY, T0, OpenStore, query
@@ -154,3 +157,37 @@ async def _write_raw(path: Path, rng: random.Random, count: int, *, offset: int 
             await _write_jobs(execute, rng, count, offset=offset)
     finally:
         db.close()
+
+
+async def test_a_postgresql_database_of_schema_6_keeps_exact_totals_after_the_upgrade(
+    tmp_path: Path, pg_url: str
+) -> None:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        async with conn.transaction():
+            for statements in pg_schema.MIGRATIONS[:6]:
+                for statement in statements:
+                    await conn.execute(statement)
+            await conn.execute("CREATE TABLE imagine_schema (version INTEGER NOT NULL)")
+            await conn.execute("INSERT INTO imagine_schema (version) VALUES (6)")
+
+        async def execute(sql: str, params: Sequence[object]) -> object:
+            return await conn.execute(numbered(sql), *params)
+
+        rng = random.Random(13)
+        await _write_jobs(execute, rng, 300)  # counted by schema 6's trigger
+    finally:
+        await conn.close()
+
+    store = await Store.open(tmp_path / "imagine.sqlite3", database_url=pg_url)
+    try:
+        assert await query(store, "SELECT version FROM imagine_schema") == [(SCHEMA_VERSION,)]
+        assert (
+            await query(store, "SELECT 1 FROM pg_proc WHERE proname = 'imagine_bucket_add'") == []
+        )
+        await _assert_sums_match(store, [T0, T0 - 2 * DAY + 77.0, T0 - 29 * DAY])
+        async with store.database.write() as db:  # and by schema 7's from now on
+            await _write_jobs(db.execute, rng, 200, offset=300)
+        await _assert_sums_match(store, [T0, T0 - 5 * DAY + 3599.5, T0 - 31 * DAY])
+    finally:
+        await store.close()
