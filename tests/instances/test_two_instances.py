@@ -14,7 +14,7 @@ from adapters.slack.blocks import REGENERATE
 from bot.store import Store
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import BOT_USER_ID, FakeSlack
-from tests.fakes.slack_steps import CHANNEL, posted, text_of
+from tests.fakes.slack_steps import CHANNEL, edits, posted, text_of
 from tests.instances.harness import (
     Cluster,
     button_job,
@@ -170,3 +170,33 @@ async def test_a_job_of_an_instance_killed_mid_call_is_ended_by_the_other_and_re
     told = [c for c in slack_fake.calls_to("chat.update") if "interrupted" in text_of(c)]
     assert len(told) == 1  # told once, by one instance
     assert "Traceback" not in b.stderr
+
+
+async def test_a_reply_in_the_thread_of_one_instances_result_is_an_edit_on_the_other(
+    cluster: Cluster, slack_fake: FakeSlack, openai_fake: FakeOpenAI
+) -> None:
+    a, b = await cluster.start("a", "b")
+    prompt = "a fox in the snow"
+    await slack_fake.send_command(slack_fake.command_payload(prompt), url=a.url)
+    first = await slack_fake.wait_for(
+        "chat.update", lambda c: "done in" in text_of(c), timeout=WAIT
+    )
+    root, first_job = str(first[-1].args["ts"]), button_job(first[-1])
+    await slack_fake.wait_for("files.completeUploadExternal", timeout=WAIT)
+
+    # B finds the job by its message (the link A wrote) and edits the image A saved.
+    reply = slack_fake.add_message(CHANNEL, "make it night", user="UBOB", thread_ts=root)
+    status, _ = await slack_fake.send_event(slack_fake.message_event(CHANNEL, reply), url=b.url)
+    assert status == 200
+    uploads = await slack_fake.wait_for("files.completeUploadExternal", count=2, timeout=WAIT)
+    assert uploads[-1].args["thread_ts"] == root
+    (edit,) = edits(openai_fake)
+    assert edit.form is not None and edit.form["prompt"] == "make it night"
+    made_by_a = cluster.db.data_dir / "images" / first_job
+    assert edit.files[0].data == next(made_by_a.glob("out_0.*")).read_bytes()
+    await slack_fake.wait_until(
+        lambda: bool(done_updates(slack_fake, "make it night")), timeout=WAIT
+    )
+    second_job = button_job(done_updates(slack_fake, "make it night")[-1])
+    assert finished_job(b, second_job) and not finished_job(a, second_job)
+    cluster.assert_clean(await cluster.stop_all())
