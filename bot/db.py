@@ -277,8 +277,12 @@ class PgDatabase(Database):
         self._owner_conn: asyncpg.Connection | None = None
         self._owner_key: int | None = None
 
+    # Admissions take turns on one lock, so more sessions only wait more: four measured
+    # faster than ten or twenty (benchmarks/engines_bench.py), and leave room for reads.
+    POOL_SIZE = 4
+
     @classmethod
-    async def open(cls, url: str, *, max_size: int = 10) -> PgDatabase:
+    async def open(cls, url: str, *, max_size: int = POOL_SIZE) -> PgDatabase:
         """Connect, or a ConfigError naming the server (never the password) and the reason."""
         dsn = "postgresql://" + url.split("://", 1)[1]
         # Like the SQLite file's synchronous=NORMAL: a commit doesn't wait for its WAL to
