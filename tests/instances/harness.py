@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from bot.store import Store
 from tests.fakes.cli_process import start_cli
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.postgres import postgres_schema
@@ -190,17 +191,39 @@ class Cluster:
     def assert_clean(self, codes: dict[str, int], *, killed: tuple[str, ...] = ()) -> None:
         """Each instance not killed exited 0, and none logged a Traceback."""
         for instance in self.instances:
-            code = codes[instance.name]
-            if instance.name not in killed:
-                assert code == 0, f"{instance.name} exited {code}:\n{instance.stderr}"
-            assert "Traceback" not in instance.stderr, f"{instance.name}:\n{instance.stderr}"
+            assert_clean_exit(instance, codes[instance.name], killed=instance.name in killed)
 
     async def aclose(self) -> None:
         """Kill whatever a failed test left running."""
-        for instance in self.instances:
-            instance.kill()
-            with contextlib.suppress(Exception):
-                await instance.wait()
+        await kill_all(self.instances)
+
+
+def assert_clean_exit(instance: Instance, code: int, *, killed: bool = False) -> None:
+    """It exited 0 (unless it was killed) and never logged a Traceback."""
+    if not killed:
+        assert code == 0, f"{instance.name} exited {code}:\n{instance.stderr}"
+    assert "Traceback" not in instance.stderr, f"{instance.name}:\n{instance.stderr}"
+
+
+async def kill_all(instances: list[Instance]) -> None:
+    """kill -9 whatever a failed test left running, and wait for each to go."""
+    for instance in instances:
+        instance.kill()
+        with contextlib.suppress(Exception):
+            await instance.wait()
+
+
+async def assert_refunded_interruption(
+    data_dir: Path, database_url: str | None, job_id: str
+) -> None:
+    """The shared database holds ``job_id`` as interrupted, with nothing charged."""
+    store = await Store.open(data_dir / "imagine.sqlite3", database_url=database_url)
+    try:
+        job = await store.get_job(job_id)
+        assert job is not None and job.status == "interrupted"
+        assert job.charged_images == 0 and not job.charged_cost
+    finally:
+        await store.close()
 
 
 @pytest.fixture
@@ -215,6 +238,14 @@ async def cluster(
         yield made
     finally:
         await made.aclose()
+
+
+async def first_result(slack: FakeSlack, url: str, prompt: str) -> tuple[str, str]:
+    """Send /imagine ``prompt`` to the instance at ``url``; its result's message ts and job id."""
+    await slack.send_command(slack.command_payload(prompt), url=url)
+    await slack.wait_until(lambda: bool(done_updates(slack, prompt)), timeout=START_TIMEOUT)
+    done = done_updates(slack, prompt)[-1]
+    return str(done.args["ts"]), button_job(done)
 
 
 def finished_job(instance: Instance, job_id: str) -> bool:

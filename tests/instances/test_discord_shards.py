@@ -8,7 +8,6 @@ share is how the one left standing learns what a dead one left unfinished.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,11 +16,18 @@ from typing import Any
 import asyncpg
 import pytest
 
-from bot.store import Store
 from tests.fakes.cli_process import start_cli
 from tests.fakes.discord_server import FakeDiscord, job_of
 from tests.fakes.openai_server import FakeOpenAI
-from tests.instances.harness import START_TIMEOUT, Instance, finished_job, prompts
+from tests.instances.harness import (
+    START_TIMEOUT,
+    Instance,
+    assert_clean_exit,
+    assert_refunded_interruption,
+    finished_job,
+    kill_all,
+    prompts,
+)
 
 WAIT = 30.0
 READY_LINE = "Discord bot ready as"
@@ -82,10 +88,7 @@ class Shards:
 
     async def aclose(self) -> None:
         """Kill whatever a failed test left running."""
-        for instance in self.instances:
-            instance.kill()
-            with contextlib.suppress(Exception):
-                await instance.wait()
+        await kill_all(self.instances)
 
 
 @pytest.fixture
@@ -99,12 +102,6 @@ async def shards(
         yield made
     finally:
         await made.aclose()
-
-
-def assert_clean(instance: Instance, code: int) -> None:
-    """A SIGTERM ended it with exit code 0 and it never logged a Traceback."""
-    assert code == 0, f"{instance.name} exited {code}:\n{instance.stderr}"
-    assert "Traceback" not in instance.stderr, f"{instance.name}:\n{instance.stderr}"
 
 
 async def test_two_processes_split_the_shards_and_only_the_guilds_shard_runs_its_job(
@@ -126,7 +123,7 @@ async def test_two_processes_split_the_shards_and_only_the_guilds_shard_runs_its
 
     codes = await asyncio.gather(on_0.stop(), on_1.stop())
     for instance, code in zip((on_0, on_1), codes, strict=True):
-        assert_clean(instance, code)
+        assert_clean_exit(instance, code)
     # The guild's events reached shard 1 only: the other process never heard of the job.
     assert finished_job(on_1, job_id) and not finished_job(on_0, job_id)
     assert prompts(openai_fake) == [prompt]
@@ -151,16 +148,10 @@ async def test_the_other_shard_ends_and_announces_the_job_of_a_process_killed_mi
         timeout=60,
     )
     assert prompt in shown["content"] and "Nothing was charged" in shown["content"]
-    store = await Store.open(shards.data_dir / "imagine.sqlite3", database_url=shards.database_url)
-    try:
-        job = await store.get_job(job_id)
-        assert job is not None and job.status == "interrupted"
-        assert job.charged_images == 0 and not job.charged_cost
-    finally:
-        await store.close()
+    await assert_refunded_interruption(shards.data_dir, shards.database_url, job_id)
 
     openai_fake.answer_gate.set()  # the dead call's answer reaches nobody
-    assert_clean(on_0, await on_0.stop())
+    assert_clean_exit(on_0, await on_0.stop())
     # The job ran once: nobody sent its image call again, and its user was told once.
     assert prompts(openai_fake) == [prompt]
     told = [e for e in discord_fake.webhook_edits(asked) if "interrupted" in e.get("content", "")]

@@ -11,15 +11,16 @@ import signal
 import pytest
 
 from adapters.slack.blocks import REGENERATE
-from bot.store import Store
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import BOT_USER_ID, FakeSlack
 from tests.fakes.slack_steps import CHANNEL, edits, posted, text_of
 from tests.instances.harness import (
     Cluster,
+    assert_refunded_interruption,
     button_job,
     done_updates,
     finished_job,
+    first_result,
     placeholders,
     prompts,
 )
@@ -32,11 +33,7 @@ async def test_a_button_on_a_result_of_one_instance_is_handled_by_the_other(
 ) -> None:
     a, b = await cluster.start("a", "b")
     prompt = "a lighthouse in fog"
-    await slack_fake.send_command(slack_fake.command_payload(prompt), url=a.url)
-    first = await slack_fake.wait_for(
-        "chat.update", lambda c: "done in" in text_of(c), timeout=WAIT
-    )
-    root, first_job = str(first[-1].args["ts"]), button_job(first[-1])
+    root, first_job = await first_result(slack_fake, a.url, prompt)
 
     click = slack_fake.block_action_payload(
         "UALICE", CHANNEL, posted(slack_fake, root), REGENERATE, first_job
@@ -149,15 +146,7 @@ async def test_a_job_of_an_instance_killed_mid_call_is_ended_by_the_other_and_re
         "chat.update", lambda c: "interrupted" in text_of(c) and c.args["ts"] == ts, timeout=60
     )
     assert prompt in text_of(notice[0]) and "nothing was charged" in text_of(notice[0])
-    store = await Store.open(
-        cluster.db.data_dir / "imagine.sqlite3", database_url=cluster.db.database_url
-    )
-    try:
-        job = await store.get_job(job_id)
-        assert job is not None and job.status == "interrupted"
-        assert job.charged_images == 0 and not job.charged_cost
-    finally:
-        await store.close()
+    await assert_refunded_interruption(cluster.db.data_dir, cluster.db.database_url, job_id)
 
     openai_fake.answer_gate.set()  # the dead call's answer reaches nobody; B never runs it again
     # The one provider slot A leased is free again (not held for the 90 s of its lease).
@@ -177,11 +166,7 @@ async def test_a_reply_in_the_thread_of_one_instances_result_is_an_edit_on_the_o
 ) -> None:
     a, b = await cluster.start("a", "b")
     prompt = "a fox in the snow"
-    await slack_fake.send_command(slack_fake.command_payload(prompt), url=a.url)
-    first = await slack_fake.wait_for(
-        "chat.update", lambda c: "done in" in text_of(c), timeout=WAIT
-    )
-    root, first_job = str(first[-1].args["ts"]), button_job(first[-1])
+    root, first_job = await first_result(slack_fake, a.url, prompt)
     await slack_fake.wait_for("files.completeUploadExternal", timeout=WAIT)
 
     # B finds the job by its message (the link A wrote) and edits the image A saved.
